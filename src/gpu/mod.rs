@@ -1,0 +1,319 @@
+//! Device and adapter, tensors, readback and the pipeline cache.
+//!
+//! [`Gpu`] is a thin handle over a `wgpu::Device` and `wgpu::Queue`. It either creates them
+//! ([`Gpu::new`], honouring `WGPU_BACKEND`, `WGPU_ADAPTER_NAME` and `WGPU_POWER_PREF`) or wraps
+//! the ones an application already owns ([`Gpu::from_device`]); in the second case the library
+//! creates no instance and never blocks outside functions documented as blocking.
+
+mod pipeline;
+mod tensor;
+
+pub use pipeline::{PipelineKey, Shader};
+pub use tensor::Tensor;
+
+use crate::{Error, Result};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Optional features the kernels use when the device has them.
+pub const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::SUBGROUP
+    .union(wgpu::Features::SHADER_F16)
+    .union(wgpu::Features::TIMESTAMP_QUERY)
+    .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS)
+    .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES);
+
+/// A GPU device and queue with the library's caches. Cheap to clone (all fields are shared).
+#[derive(Clone)]
+pub struct Gpu {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: Option<wgpu::AdapterInfo>,
+    pipelines: Arc<Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>>,
+    modules: Arc<Mutex<HashMap<&'static str, wgpu::ShaderModule>>>,
+    staging: Arc<Mutex<Vec<wgpu::Buffer>>>,
+}
+
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gpu").field("adapter", &self.adapter_name()).finish_non_exhaustive()
+    }
+}
+
+impl Gpu {
+    /// Chooses an adapter and creates a device.
+    ///
+    /// The standard wgpu variables apply: `WGPU_BACKEND` (e.g. `vulkan`), `WGPU_ADAPTER_NAME`
+    /// (a case-insensitive substring of the adapter name) and `WGPU_POWER_PREF` (`low`/`high`).
+    /// The adapter's full limits and the [`OPTIONAL_FEATURES`] it supports are requested.
+    pub async fn new() -> Result<Self> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = Self::choose_adapter(&instance).await?;
+        let info = adapter.get_info();
+        log::info!("adapter: {} ({:?}, {:?}), driver {}", info.name, info.backend, info.device_type, info.driver_info);
+        if info.device_type == wgpu::DeviceType::Cpu {
+            log::warn!("{} is a software (CPU) adapter: expect training to be thousands of times slower than on a GPU", info.name);
+        }
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("bayesian-bits"),
+                required_features: adapter.features() & OPTIONAL_FEATURES,
+                required_limits: adapter.limits(),
+                ..Default::default()
+            })
+            .await?;
+        device.on_uncaptured_error(Arc::new(|e: wgpu::Error| log::error!("uncaptured wgpu error: {e}")));
+        let mut gpu = Self::from_device(device, queue);
+        gpu.info = Some(info);
+        Ok(gpu)
+    }
+
+    /// Blocking form of [`Gpu::new`] (runs the future with `pollster`).
+    pub fn new_blocking() -> Result<Self> {
+        pollster::block_on(Self::new())
+    }
+
+    async fn choose_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
+        if let Ok(wanted) = std::env::var("WGPU_ADAPTER_NAME") {
+            // wgpu's own helper panics when nothing matches; list what exists instead.
+            let adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
+            let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+            let wanted_lower = wanted.to_lowercase();
+            return adapters
+                .into_iter()
+                .find(|a| a.get_info().name.to_lowercase().contains(&wanted_lower))
+                .ok_or_else(|| Error::NoAdapter {
+                    detail: format!("WGPU_ADAPTER_NAME={wanted:?} matches none of {names:?}"),
+                });
+        }
+        instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::from_env().unwrap_or_default(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::NoAdapter { detail: e.to_string() })
+    }
+
+    /// Wraps a device and queue owned by the application. The library uses whatever features
+    /// the application enabled (portable kernels where `SUBGROUP` is absent).
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
+        Self {
+            device,
+            queue,
+            info: None,
+            pipelines: Arc::default(),
+            modules: Arc::default(),
+            staging: Arc::default(),
+        }
+    }
+
+    /// The device.
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+
+    /// The queue.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.queue
+    }
+
+    /// Adapter information, when the library chose the adapter itself.
+    pub fn adapter_info(&self) -> Option<&wgpu::AdapterInfo> {
+        self.info.as_ref()
+    }
+
+    /// The adapter's name, or `"application device"` for [`Gpu::from_device`].
+    pub fn adapter_name(&self) -> &str {
+        self.info.as_ref().map_or("application device", |i| i.name.as_str())
+    }
+
+    /// Whether subgroup operations are available to the kernels.
+    pub fn has_subgroups(&self) -> bool {
+        self.device.features().contains(wgpu::Features::SUBGROUP)
+    }
+
+    /// The device's limits.
+    pub fn limits(&self) -> wgpu::Limits {
+        self.device.limits()
+    }
+
+    /// A new command encoder.
+    pub fn encoder(&self, label: &str) -> wgpu::CommandEncoder {
+        self.device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
+    }
+
+    /// Submits an encoder's commands.
+    pub fn submit(&self, encoder: wgpu::CommandEncoder) -> wgpu::SubmissionIndex {
+        self.queue.submit([encoder.finish()])
+    }
+
+    /// Blocks until all submitted work has finished. **Blocking.**
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(drop)
+            .map_err(|e| Error::Gpu { op: "wait", msg: e.to_string() })
+    }
+
+    /// Checks that a dispatch of `workgroups` fits the per-dimension limit, returning its grid.
+    ///
+    /// Grids are 2-D when the count exceeds one dimension; kernels linearise
+    /// `id.x + id.y * num_workgroups.x` and ignore ids past the count they are given.
+    pub fn grid(&self, op: &'static str, workgroups: u32) -> Result<[u32; 3]> {
+        let max = self.device.limits().max_compute_workgroups_per_dimension;
+        if workgroups <= max {
+            return Ok([workgroups.max(1), 1, 1]);
+        }
+        let rows = workgroups.div_ceil(max);
+        if rows > max {
+            return Err(Error::Limit {
+                op,
+                what: "workgroups per dispatch",
+                value: u64::from(workgroups),
+                limit: u64::from(max) * u64::from(max),
+            });
+        }
+        Ok([max, rows, 1])
+    }
+
+    /// Records one compute dispatch of `key` with `(binding, buffer)` pairs bound in group 0.
+    ///
+    /// Pipelines use automatic layouts, so exactly the bindings the entry point uses are given.
+    pub fn dispatch(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        key: &PipelineKey,
+        buffers: &[(u32, &wgpu::Buffer)],
+        grid: [u32; 3],
+    ) {
+        let pipeline = self.pipeline(key);
+        let entries: Vec<wgpu::BindGroupEntry> = buffers
+            .iter()
+            .map(|&(binding, b)| wgpu::BindGroupEntry { binding, resource: b.as_entire_binding() })
+            .collect();
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(key.entry),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(key.entry),
+            timestamp_writes: None,
+        });
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
+    }
+
+    /// A uniform buffer holding `value`, for kernel parameters fixed at record time.
+    pub fn uniform<T: bytemuck::Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
+        use wgpu::util::DeviceExt;
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytemuck::bytes_of(value),
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        })
+    }
+
+    /// The compute pipeline for `key`, compiled on first use and cached.
+    pub fn pipeline(&self, key: &PipelineKey) -> wgpu::ComputePipeline {
+        if let Some(p) = self.pipelines.lock().unwrap_or_else(|e| e.into_inner()).get(key) {
+            return p.clone();
+        }
+        let module = {
+            let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+            modules
+                .entry(key.shader.name)
+                .or_insert_with(|| {
+                    self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(key.shader.name),
+                        source: wgpu::ShaderSource::Wgsl(key.shader.source.into()),
+                    })
+                })
+                .clone()
+        };
+        let constants: Vec<(&str, f64)> = key.constants.iter().map(|&(n, v)| (n, f64::from(v))).collect();
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(key.entry),
+            layout: None,
+            module: &module,
+            entry_point: Some(key.entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &constants,
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
+        self.pipelines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone(), pipeline.clone());
+        pipeline
+    }
+
+    fn take_staging(&self, bytes: u64) -> wgpu::Buffer {
+        let mut pool = self.staging.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = pool.iter().position(|b| b.size() >= bytes) {
+            return pool.swap_remove(i);
+        }
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback staging"),
+            size: bytes.next_power_of_two().max(256),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// Copies `tensors` into a reused staging buffer and returns a future of their contents.
+    ///
+    /// Non-blocking: the future resolves once the device has been polled past the copy
+    /// (an application that owns the device polls it as usual; [`Gpu::read_blocking`] does it).
+    pub fn read_async(&self, tensors: &[&Tensor]) -> impl std::future::Future<Output = Result<Vec<Vec<f32>>>> + use<> {
+        let total: u64 = tensors.iter().map(|t| t.bytes()).sum();
+        let staging = self.take_staging(total.max(4));
+        let mut encoder = self.encoder("readback");
+        let mut offset = 0;
+        let mut ranges = Vec::with_capacity(tensors.len());
+        for t in tensors {
+            encoder.copy_buffer_to_buffer(t.buffer(), 0, &staging, offset, t.bytes());
+            ranges.push((offset as usize, t.len()));
+            offset += t.bytes();
+        }
+        self.submit(encoder);
+        let (tx, rx) = futures::channel::oneshot::channel();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| drop(tx.send(r)));
+        let pool = self.staging.clone();
+        async move {
+            rx.await.map_err(|_| Error::Gpu { op: "readback", msg: "device lost before the map finished".into() })??;
+            let out = {
+                let view = staging
+                    .slice(..)
+                    .get_mapped_range()
+                    .map_err(|e| Error::Gpu { op: "readback", msg: e.to_string() })?;
+                let words: &[f32] = bytemuck::cast_slice(&view);
+                ranges.iter().map(|&(o, n)| words[o / 4..o / 4 + n].to_vec()).collect()
+            };
+            staging.unmap();
+            pool.lock().unwrap_or_else(|e| e.into_inner()).push(staging);
+            Ok(out)
+        }
+    }
+
+    /// Reads tensors back to the host in one round trip. **Blocking**: polls the device.
+    pub fn read_blocking(&self, tensors: &[&Tensor]) -> Result<Vec<Vec<f32>>> {
+        let future = self.read_async(tensors);
+        self.wait()?;
+        pollster::block_on(future)
+    }
+
+    /// Reads one tensor back. **Blocking**.
+    pub fn read(&self, tensor: &Tensor) -> Result<Vec<f32>> {
+        Ok(self.read_blocking(&[tensor])?.remove(0))
+    }
+
+    /// Reads one tensor of 32-bit unsigned integers back. **Blocking**.
+    pub fn read_u32(&self, tensor: &Tensor) -> Result<Vec<u32>> {
+        Ok(self.read(tensor)?.into_iter().map(f32::to_bits).collect())
+    }
+}

@@ -1,0 +1,106 @@
+//! Storage buffers of 32-bit words with a shape.
+
+use super::Gpu;
+use crate::{Error, Result};
+
+/// A GPU storage buffer of `f32` (or `u32`) values with a row-major shape.
+#[derive(Clone, Debug)]
+pub struct Tensor {
+    buffer: wgpu::Buffer,
+    shape: Vec<usize>,
+}
+
+impl Tensor {
+    /// The shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Whether the tensor holds no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Size of the elements in bytes.
+    pub fn bytes(&self) -> u64 {
+        4 * self.len() as u64
+    }
+
+    /// The underlying buffer (at least 4 bytes, even when empty).
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        &self.buffer
+    }
+
+    /// The same buffer seen with another shape of equal element count (e.g. flatten).
+    pub fn view(&self, shape: &[usize]) -> Result<Tensor> {
+        let len: usize = shape.iter().product();
+        if len != self.len() {
+            return Err(Error::Shape {
+                op: "Tensor::view",
+                expected: format!("{} elements", self.len()),
+                actual: format!("{shape:?} ({len} elements)"),
+            });
+        }
+        Ok(Tensor { buffer: self.buffer.clone(), shape: shape.to_vec() })
+    }
+
+    /// Fails with a [`Error::Shape`] naming `op` unless the tensor has `expected` elements.
+    pub fn expect_len(&self, op: &'static str, expected: usize) -> Result<()> {
+        if self.len() == expected {
+            return Ok(());
+        }
+        Err(Error::Shape { op, expected: format!("{expected} elements"), actual: format!("{:?}", self.shape) })
+    }
+}
+
+impl Gpu {
+    /// A zero-filled tensor. Fails if it exceeds the adapter's storage-binding or buffer size.
+    pub fn zeros(&self, label: &str, shape: &[usize]) -> Result<Tensor> {
+        let len: usize = shape.iter().product();
+        let bytes = 4 * len as u64;
+        let limits = self.limits();
+        let binding = u64::from(limits.max_storage_buffer_binding_size).min(limits.max_buffer_size);
+        if bytes > binding {
+            return Err(Error::Limit {
+                op: "allocate tensor",
+                what: "max_storage_buffer_binding_size (bytes)",
+                value: bytes,
+                limit: binding,
+            });
+        }
+        let buffer = self.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.max(4),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        Ok(Tensor { buffer, shape: shape.to_vec() })
+    }
+
+    /// A tensor holding `data` (any 4-byte plain type: `f32`, `u32`, `i32`).
+    pub fn upload<T: bytemuck::Pod>(&self, label: &str, shape: &[usize], data: &[T]) -> Result<Tensor> {
+        let tensor = self.zeros(label, shape)?;
+        self.write(&tensor, data)?;
+        Ok(tensor)
+    }
+
+    /// Overwrites a tensor's contents; queued, takes effect at the next submit.
+    pub fn write<T: bytemuck::Pod>(&self, tensor: &Tensor, data: &[T]) -> Result<()> {
+        if std::mem::size_of::<T>() != 4 {
+            return Err(Error::InvalidArgument {
+                op: "Gpu::write",
+                msg: format!("elements must be 4 bytes, got {}", std::mem::size_of::<T>()),
+            });
+        }
+        tensor.expect_len("Gpu::write", data.len())?;
+        if !data.is_empty() {
+            self.queue().write_buffer(tensor.buffer(), 0, bytemuck::cast_slice(data));
+        }
+        Ok(())
+    }
+}
