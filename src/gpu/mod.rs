@@ -35,7 +35,9 @@ pub struct Gpu {
 
 impl std::fmt::Debug for Gpu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gpu").field("adapter", &self.adapter_name()).finish_non_exhaustive()
+        f.debug_struct("Gpu")
+            .field("adapter", &self.adapter_name())
+            .finish_non_exhaustive()
     }
 }
 
@@ -46,10 +48,17 @@ impl Gpu {
     /// (a case-insensitive substring of the adapter name) and `WGPU_POWER_PREF` (`low`/`high`).
     /// The adapter's full limits and the [`OPTIONAL_FEATURES`] it supports are requested.
     pub async fn new() -> Result<Self> {
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapter = Self::choose_adapter(&instance).await?;
         let info = adapter.get_info();
-        log::info!("adapter: {} ({:?}, {:?}), driver {}", info.name, info.backend, info.device_type, info.driver_info);
+        log::info!(
+            "adapter: {} ({:?}, {:?}), driver {}",
+            info.name,
+            info.backend,
+            info.device_type,
+            info.driver_info
+        );
         if info.device_type == wgpu::DeviceType::Cpu {
             log::warn!("{} is a software (CPU) adapter: expect training to be thousands of times slower than on a GPU", info.name);
         }
@@ -61,7 +70,9 @@ impl Gpu {
                 ..Default::default()
             })
             .await?;
-        device.on_uncaptured_error(Arc::new(|e: wgpu::Error| log::error!("uncaptured wgpu error: {e}")));
+        device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
+            log::error!("uncaptured wgpu error: {e}")
+        }));
         let mut gpu = Self::from_device(device, queue);
         gpu.info = Some(info);
         Ok(gpu)
@@ -91,7 +102,9 @@ impl Gpu {
                 ..Default::default()
             })
             .await
-            .map_err(|e| Error::NoAdapter { detail: e.to_string() })
+            .map_err(|e| Error::NoAdapter {
+                detail: e.to_string(),
+            })
     }
 
     /// Wraps a device and queue owned by the application. The library uses whatever features
@@ -124,7 +137,9 @@ impl Gpu {
 
     /// The adapter's name, or `"application device"` for [`Gpu::from_device`].
     pub fn adapter_name(&self) -> &str {
-        self.info.as_ref().map_or("application device", |i| i.name.as_str())
+        self.info
+            .as_ref()
+            .map_or("application device", |i| i.name.as_str())
     }
 
     /// Whether subgroup operations are available to the kernels.
@@ -153,7 +168,10 @@ impl Gpu {
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map(drop)
-            .map_err(|e| Error::Gpu { op: "wait", msg: e.to_string() })
+            .map_err(|e| Error::Gpu {
+                op: "wait",
+                msg: e.to_string(),
+            })
     }
 
     /// Checks that a dispatch of `workgroups` fits the per-dimension limit, returning its grid.
@@ -190,7 +208,10 @@ impl Gpu {
         let pipeline = self.pipeline(key);
         let entries: Vec<wgpu::BindGroupEntry> = buffers
             .iter()
-            .map(|&(binding, b)| wgpu::BindGroupEntry { binding, resource: b.as_entire_binding() })
+            .map(|&(binding, b)| wgpu::BindGroupEntry {
+                binding,
+                resource: b.as_entire_binding(),
+            })
             .collect();
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(key.entry),
@@ -209,16 +230,22 @@ impl Gpu {
     /// A uniform buffer holding `value`, for kernel parameters fixed at record time.
     pub fn uniform<T: bytemuck::Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
         use wgpu::util::DeviceExt;
-        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: bytemuck::bytes_of(value),
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-        })
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytemuck::bytes_of(value),
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            })
     }
 
     /// The compute pipeline for `key`, compiled on first use and cached.
     pub fn pipeline(&self, key: &PipelineKey) -> wgpu::ComputePipeline {
-        if let Some(p) = self.pipelines.lock().unwrap_or_else(|e| e.into_inner()).get(key) {
+        if let Some(p) = self
+            .pipelines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+        {
             return p.clone();
         }
         let module = {
@@ -226,25 +253,32 @@ impl Gpu {
             modules
                 .entry(key.shader.name)
                 .or_insert_with(|| {
-                    self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(key.shader.name),
-                        source: wgpu::ShaderSource::Wgsl(key.shader.source.into()),
-                    })
+                    self.device
+                        .create_shader_module(wgpu::ShaderModuleDescriptor {
+                            label: Some(key.shader.name),
+                            source: wgpu::ShaderSource::Wgsl(key.shader.source.into()),
+                        })
                 })
                 .clone()
         };
-        let constants: Vec<(&str, f64)> = key.constants.iter().map(|&(n, v)| (n, f64::from(v))).collect();
-        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(key.entry),
-            layout: None,
-            module: &module,
-            entry_point: Some(key.entry),
-            compilation_options: wgpu::PipelineCompilationOptions {
-                constants: &constants,
-                zero_initialize_workgroup_memory: false,
-            },
-            cache: None,
-        });
+        let constants: Vec<(&str, f64)> = key
+            .constants
+            .iter()
+            .map(|&(n, v)| (n, f64::from(v)))
+            .collect();
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(key.entry),
+                layout: None,
+                module: &module,
+                entry_point: Some(key.entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
         self.pipelines
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -269,7 +303,10 @@ impl Gpu {
     ///
     /// Non-blocking: the future resolves once the device has been polled past the copy
     /// (an application that owns the device polls it as usual; [`Gpu::read_blocking`] does it).
-    pub fn read_async(&self, tensors: &[&Tensor]) -> impl std::future::Future<Output = Result<Vec<Vec<f32>>>> + use<> {
+    pub fn read_async(
+        &self,
+        tensors: &[&Tensor],
+    ) -> impl std::future::Future<Output = Result<Vec<Vec<f32>>>> + use<> {
         let total: u64 = tensors.iter().map(|t| t.bytes()).sum();
         let staging = self.take_staging(total.max(4));
         let mut encoder = self.encoder("readback");
@@ -282,17 +319,28 @@ impl Gpu {
         }
         self.submit(encoder);
         let (tx, rx) = futures::channel::oneshot::channel();
-        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| drop(tx.send(r)));
+        staging
+            .slice(..)
+            .map_async(wgpu::MapMode::Read, move |r| drop(tx.send(r)));
         let pool = self.staging.clone();
         async move {
-            rx.await.map_err(|_| Error::Gpu { op: "readback", msg: "device lost before the map finished".into() })??;
+            rx.await.map_err(|_| Error::Gpu {
+                op: "readback",
+                msg: "device lost before the map finished".into(),
+            })??;
             let out = {
                 let view = staging
                     .slice(..)
                     .get_mapped_range()
-                    .map_err(|e| Error::Gpu { op: "readback", msg: e.to_string() })?;
+                    .map_err(|e| Error::Gpu {
+                        op: "readback",
+                        msg: e.to_string(),
+                    })?;
                 let words: &[f32] = bytemuck::cast_slice(&view);
-                ranges.iter().map(|&(o, n)| words[o / 4..o / 4 + n].to_vec()).collect()
+                ranges
+                    .iter()
+                    .map(|&(o, n)| words[o / 4..o / 4 + n].to_vec())
+                    .collect()
             };
             staging.unmap();
             pool.lock().unwrap_or_else(|e| e.into_inner()).push(staging);

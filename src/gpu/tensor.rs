@@ -46,7 +46,10 @@ impl Tensor {
                 actual: format!("{shape:?} ({len} elements)"),
             });
         }
-        Ok(Tensor { buffer: self.buffer.clone(), shape: shape.to_vec() })
+        Ok(Tensor {
+            buffer: self.buffer.clone(),
+            shape: shape.to_vec(),
+        })
     }
 
     /// Fails with a [`Error::Shape`] naming `op` unless the tensor has `expected` elements.
@@ -54,36 +57,59 @@ impl Tensor {
         if self.len() == expected {
             return Ok(());
         }
-        Err(Error::Shape { op, expected: format!("{expected} elements"), actual: format!("{:?}", self.shape) })
+        Err(Error::Shape {
+            op,
+            expected: format!("{expected} elements"),
+            actual: format!("{:?}", self.shape),
+        })
     }
 }
 
 impl Gpu {
-    /// A zero-filled tensor. Fails if it exceeds the adapter's storage-binding or buffer size.
-    pub fn zeros(&self, label: &str, shape: &[usize]) -> Result<Tensor> {
-        let len: usize = shape.iter().product();
-        let bytes = 4 * len as u64;
+    /// Fails with [`Error::Limit`] naming `op` unless `len` 32-bit elements fit one storage binding.
+    pub fn check_binding(&self, op: &'static str, len: usize) -> Result<()> {
         let limits = self.limits();
-        let binding = u64::from(limits.max_storage_buffer_binding_size).min(limits.max_buffer_size);
+        let binding = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size);
+        let bytes = 4 * len as u64;
         if bytes > binding {
             return Err(Error::Limit {
-                op: "allocate tensor",
+                op,
                 what: "max_storage_buffer_binding_size (bytes)",
                 value: bytes,
                 limit: binding,
             });
         }
+        Ok(())
+    }
+
+    /// A zero-filled tensor. Fails if it exceeds the adapter's storage-binding or buffer size.
+    pub fn zeros(&self, label: &str, shape: &[usize]) -> Result<Tensor> {
+        let len: usize = shape.iter().product();
+        let bytes = 4 * len as u64;
+        self.check_binding("allocate tensor", len)?;
         let buffer = self.device().create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: bytes.max(4),
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        Ok(Tensor { buffer, shape: shape.to_vec() })
+        Ok(Tensor {
+            buffer,
+            shape: shape.to_vec(),
+        })
     }
 
     /// A tensor holding `data` (any 4-byte plain type: `f32`, `u32`, `i32`).
-    pub fn upload<T: bytemuck::Pod>(&self, label: &str, shape: &[usize], data: &[T]) -> Result<Tensor> {
+    pub fn upload<T: bytemuck::Pod>(
+        &self,
+        label: &str,
+        shape: &[usize],
+        data: &[T],
+    ) -> Result<Tensor> {
         let tensor = self.zeros(label, shape)?;
         self.write(&tensor, data)?;
         Ok(tensor)
@@ -99,7 +125,8 @@ impl Gpu {
         }
         tensor.expect_len("Gpu::write", data.len())?;
         if !data.is_empty() {
-            self.queue().write_buffer(tensor.buffer(), 0, bytemuck::cast_slice(data));
+            self.queue()
+                .write_buffer(tensor.buffer(), 0, bytemuck::cast_slice(data));
         }
         Ok(())
     }

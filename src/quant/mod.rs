@@ -43,7 +43,9 @@ pub struct StepState {
 impl StepState {
     /// A step-parameter buffer initialised for evaluation (deterministic gates).
     pub fn new(gpu: &Gpu) -> Self {
-        Self { buffer: gpu.uniform("step params", &StepParams::default()) }
+        Self {
+            buffer: gpu.uniform("step params", &StepParams::default()),
+        }
     }
 
     /// Queues the values for the next submission (no blocking, no readback).
@@ -56,7 +58,8 @@ impl StepState {
             mu,
             _pad: [0; 3],
         };
-        gpu.queue().write_buffer(&self.buffer, 0, bytemuck::bytes_of(&params));
+        gpu.queue()
+            .write_buffer(&self.buffer, 0, bytemuck::bytes_of(&params));
     }
 
     /// The uniform buffer.
@@ -112,8 +115,12 @@ impl QuantizerState {
 
     /// Output channels kept at test time (all channels without pruning gates: `None`).
     pub fn kept_channels(&self) -> Option<usize> {
-        (!self.prune_logits.is_empty())
-            .then(|| self.prune_logits.iter().filter(|&&l| reference::test_gate(l) > 0.0).count())
+        (!self.prune_logits.is_empty()).then(|| {
+            self.prune_logits
+                .iter()
+                .filter(|&&l| reference::test_gate(l) > 0.0)
+                .count()
+        })
     }
 }
 
@@ -131,13 +138,17 @@ impl Quantizer {
         const OP: &str = "Quantizer::new";
         check_range(OP, config.x_max)?;
         let channels = config.prune_channels;
-        if config.len == 0 || (channels > 0 && config.len % channels != 0) {
+        if config.len == 0 || (channels > 0 && !config.len.is_multiple_of(channels)) {
             return Err(Error::Shape {
                 op: OP,
-                expected: format!("a non-empty tensor whose length is a multiple of {} channels", channels.max(1)),
+                expected: format!(
+                    "a non-empty tensor whose length is a multiple of {} channels",
+                    channels.max(1)
+                ),
                 actual: format!("{} elements", config.len),
             });
         }
+        gpu.check_binding(OP, config.len)?;
         let len = u32::try_from(config.len).map_err(|_| Error::Limit {
             op: OP,
             what: "elements per tensor",
@@ -174,7 +185,10 @@ impl Quantizer {
             x_max_grad: gpu.zeros("x_max grad", &[1])?,
             logit_grad: gpu.zeros("logit grad", &gate_shape)?,
             reg_value: gpu.zeros("regulariser", &[1])?,
-            partials: gpu.zeros("quantizer partials", &[(num_slices * kernel::PARTIALS) as usize])?,
+            partials: gpu.zeros(
+                "quantizer partials",
+                &[(num_slices * kernel::PARTIALS) as usize],
+            )?,
             config,
         };
         Ok(q)
@@ -216,10 +230,24 @@ impl Quantizer {
     }
 
     /// Records `y = z2 · Q(x)` with the current gates.
-    pub fn forward(&self, gpu: &Gpu, encoder: &mut wgpu::CommandEncoder, step: &StepState, x: &Tensor, y: &Tensor) -> Result<()> {
+    pub fn forward(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        step: &StepState,
+        x: &Tensor,
+        y: &Tensor,
+    ) -> Result<()> {
         x.expect_len("quantizer forward (input)", self.len())?;
         y.expect_len("quantizer forward (output)", self.len())?;
-        kernel::forward(gpu, encoder, &self.buffers(step), self.len() as u32, x.buffer(), y.buffer())
+        kernel::forward(
+            gpu,
+            encoder,
+            &self.buffers(step),
+            self.len() as u32,
+            x.buffer(),
+            y.buffer(),
+        )
     }
 
     /// Records the backward pass for upstream gradient `dy`: writes `dx`, [`Self::x_max_grad`],
@@ -233,10 +261,22 @@ impl Quantizer {
         dy: &Tensor,
         dx: &Tensor,
     ) -> Result<()> {
-        for (t, what) in [(x, "quantizer backward (input)"), (dy, "quantizer backward (dy)"), (dx, "quantizer backward (dx)")] {
+        for (t, what) in [
+            (x, "quantizer backward (input)"),
+            (dy, "quantizer backward (dy)"),
+            (dx, "quantizer backward (dx)"),
+        ] {
             t.expect_len(what, self.len())?;
         }
-        kernel::backward(gpu, encoder, &self.buffers(step), self.num_slices, x.buffer(), dy.buffer(), dx.buffer())
+        kernel::backward(
+            gpu,
+            encoder,
+            &self.buffers(step),
+            self.num_slices,
+            x.buffer(),
+            dy.buffer(),
+            dx.buffer(),
+        )
     }
 
     /// Queues a new range (e.g. from range initialisation). Refuses non-positive or non-finite values.

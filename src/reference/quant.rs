@@ -132,7 +132,13 @@ fn channel_len(len: usize, z2: Option<&[f32]>) -> usize {
 }
 
 /// Quantizes a tensor: clip, residual stages, nested gates, then the pruning gate on axis 0.
-pub fn quantize(x: &[f32], x_max: f32, signed: bool, gates: [f32; 4], z2: Option<&[f32]>) -> Vec<f32> {
+pub fn quantize(
+    x: &[f32],
+    x_max: f32,
+    signed: bool,
+    gates: [f32; 4],
+    z2: Option<&[f32]>,
+) -> Vec<f32> {
     let per_channel = channel_len(x.len(), z2);
     x.iter()
         .enumerate()
@@ -264,7 +270,12 @@ pub struct Gates {
 ///
 /// `uniform(i)` supplies the noise of gate `i`: 0…3 for g4…g32, `4 + c` for channel c's z2.
 /// The ≤ −2 rule switches a chain gate and all higher ones to a constant 0, in both modes.
-pub fn gates(chain_logits: [f32; 4], prune_logits: &[f32], training: bool, uniform: impl Fn(u32) -> f32) -> Gates {
+pub fn gates(
+    chain_logits: [f32; 4],
+    prune_logits: &[f32],
+    training: bool,
+    uniform: impl Fn(u32) -> f32,
+) -> Gates {
     let gate = |logit: f32, index: u32| {
         if training {
             hard_concrete(logit, uniform(index))
@@ -313,7 +324,11 @@ pub struct Regularizer {
 ///
 /// With pruning: `mean_c p2[c] · (2m + chain)`; without: `1 + chain`, where
 /// `chain = m·(4·p4 + 8·p4·p8 + 16·p4·p8·p16 + 32·p4·p8·p16·p32)`.
-pub fn regularizer(chain_logits: [f32; 4], prune_logits: Option<&[f32]>, mac_ratio: f64) -> Regularizer {
+pub fn regularizer(
+    chain_logits: [f32; 4],
+    prune_logits: Option<&[f32]>,
+    mac_ratio: f64,
+) -> Regularizer {
     let p = chain_logits.map(|l| f64::from(prob_nonzero(l)));
     let bits = [4.0, 8.0, 16.0, 32.0];
     // chain = m·Σ_j bits_j·Π_{i≤j} p_i and its derivative w.r.t. each p_k.
@@ -325,7 +340,9 @@ pub fn regularizer(chain_logits: [f32; 4], prune_logits: Option<&[f32]>, mac_rat
     }
     let dchain_dp: [f64; 4] = std::array::from_fn(|k| {
         (k..4)
-            .map(|j| mac_ratio * bits[j] * (0..=j).filter(|&i| i != k).map(|i| p[i]).product::<f64>())
+            .map(|j| {
+                mac_ratio * bits[j] * (0..=j).filter(|&i| i != k).map(|i| p[i]).product::<f64>()
+            })
             .sum()
     });
     let (scale, value, dprune) = match prune_logits {
@@ -334,7 +351,10 @@ pub fn regularizer(chain_logits: [f32; 4], prune_logits: Option<&[f32]>, mac_rat
             let p2: Vec<f64> = l2.iter().map(|&l| f64::from(prob_nonzero(l))).collect();
             let mean_p2 = p2.iter().sum::<f64>() / c;
             let per_channel = 2.0 * mac_ratio + chain;
-            let dprune = p2.iter().map(|&q| per_channel / c * q * (1.0 - q)).collect();
+            let dprune = p2
+                .iter()
+                .map(|&q| per_channel / c * q * (1.0 - q))
+                .collect();
             (mean_p2, mean_p2 * per_channel, dprune)
         }
         None => (1.0, 1.0 + chain, Vec::new()),
@@ -387,13 +407,19 @@ mod tests {
     #[test]
     fn philox_known_answers() {
         // Random123's published known-answer tests for philox4x32_10.
-        assert_eq!(philox4x32([0; 4], [0; 2]), [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]);
+        assert_eq!(
+            philox4x32([0; 4], [0; 2]),
+            [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]
+        );
         assert_eq!(
             philox4x32([u32::MAX; 4], [u32::MAX; 2]),
             [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd]
         );
         assert_eq!(
-            philox4x32([0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344], [0xa4093822, 0x299f31d0]),
+            philox4x32(
+                [0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344],
+                [0xa4093822, 0x299f31d0]
+            ),
             [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1]
         );
     }
