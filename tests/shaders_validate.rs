@@ -32,18 +32,36 @@ fn every_specialisation_validates() {
         let source = key.shader.source;
         let module = naga::front::wgsl::parse_str(source).expect("parses");
         let caps = capabilities(key.shader.requires);
-        let info = Validator::new(ValidationFlags::all(), caps).validate(&module).expect("validates");
-        let constants = key.constants.iter().map(|&(n, v)| (n.to_string(), f64::from(v))).collect();
+        let info = Validator::new(ValidationFlags::all(), caps)
+            .validate(&module)
+            .expect("validates");
+        let constants = key
+            .constants
+            .iter()
+            .map(|&(n, v)| (n.to_string(), f64::from(v)))
+            .collect();
         let (module, _) = naga::back::pipeline_constants::process_overrides(
             &module,
             &info,
             Some((naga::ShaderStage::Compute, key.entry)),
             &constants,
         )
-        .unwrap_or_else(|e| panic!("{}::{} with {:?}: {e}", key.shader.name, key.entry, key.constants));
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}::{} with {:?}: {e}",
+                key.shader.name, key.entry, key.constants
+            )
+        });
         Validator::new(ValidationFlags::all(), caps)
             .validate(&module)
-            .unwrap_or_else(|e| panic!("{}::{}: {}", key.shader.name, key.entry, e.emit_to_string(source)));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{}::{}: {}",
+                    key.shader.name,
+                    key.entry,
+                    e.emit_to_string(source)
+                )
+            });
         assert!(
             module.entry_points.iter().any(|ep| ep.name == key.entry),
             "{} has no entry point {}",
@@ -57,7 +75,12 @@ fn every_specialisation_validates() {
 fn quantizer_workgroup_matches_host() {
     let module = naga::front::wgsl::parse_str(kernels::quant::SHADER.source).expect("parses");
     for ep in &module.entry_points {
-        assert_eq!(ep.workgroup_size, [kernels::quant::WORKGROUP, 1, 1], "{}", ep.name);
+        assert_eq!(
+            ep.workgroup_size,
+            [kernels::quant::WORKGROUP, 1, 1],
+            "{}",
+            ep.name
+        );
     }
     let partials = module
         .constants

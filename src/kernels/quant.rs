@@ -6,7 +6,10 @@ use crate::Result;
 /// The quantizer module, with the shared per-element functions prepended.
 pub static SHADER: Shader = Shader {
     name: "quant",
-    source: concat!(include_str!("../../shaders/bb_common.wgsl"), include_str!("../../shaders/quant.wgsl")),
+    source: concat!(
+        include_str!("../../shaders/bb_common.wgsl"),
+        include_str!("../../shaders/quant.wgsl")
+    ),
     requires: wgpu::Features::empty(),
 };
 
@@ -20,16 +23,36 @@ pub const SLICE_LEN: u32 = WORKGROUP * PER_THREAD;
 pub const PARTIALS: u32 = 6;
 
 /// Samples (training) or thresholds (eval) the gates.
-pub static SAMPLE_GATES: PipelineKey = PipelineKey { shader: &SHADER, entry: "sample_gates", constants: &[] };
+pub static SAMPLE_GATES: PipelineKey = PipelineKey {
+    shader: &SHADER,
+    entry: "sample_gates",
+    constants: &[],
+};
 /// Fused forward.
-pub static FORWARD: PipelineKey =
-    PipelineKey { shader: &SHADER, entry: "forward", constants: &[("PER_THREAD", PER_THREAD)] };
+pub static FORWARD: PipelineKey = PipelineKey {
+    shader: &SHADER,
+    entry: "forward",
+    constants: &[("PER_THREAD", PER_THREAD)],
+};
 /// Backward level 1: dx and per-slice partial sums.
-pub static BACKWARD_PARTIALS: PipelineKey = PipelineKey { shader: &SHADER, entry: "backward_partials", constants: &[] };
+pub static BACKWARD_PARTIALS: PipelineKey = PipelineKey {
+    shader: &SHADER,
+    entry: "backward_partials",
+    constants: &[],
+};
 /// Backward level 2: fixed-order sums, logit gradients and the regulariser.
-pub static BACKWARD_FINALIZE: PipelineKey = PipelineKey { shader: &SHADER, entry: "backward_finalize", constants: &[] };
+pub static BACKWARD_FINALIZE: PipelineKey = PipelineKey {
+    shader: &SHADER,
+    entry: "backward_finalize",
+    constants: &[],
+};
 /// Every pipeline of this module.
-pub static PIPELINES: [&PipelineKey; 4] = [&SAMPLE_GATES, &FORWARD, &BACKWARD_PARTIALS, &BACKWARD_FINALIZE];
+pub static PIPELINES: [&PipelineKey; 4] = [
+    &SAMPLE_GATES,
+    &FORWARD,
+    &BACKWARD_PARTIALS,
+    &BACKWARD_FINALIZE,
+];
 
 /// Per-quantizer constants (`struct QuantParams` in the shader).
 #[repr(C)]
@@ -102,7 +125,13 @@ pub struct QuantBuffers<'a> {
 
 /// Records gate sampling.
 pub fn sample_gates(gpu: &Gpu, encoder: &mut wgpu::CommandEncoder, b: &QuantBuffers) {
-    let bindings = [(0, b.params), (1, b.step), (3, b.logits), (4, b.gates), (5, b.gate_dlogit)];
+    let bindings = [
+        (0, b.params),
+        (1, b.step),
+        (3, b.logits),
+        (4, b.gates),
+        (5, b.gate_dlogit),
+    ];
     gpu.dispatch(encoder, &SAMPLE_GATES, &bindings, [1, 1, 1]);
 }
 
@@ -133,7 +162,15 @@ pub fn backward(
     dx: &wgpu::Buffer,
 ) -> Result<()> {
     let grid = gpu.grid("quantizer backward", num_slices)?;
-    let bindings = [(0, b.params), (2, b.x_max), (4, b.gates), (6, x), (7, dx), (8, dy), (9, b.partials)];
+    let bindings = [
+        (0, b.params),
+        (2, b.x_max),
+        (4, b.gates),
+        (6, x),
+        (7, dx),
+        (8, dy),
+        (9, b.partials),
+    ];
     gpu.dispatch(encoder, &BACKWARD_PARTIALS, &bindings, grid);
     let bindings = [
         (0, b.params),
