@@ -17,7 +17,9 @@ pub mod data;
 pub mod error;
 pub mod gpu;
 pub mod kernels;
+pub mod nn;
 pub mod quant;
 pub mod reference;
+pub mod train;
 
 pub use error::{Error, Result};
