@@ -4,4 +4,5 @@
 //! oracle that every WGSL kernel is tested against. They depend on nothing but `std`.
 
 pub mod layers;
+pub mod model;
 pub mod quant;

@@ -1,0 +1,689 @@
+//! CPU reference of a whole Bayesian Bits model: initialisation, range initialisation, one
+//! training step (forward, backward, three Adam groups) and evaluation (spec §4–§7).
+//!
+//! Parameters live in a map keyed by the official PyTorch `state_dict` names
+//! ([`crate::nn::Arch::state_dict_shapes`]), so the GPU model, checkpoints and this reference
+//! are compared name by name.
+
+use super::layers::{self, AdamState, BnParams, Conv2dShape, LinearShape, Nchw};
+use super::quant;
+use crate::nn::{Arch, LayerKind, LayerSpec};
+use std::collections::BTreeMap;
+
+/// Tensors keyed by `state_dict` name.
+pub type Params = BTreeMap<String, Vec<f32>>;
+
+/// Which Adam group a parameter belongs to (spec §4.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Group {
+    /// Weights, biases, BN γ and β (scheduled learning rate).
+    Weights,
+    /// Gate logits ℓ2…ℓ32.
+    Gates,
+    /// Ranges x_max.
+    Scales,
+}
+
+impl Group {
+    /// The group of a `state_dict` tensor; `None` for tensors without gradient (running
+    /// statistics, the inert `x_min`).
+    pub fn of(name: &str) -> Option<Group> {
+        let leaf = name.rsplit('.').next().unwrap_or(name);
+        if name.contains("quantizer.") {
+            match leaf {
+                "x_max" => Some(Group::Scales),
+                "x_min" => None,
+                _ => Some(Group::Gates),
+            }
+        } else if leaf.starts_with("running_") {
+            None
+        } else {
+            Some(Group::Weights)
+        }
+    }
+}
+
+/// Initial gate logits and seed of a model (spec §2.7).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct InitConfig {
+    /// ℓ4, ℓ8, ℓ16, ℓ32 of every quantizer.
+    pub chain_logits: [f32; 4],
+    /// ℓ2 of every prunable output channel.
+    pub prune_logit: f32,
+    /// Seed of the weight initialisation.
+    pub seed: u64,
+}
+
+/// Stream of the Philox generator reserved for weight initialisation (gate noise uses
+/// `(step, quantizer)` counters below it).
+const INIT_STREAM: u32 = u32::MAX;
+
+/// One quantizer of the model: its `state_dict` prefix, noise id and regulariser weight.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuantizerInfo {
+    /// e.g. `features.0.weight_quantizer.quantizer`.
+    pub prefix: String,
+    /// Id in the gate-noise counter: `2·i` for the weights and `2·i + 1` for the activations of
+    /// the i-th weighted layer.
+    pub id: u32,
+    /// `mac_count / max_macs` (spec §3): the layer's own MACs for weights, the consuming
+    /// layer's MACs for activations.
+    pub mac_ratio: f32,
+    /// Output channels with pruning gates (0 = none).
+    pub prune_channels: usize,
+    /// Elements of the quantized tensor for one sample (activations) or in total (weights).
+    pub len: usize,
+}
+
+/// Every quantizer of `arch`, weights before activations within a layer.
+pub fn quantizers(arch: &Arch) -> Vec<QuantizerInfo> {
+    let weighted: Vec<&LayerSpec> = arch.weighted_layers().collect();
+    let max_macs = arch.max_macs() as f64;
+    let mut out = Vec::new();
+    for (i, l) in weighted.iter().enumerate() {
+        out.push(QuantizerInfo {
+            prefix: format!("{}.weight_quantizer.quantizer", l.name),
+            id: 2 * i as u32,
+            mac_ratio: (l.macs() as f64 / max_macs) as f32,
+            prune_channels: if l.prune { l.out_channels() } else { 0 },
+            len: l.weight_shape().iter().product(),
+        });
+        if l.relu_quant {
+            let consumer = weighted.get(i + 1).map_or(0, |c| c.macs());
+            out.push(QuantizerInfo {
+                prefix: format!("{}.activation_quantizer.quantizer", l.name),
+                id: 2 * i as u32 + 1,
+                mac_ratio: (consumer as f64 / max_macs) as f32,
+                prune_channels: 0,
+                len: l.output.iter().product(),
+            });
+        }
+    }
+    out
+}
+
+/// PyTorch default initialisation: weights and biases uniform in ±1/√fan_in, BN γ = 1, β = 0,
+/// running statistics 0/1, logits from `cfg`, ranges as the unset placeholders ±10.
+pub fn init_params(arch: &Arch, cfg: &InitConfig) -> Params {
+    let mut params = Params::new();
+    for (t, (name, shape)) in arch.state_dict_shapes().into_iter().enumerate() {
+        let len: usize = shape.iter().product();
+        let leaf = name.rsplit('.').next().unwrap_or_default().to_string();
+        let layer = arch
+            .layers
+            .iter()
+            .find(|l| name.starts_with(&format!("{}.", l.name)));
+        let value = |v: f32| vec![v; len];
+        let data = match leaf.as_str() {
+            "weight" | "bias" => {
+                let bound = 1.0 / (layer.map_or(1, LayerSpec::fan_in) as f32).sqrt();
+                (0..len)
+                    .map(|i| {
+                        (2.0 * quant::gate_noise(cfg.seed, INIT_STREAM, t as u32, i as u32) - 1.0)
+                            * bound
+                    })
+                    .collect()
+            }
+            "gamma" | "running_var" => value(1.0),
+            "beta" | "running_mean" => value(0.0),
+            "x_min" => value(-10.0),
+            "x_max" => value(10.0),
+            "gamma_2" => value(cfg.prune_logit),
+            "gamma_4" => value(cfg.chain_logits[0]),
+            "gamma_8" => value(cfg.chain_logits[1]),
+            "gamma_16" => value(cfg.chain_logits[2]),
+            _ => value(cfg.chain_logits[3]),
+        };
+        params.insert(name, data);
+    }
+    params
+}
+
+/// How a forward pass treats gates, ranges and batch norm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Range initialisation (spec §4.1): sets every x_max from the tensor it first sees, then
+    /// proceeds as `Train`.
+    RangeInit,
+    /// Hard-concrete gates, BN batch statistics and running-stat updates.
+    Train,
+    /// Deterministic gates, BN running statistics.
+    Eval,
+}
+
+/// Gate noise and regulariser strength of one step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepKey {
+    /// Run seed.
+    pub seed: u64,
+    /// Noise counter: 0 for range initialisation, `k + 1` for the k-th training step.
+    pub step: u32,
+}
+
+fn scalar(params: &Params, name: &str) -> f32 {
+    params[name][0]
+}
+
+fn chain_logits(params: &Params, prefix: &str) -> [f32; 4] {
+    ["gamma_4", "gamma_8", "gamma_16", "gamma_32"].map(|g| scalar(params, &format!("{prefix}.{g}")))
+}
+
+/// Signedness is fixed at range initialisation: `x_min < 0` (spec §1.2).
+fn signed(params: &Params, prefix: &str) -> bool {
+    scalar(params, &format!("{prefix}.x_min")) < 0.0
+}
+
+fn gates_of(params: &Params, q: &QuantizerInfo, key: StepKey, mode: Mode) -> quant::Gates {
+    let prune: &[f32] = if q.prune_channels > 0 {
+        &params[&format!("{}.gamma_2", q.prefix)]
+    } else {
+        &[]
+    };
+    quant::gates(
+        chain_logits(params, &q.prefix),
+        prune,
+        mode != Mode::Eval,
+        |i| quant::gate_noise(key.seed, key.step, q.id, i),
+    )
+}
+
+/// Saved forward state of one quantizer application.
+#[derive(Clone, Debug)]
+struct QuantUse {
+    info: QuantizerInfo,
+    input: Vec<f32>,
+    gates: quant::Gates,
+}
+
+impl QuantUse {
+    fn apply(
+        params: &mut Params,
+        info: &QuantizerInfo,
+        input: Vec<f32>,
+        key: StepKey,
+        mode: Mode,
+    ) -> (Vec<f32>, Self) {
+        if mode == Mode::RangeInit {
+            let (lo, hi) = input
+                .iter()
+                .fold((0.0f32, 0.0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+            params.insert(format!("{}.x_min", info.prefix), vec![lo]);
+            params.insert(format!("{}.x_max", info.prefix), vec![hi]);
+        }
+        let gates = gates_of(params, info, key, mode);
+        let z2 = (info.prune_channels > 0).then_some(&gates.prune[..]);
+        let prefix = &info.prefix;
+        let out = quant::quantize(
+            &input,
+            scalar(params, &format!("{prefix}.x_max")),
+            signed(params, prefix),
+            gates.chain,
+            z2,
+        );
+        (
+            out,
+            Self {
+                info: info.clone(),
+                input,
+                gates,
+            },
+        )
+    }
+
+    /// Backward: returns dL/dinput and adds the x_max and logit gradients (data part) to `grads`.
+    fn backward(&self, params: &Params, dy: &[f32], grads: &mut Params) -> Vec<f32> {
+        let prefix = &self.info.prefix;
+        let z2 = (self.info.prune_channels > 0).then_some(&self.gates.prune[..]);
+        let g = quant::quantize_backward(
+            &self.input,
+            dy,
+            scalar(params, &format!("{prefix}.x_max")),
+            signed(params, prefix),
+            self.gates.chain,
+            z2,
+        );
+        add(grads, &format!("{prefix}.x_max"), &[g.dx_max as f32]);
+        for (b, name) in ["gamma_4", "gamma_8", "gamma_16", "gamma_32"]
+            .iter()
+            .enumerate()
+        {
+            add(
+                grads,
+                &format!("{prefix}.{name}"),
+                &[(g.dgates[b] * f64::from(self.gates.chain_dlogit[b])) as f32],
+            );
+        }
+        if z2.is_some() {
+            let d: Vec<f32> = g
+                .dz2
+                .iter()
+                .zip(&self.gates.prune_dlogit)
+                .map(|(&d, &s)| (d * f64::from(s)) as f32)
+                .collect();
+            add(grads, &format!("{prefix}.gamma_2"), &d);
+        }
+        g.dx
+    }
+}
+
+fn add(grads: &mut Params, name: &str, values: &[f32]) {
+    let slot = grads
+        .entry(name.to_string())
+        .or_insert_with(|| vec![0.0; values.len()]);
+    for (s, v) in slot.iter_mut().zip(values) {
+        *s += v;
+    }
+}
+
+/// What the backward pass of one layer needs.
+#[derive(Debug)]
+enum Saved {
+    Pool { input_len: usize, argmax: Vec<u32> },
+    Weighted(Box<WeightedSaved>),
+}
+
+/// Forward state of a conv/linear layer.
+#[derive(Debug)]
+struct WeightedSaved {
+    layer: LayerSpec,
+    input: Vec<f32>,
+    weight_q: Vec<f32>,
+    weight_quant: QuantUse,
+    /// Train-mode folded BN.
+    bn: Option<BnSaved>,
+    act_quant: Option<QuantUse>,
+}
+
+/// Train-mode folded BN state: both conv outputs and the running statistics *before* this
+/// step's update (the ones the forward folded with).
+#[derive(Debug)]
+struct BnSaved {
+    y_q: Vec<f32>,
+    y_fp: Vec<f32>,
+    running_mean: Vec<f32>,
+    running_var: Vec<f32>,
+}
+
+/// y = conv/linear(x, w) for `n` samples, no bias.
+fn weighted_forward(l: &LayerSpec, n: usize, x: &[f32], w: &[f32]) -> Vec<f32> {
+    match l.kind {
+        LayerKind::Conv {
+            c_in,
+            c_out,
+            k,
+            pad,
+        } => {
+            let s = Conv2dShape {
+                n,
+                c_in,
+                h: l.input[1],
+                w: l.input[2],
+                c_out,
+                k,
+                pad,
+            };
+            layers::conv2d_forward(&s, x, w, None)
+        }
+        LayerKind::Linear { d_in, d_out } => {
+            layers::linear_forward(&LinearShape::new(n, d_in, d_out), x, w, None)
+        }
+        LayerKind::MaxPool => unreachable!("pooling has no weights"),
+    }
+}
+
+/// (dL/dx, dL/dw) of [`weighted_forward`].
+fn weighted_backward(
+    l: &LayerSpec,
+    n: usize,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
+    match l.kind {
+        LayerKind::Conv {
+            c_in,
+            c_out,
+            k,
+            pad,
+        } => {
+            let s = Conv2dShape {
+                n,
+                c_in,
+                h: l.input[1],
+                w: l.input[2],
+                c_out,
+                k,
+                pad,
+            };
+            (
+                layers::conv2d_backward_data(&s, dy, w),
+                layers::conv2d_backward_weight(&s, x, dy).0,
+            )
+        }
+        LayerKind::Linear { d_in, d_out } => {
+            let g = layers::linear_backward(&LinearShape::new(n, d_in, d_out), x, w, dy);
+            (g.dx, g.dw)
+        }
+        LayerKind::MaxPool => unreachable!("pooling has no weights"),
+    }
+}
+
+fn output_dims(l: &LayerSpec, n: usize) -> Nchw {
+    Nchw::new(n, l.output[0], l.output[1], l.output[2])
+}
+
+fn per_channel_add(y: &mut [f32], dims: &Nchw, shift: &[f32]) {
+    let plane = dims.h * dims.w;
+    for (i, v) in y.iter_mut().enumerate() {
+        *v += shift[(i / plane) % dims.c];
+    }
+}
+
+fn per_channel_sum(dy: &[f32], dims: &Nchw) -> Vec<f32> {
+    let plane = dims.h * dims.w;
+    let mut out = vec![0.0; dims.c];
+    for (i, v) in dy.iter().enumerate() {
+        out[(i / plane) % dims.c] += v;
+    }
+    out
+}
+
+/// Result of a forward pass: logits and what backward needs.
+#[derive(Debug)]
+pub struct Forward {
+    /// `[n, classes]`.
+    pub logits: Vec<f32>,
+    saved: Vec<Saved>,
+    n: usize,
+}
+
+/// Runs the network on `n` images. `RangeInit` and `Train` update BN running statistics and
+/// (`RangeInit`) the ranges in `params`.
+pub fn forward(
+    arch: &Arch,
+    params: &mut Params,
+    images: &[f32],
+    n: usize,
+    key: StepKey,
+    mode: Mode,
+) -> Forward {
+    let infos = quantizers(arch);
+    let find = |prefix: String| infos.iter().find(|q| q.prefix == prefix).cloned();
+    let mut x = images.to_vec();
+    let mut saved = Vec::new();
+    for l in &arch.layers {
+        let name = l.name;
+        if l.kind == LayerKind::MaxPool {
+            let (y, argmax) =
+                layers::maxpool2x2_forward(&Nchw::new(n, l.input[0], l.input[1], l.input[2]), &x);
+            saved.push(Saved::Pool {
+                input_len: x.len(),
+                argmax,
+            });
+            x = y;
+            continue;
+        }
+        let raw_w = params[&format!("{name}.weight")].clone();
+        let w_used = if l.batch_norm {
+            layers::fold_weight(
+                &raw_w,
+                &params[&format!("{name}.gamma")],
+                &params[&format!("{name}.running_var")],
+            )
+        } else {
+            raw_w.clone()
+        };
+        let winfo = find(format!("{name}.weight_quantizer.quantizer")).expect("weight quantizer");
+        let (weight_q, weight_quant) = QuantUse::apply(params, &winfo, w_used, key, mode);
+        let dims = output_dims(l, n);
+        let mut y = weighted_forward(l, n, &x, &weight_q);
+        let mut bn = None;
+        if l.batch_norm {
+            let get = |t: &str| params[&format!("{name}.{t}")].clone();
+            let (gamma, beta, mean, var) = (
+                get("gamma"),
+                get("beta"),
+                get("running_mean"),
+                get("running_var"),
+            );
+            let p = BnParams {
+                gamma: &gamma,
+                beta: &beta,
+                running_mean: &mean,
+                running_var: &var,
+            };
+            if mode == Mode::Eval {
+                per_channel_add(&mut y, &dims, &layers::fold_bias(&p));
+            } else {
+                let y_fp = weighted_forward(l, n, &x, &raw_w);
+                let r = layers::folded_bn_train_forward(&dims, &y, &y_fp, &p);
+                params.insert(format!("{name}.running_mean"), r.running_mean);
+                params.insert(format!("{name}.running_var"), r.running_var);
+                let y_q = std::mem::replace(&mut y, r.out);
+                bn = Some(BnSaved {
+                    y_q,
+                    y_fp,
+                    running_mean: mean,
+                    running_var: var,
+                });
+            }
+        } else if l.bias {
+            per_channel_add(&mut y, &dims, &params[&format!("{name}.bias")]);
+        }
+        let mut act_quant = None;
+        let input = std::mem::take(&mut x);
+        x = if l.relu_quant {
+            let ainfo = find(format!("{name}.activation_quantizer.quantizer"))
+                .expect("activation quantizer");
+            let mut ainfo_batch = ainfo.clone();
+            ainfo_batch.len *= n;
+            let (q, u) = QuantUse::apply(params, &ainfo_batch, layers::relu_forward(&y), key, mode);
+            act_quant = Some(u);
+            q
+        } else {
+            y
+        };
+        saved.push(Saved::Weighted(Box::new(WeightedSaved {
+            layer: l.clone(),
+            input,
+            weight_q,
+            weight_quant,
+            bn,
+            act_quant,
+        })));
+    }
+    Forward {
+        logits: x,
+        saved,
+        n,
+    }
+}
+
+/// Sum over all quantizers of R_q and its gradient (added to `grads`, times `mu`).
+pub fn regularizer(arch: &Arch, params: &Params, mu: f32, grads: &mut Params) -> f64 {
+    let mut total = 0.0;
+    for q in quantizers(arch) {
+        let prune =
+            (q.prune_channels > 0).then(|| params[&format!("{}.gamma_2", q.prefix)].clone());
+        let r = quant::regularizer(
+            chain_logits(params, &q.prefix),
+            prune.as_deref(),
+            f64::from(q.mac_ratio),
+        );
+        total += r.value;
+        for (b, name) in ["gamma_4", "gamma_8", "gamma_16", "gamma_32"]
+            .iter()
+            .enumerate()
+        {
+            add(
+                grads,
+                &format!("{}.{name}", q.prefix),
+                &[(f64::from(mu) * r.dchain[b]) as f32],
+            );
+        }
+        if prune.is_some() {
+            let d: Vec<f32> = r
+                .dprune
+                .iter()
+                .map(|v| (f64::from(mu) * v) as f32)
+                .collect();
+            add(grads, &format!("{}.gamma_2", q.prefix), &d);
+        }
+    }
+    total
+}
+
+/// Gradients of the mean cross-entropy w.r.t. every parameter, by backpropagating `dlogits`.
+pub fn backward(params: &Params, fwd: &Forward, dlogits: &[f32]) -> Params {
+    let mut grads = Params::new();
+    let mut dy = dlogits.to_vec();
+    let n = fwd.n;
+    for s in fwd.saved.iter().rev() {
+        match s {
+            Saved::Pool { input_len, argmax } => {
+                dy = layers::maxpool2x2_backward(*input_len, argmax, &dy)
+            }
+            Saved::Weighted(saved) => {
+                let WeightedSaved {
+                    layer: l,
+                    input,
+                    weight_q,
+                    weight_quant,
+                    bn,
+                    act_quant,
+                } = &**saved;
+                let name = l.name;
+                // The unsigned activation quantizer's "inside" region implies a > 0, so its
+                // backward already carries the ReLU mask.
+                if let Some(aq) = act_quant {
+                    dy = aq.backward(params, &dy, &mut grads);
+                }
+                let dims = output_dims(l, n);
+                let raw_w = &params[&format!("{name}.weight")];
+                dy = if let Some(b) = bn {
+                    let gamma = &params[&format!("{name}.gamma")];
+                    let beta = &params[&format!("{name}.beta")];
+                    let p = BnParams {
+                        gamma,
+                        beta,
+                        running_mean: &b.running_mean,
+                        running_var: &b.running_var,
+                    };
+                    let g = layers::folded_bn_train_backward(&dims, &dy, &b.y_q, &b.y_fp, &p);
+                    let (dx_q, dwq) = weighted_backward(l, n, input, weight_q, &g.dy_q);
+                    let (dx_fp, dw_fp) = weighted_backward(l, n, input, raw_w, &g.dy_fp);
+                    let dwf = weight_quant.backward(params, &dwq, &mut grads);
+                    let (dw_fold, dgamma_fold) =
+                        layers::fold_weight_backward(&dwf, raw_w, gamma, &b.running_var);
+                    add(&mut grads, &format!("{name}.weight"), &dw_fold);
+                    add(&mut grads, &format!("{name}.weight"), &dw_fp);
+                    add(&mut grads, &format!("{name}.gamma"), &g.dgamma);
+                    add(&mut grads, &format!("{name}.gamma"), &dgamma_fold);
+                    add(&mut grads, &format!("{name}.beta"), &g.dbeta);
+                    dx_q.iter().zip(&dx_fp).map(|(a, b)| a + b).collect()
+                } else {
+                    if l.bias {
+                        add(
+                            &mut grads,
+                            &format!("{name}.bias"),
+                            &per_channel_sum(&dy, &dims),
+                        );
+                    }
+                    let (dx, dwq) = weighted_backward(l, n, input, weight_q, &dy);
+                    let dw = weight_quant.backward(params, &dwq, &mut grads);
+                    add(&mut grads, &format!("{name}.weight"), &dw);
+                    dx
+                };
+            }
+        }
+    }
+    grads
+}
+
+/// Learning rates and regulariser strength of one step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepConfig {
+    /// Gate noise key.
+    pub key: StepKey,
+    /// Regulariser strength μ.
+    pub mu: f32,
+    /// Learning rate of the weights group (after the schedule).
+    pub lr_weights: f32,
+    /// Learning rate of the gate logits.
+    pub lr_gates: f32,
+    /// Learning rate of the ranges.
+    pub lr_scales: f32,
+}
+
+/// Adam state per parameter name.
+pub type Optimizer = BTreeMap<String, AdamState>;
+
+/// Loss and accuracy of one training step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepStats {
+    /// Mean cross-entropy over the batch.
+    pub cross_entropy: f32,
+    /// Σ_q R_q (before μ).
+    pub regularizer: f64,
+    /// Correct predictions in the batch.
+    pub correct: usize,
+}
+
+/// One training step (spec §7.1): sample gates, forward, CE + μ·ΣR, backward, three Adam groups.
+pub fn train_step(
+    arch: &Arch,
+    params: &mut Params,
+    optimizer: &mut Optimizer,
+    images: &[f32],
+    labels: &[u32],
+    cfg: &StepConfig,
+) -> StepStats {
+    let fwd = forward(arch, params, images, labels.len(), cfg.key, Mode::Train);
+    let ce = layers::softmax_cross_entropy(&fwd.logits, labels, arch.classes);
+    let mut grads = backward(params, &fwd, &ce.dlogits);
+    let regularizer = regularizer(arch, params, cfg.mu, &mut grads);
+    for (name, grad) in &grads {
+        let lr = match Group::of(name) {
+            Some(Group::Weights) => cfg.lr_weights,
+            Some(Group::Gates) => cfg.lr_gates,
+            Some(Group::Scales) => cfg.lr_scales,
+            None => continue,
+        };
+        let param = params.get_mut(name).expect("gradient of a known parameter");
+        optimizer
+            .entry(name.clone())
+            .or_insert_with(|| AdamState::new(grad.len()))
+            .update(param, grad, lr);
+    }
+    StepStats {
+        cross_entropy: ce.loss,
+        regularizer,
+        correct: ce.correct,
+    }
+}
+
+/// Range initialisation (spec §4.1) on a few training images (the official code uses 2).
+pub fn range_init(arch: &Arch, params: &mut Params, images: &[f32], n: usize, seed: u64) {
+    forward(
+        arch,
+        params,
+        images,
+        n,
+        StepKey { seed, step: 0 },
+        Mode::RangeInit,
+    );
+}
+
+/// Correct predictions with test-time gates and BN running statistics.
+pub fn evaluate(arch: &Arch, params: &Params, images: &[f32], labels: &[u32]) -> usize {
+    let mut p = params.clone();
+    let fwd = forward(
+        arch,
+        &mut p,
+        images,
+        labels.len(),
+        StepKey { seed: 0, step: 0 },
+        Mode::Eval,
+    );
+    layers::softmax_cross_entropy(&fwd.logits, labels, arch.classes).correct
+}
