@@ -72,4 +72,10 @@ pub enum Error {
     /// A dataset could not be read.
     #[error(transparent)]
     Data(#[from] DataError),
+    /// A checkpoint could not be saved, loaded or matched to a model.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::train::checkpoint::CheckpointError),
+    /// A training report or metrics log could not be written or read.
+    #[error(transparent)]
+    Report(#[from] crate::train::report::ReportError),
 }

@@ -8,7 +8,7 @@
 //! * [`gpu`]: adapter and device, tensors, staging, the pipeline cache.
 //! * [`kernels`]: one typed launcher per WGSL kernel family in `shaders/`.
 //! * [`quant`]: the Bayesian Bits quantizer state, gates, regulariser and bit-width readout.
-//! * [`reference`]: the plain-Rust CPU mirror of every kernel, the test oracle.
+//! * [`reference`](mod@reference): the plain-Rust CPU mirror of every kernel, the test oracle.
 //! * [`data`]: dataset loaders in their official formats.
 
 #![warn(missing_docs)]
