@@ -15,6 +15,112 @@ use crate::{Error, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+/// A range of 32-bit words of a buffer, bound to one shader binding: a whole [`Tensor`]
+/// (`From<&Tensor>`), a whole uniform buffer ([`Binding::whole`]) or a slice of a packed buffer
+/// ([`Binding::range`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Binding<'a> {
+    buffer: &'a wgpu::Buffer,
+    /// Offset in bytes.
+    offset: u64,
+    /// Length in 32-bit words.
+    len: usize,
+}
+
+impl<'a> Binding<'a> {
+    /// The whole buffer (e.g. a uniform buffer).
+    pub fn whole(buffer: &'a wgpu::Buffer) -> Self {
+        Self {
+            buffer,
+            offset: 0,
+            len: (buffer.size() / 4) as usize,
+        }
+    }
+
+    /// Words `offset..offset + len` of `buffer`. Fails unless the range is non-empty, lies inside
+    /// the buffer, fits one storage binding, and starts at a multiple of the device's
+    /// `min_storage_buffer_offset_alignment`.
+    pub fn range(gpu: &Gpu, buffer: &'a wgpu::Buffer, offset: usize, len: usize) -> Result<Self> {
+        const OP: &str = "Binding::range";
+        let align = u64::from(gpu.limits().min_storage_buffer_offset_alignment);
+        let start = (offset as u64).checked_mul(4);
+        let end = (offset as u64)
+            .checked_add(len as u64)
+            .and_then(|e| e.checked_mul(4));
+        let fits = matches!((start, end), (Some(s), Some(e)) if e <= buffer.size() && s.is_multiple_of(align));
+        if len == 0 || !fits {
+            return Err(Error::InvalidArgument {
+                op: OP,
+                msg: format!(
+                    "words {offset}..{} of a {}-byte buffer (offsets must be multiples of {align} bytes)",
+                    offset + len,
+                    buffer.size()
+                ),
+            });
+        }
+        gpu.check_binding(OP, len)?;
+        Ok(Self {
+            buffer,
+            offset: 4 * offset as u64,
+            len,
+        })
+    }
+
+    /// Number of 32-bit words.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the range holds no words (only an empty tensor's).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The buffer.
+    pub fn buffer(&self) -> &'a wgpu::Buffer {
+        self.buffer
+    }
+
+    /// Offset into the buffer in bytes.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Fails with a [`Error::Shape`] naming `op` unless the range holds `expected` words.
+    pub fn expect_len(&self, op: &'static str, expected: usize) -> Result<()> {
+        if self.len == expected {
+            return Ok(());
+        }
+        Err(Error::Shape {
+            op,
+            expected: format!("{expected} elements"),
+            actual: format!("{} elements", self.len),
+        })
+    }
+
+    fn resource(&self) -> wgpu::BindingResource<'a> {
+        // An empty tensor still owns a 4-byte buffer; bind at least one word.
+        let bytes = (4 * self.len as u64)
+            .max(4)
+            .min(self.buffer.size() - self.offset);
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: self.buffer,
+            offset: self.offset,
+            size: std::num::NonZeroU64::new(bytes),
+        })
+    }
+}
+
+impl<'a> From<&'a Tensor> for Binding<'a> {
+    fn from(t: &'a Tensor) -> Self {
+        Self {
+            buffer: t.buffer(),
+            offset: 0,
+            len: t.len(),
+        }
+    }
+}
+
 /// Optional features the kernels use when the device has them.
 pub const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::SUBGROUP
     .union(wgpu::Features::SHADER_F16)
@@ -205,14 +311,42 @@ impl Gpu {
         buffers: &[(u32, &wgpu::Buffer)],
         grid: [u32; 3],
     ) {
-        let pipeline = self.pipeline(key);
-        let entries: Vec<wgpu::BindGroupEntry> = buffers
+        let entries = buffers
             .iter()
             .map(|&(binding, b)| wgpu::BindGroupEntry {
                 binding,
                 resource: b.as_entire_binding(),
             })
             .collect();
+        self.dispatch_entries(encoder, key, entries, grid);
+    }
+
+    /// [`Gpu::dispatch`] with [`Binding`]s: whole tensors or ranges of packed buffers.
+    pub fn dispatch_bindings(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        key: &PipelineKey,
+        bindings: &[(u32, Binding)],
+        grid: [u32; 3],
+    ) {
+        let entries = bindings
+            .iter()
+            .map(|(binding, b)| wgpu::BindGroupEntry {
+                binding: *binding,
+                resource: b.resource(),
+            })
+            .collect();
+        self.dispatch_entries(encoder, key, entries, grid);
+    }
+
+    fn dispatch_entries(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        key: &PipelineKey,
+        entries: Vec<wgpu::BindGroupEntry>,
+        grid: [u32; 3],
+    ) {
+        let pipeline = self.pipeline(key);
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(key.entry),
             layout: &pipeline.get_bind_group_layout(0),

@@ -1,0 +1,99 @@
+// Fused layer epilogue: a = [relu](scale[c] * y + shift[c]), optionally followed by the layer's
+// (unsigned, unpruned) activation quantizer q = Q(a); and its backward: dy = scale[c] * da with
+// per-channel sums of da and da * y (bias / BN shift and scale gradients).
+// bb_common.wgsl and channels.wgsl are prepended by the host.
+
+@group(0) @binding(2) var<storage, read> scale: array<f32>;
+@group(0) @binding(3) var<storage, read> shift: array<f32>;
+@group(0) @binding(4) var<storage, read> y: array<f32>;
+// The affine output a (kept for the backward pass).
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+@group(0) @binding(6) var<storage, read_write> q: array<f32>;
+// The activation quantizer's [x_max] and [g4, g8, g16, g32].
+@group(0) @binding(7) var<storage, read> x_max_buf: array<f32>;
+@group(0) @binding(8) var<storage, read> gates: array<f32>;
+@group(0) @binding(9) var<storage, read> da: array<f32>;
+@group(0) @binding(10) var<storage, read_write> dy: array<f32>;
+// Per channel: sum of da, sum of da * y.
+@group(0) @binding(11) var<storage, read_write> sum_da: array<f32>;
+@group(0) @binding(12) var<storage, read_write> sum_da_y: array<f32>;
+
+fn channel_scale(c: u32) -> f32 {
+    if (cp.flags & FLAG_UNIT_SCALE) != 0u {
+        return 1.0;
+    }
+    return scale[c];
+}
+
+fn affine(i: u32) -> f32 {
+    let c = channel_of(i);
+    let v = y[i] * channel_scale(c) + shift[c];
+    if (cp.flags & FLAG_RELU) != 0u {
+        return select(0.0, v, v > 0.0);
+    }
+    return v;
+}
+
+@compute @workgroup_size(256)
+fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let base = element_base(wg, nwg, t);
+    for (var k = 0u; k < PER_THREAD; k++) {
+        let i = base + k * WG;
+        if i < cp.len {
+            out[i] = affine(i);
+        }
+    }
+}
+
+@compute @workgroup_size(256)
+fn forward_quant(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let x_max = x_max_buf[0];
+    let s = bb_scales(x_max, false);
+    let g = vec4<f32>(gates[0], gates[1], gates[2], gates[3]);
+    let stages = bb_stages(g);
+    let base = element_base(wg, nwg, t);
+    for (var k = 0u; k < PER_THREAD; k++) {
+        let i = base + k * WG;
+        if i < cp.len {
+            let a = affine(i);
+            out[i] = a;
+            q[i] = bb_quantize(a, x_max, s, false, g, stages);
+        }
+    }
+}
+
+// Level 1: dy for the slice's elements and the slice's (sum da, sum da * y).
+@compute @workgroup_size(256)
+fn backward_partials(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let slice = workgroup_index(wg, nwg);
+    var acc = vec2<f32>(0.0);
+    if slice < cp.num_slices {
+        let sl = slice_range(slice);
+        let s = channel_scale(sl.channel);
+        for (var j = sl.start + t; j < sl.end; j += WG) {
+            let i = channel_element(sl.channel, j);
+            let g = da[i];
+            dy[i] = g * s;
+            acc += vec2<f32>(g, g * y[i]);
+        }
+    }
+    let total = workgroup_sum(t, acc);
+    if t == 0u && slice < cp.num_slices {
+        partials[slice] = total;
+    }
+}
+
+// Level 2, one thread per channel: the channel's partials in slice order.
+@compute @workgroup_size(256)
+fn backward_sums(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let c = workgroup_index(wg, nwg) * WG + t;
+    if c >= cp.channels {
+        return;
+    }
+    var acc = vec2<f32>(0.0);
+    for (var k = 0u; k < cp.slices_per_channel; k++) {
+        acc += partials[c * cp.slices_per_channel + k];
+    }
+    sum_da[c] = acc.x;
+    sum_da_y[c] = acc.y;
+}

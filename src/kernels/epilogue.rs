@@ -1,0 +1,241 @@
+//! Launchers of `shaders/epilogue.wgsl`: the fused per-channel affine (+ReLU) epilogue of a
+//! layer, optionally with the activation quantizer, and its backward.
+//!
+//! Forward: `a = relu(scale[c]·y + shift[c])` (ReLU optional) and, with a quantizer,
+//! `q = Q_act(a)` in the same pass. The per-channel `scale`/`shift` are: LeNet layers 1 and the
+//! bias; folded BN in training σ_r/σ_B and β − γ·μ_B/σ_B; folded BN in eval 1 and the eval bias
+//! (both written by [`crate::kernels::bn::FoldedBn`]).
+//!
+//! Backward, given `da = dL/da` (from the quantizer's backward, which already includes the
+//! ReLU mask, or from the loss): `dy = scale[c]·da`, and per channel `Σ da` (the bias or β
+//! gradient) and `Σ da·y` (what the folded-BN backward needs), reduced in a fixed order.
+
+use super::channels::{ChannelLayout, ChannelPlan, FLAG_RELU, FLAG_UNIT_SCALE, PER_THREAD};
+use crate::gpu::{Binding, Gpu, PipelineKey, Shader, Tensor};
+use crate::{Error, Result};
+
+/// The epilogue module, with the quantizer functions and the channel helpers prepended.
+pub static SHADER: Shader = Shader {
+    name: "epilogue",
+    source: concat!(
+        include_str!("../../shaders/bb_common.wgsl"),
+        include_str!("../../shaders/channels.wgsl"),
+        include_str!("../../shaders/epilogue.wgsl")
+    ),
+    requires: wgpu::Features::empty(),
+};
+
+/// `out = [relu](scale·y + shift)`.
+pub static FORWARD: PipelineKey = PipelineKey {
+    shader: &SHADER,
+    entry: "forward",
+    constants: &[("PER_THREAD", PER_THREAD)],
+};
+/// `a = [relu](scale·y + shift)`, `q = Q_act(a)`.
+pub static FORWARD_QUANT: PipelineKey = PipelineKey {
+    shader: &SHADER,
+    entry: "forward_quant",
+    constants: &[("PER_THREAD", PER_THREAD)],
+};
+/// Backward level 1: `dy` and per-slice partial sums.
+pub static BACKWARD_PARTIALS: PipelineKey = PipelineKey {
+    shader: &SHADER,
+    entry: "backward_partials",
+    constants: &[],
+};
+/// Backward level 2: per-channel sums in slice order.
+pub static BACKWARD_SUMS: PipelineKey = PipelineKey {
+    shader: &SHADER,
+    entry: "backward_sums",
+    constants: &[],
+};
+/// Every pipeline of this module.
+pub static PIPELINES: [&PipelineKey; 4] =
+    [&FORWARD, &FORWARD_QUANT, &BACKWARD_PARTIALS, &BACKWARD_SUMS];
+
+/// How an [`Epilogue`] is set up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EpilogueConfig {
+    /// Layout of `y` (NCHW or `[n, c]`); channel = `(i / hw) % c`.
+    pub layout: ChannelLayout,
+    /// Apply a ReLU after the affine map.
+    pub relu: bool,
+    /// Multiply by a per-channel `scale` (folded BN); `false`: the scale is 1 (bias only).
+    pub scaled: bool,
+}
+
+/// The activation quantizer applied in the forward pass (unsigned, no pruning gate).
+#[derive(Clone, Copy, Debug)]
+pub struct ActQuant<'a> {
+    /// The quantizer's `[x_max]`.
+    pub x_max: Binding<'a>,
+    /// The quantizer's gates `[g4, g8, g16, g32, …]` (only the first four are read).
+    pub gates: Binding<'a>,
+    /// Output `q = Q_act(a)`, layout of `y`.
+    pub q: Binding<'a>,
+}
+
+/// Buffers of [`Epilogue::forward`].
+#[derive(Clone, Copy, Debug)]
+pub struct EpilogueForward<'a> {
+    /// Input `y`, e.g. the conv/linear output.
+    pub y: Binding<'a>,
+    /// Per-channel scale `[c]`; `None` exactly when the epilogue is not `scaled`.
+    pub scale: Option<Binding<'a>>,
+    /// Per-channel shift `[c]` (bias).
+    pub shift: Binding<'a>,
+    /// Output `a = [relu](scale·y + shift)`, layout of `y`.
+    pub a: Binding<'a>,
+    /// The activation quantizer, if the layer has one.
+    pub quant: Option<ActQuant<'a>>,
+}
+
+/// Buffers of [`Epilogue::backward`].
+#[derive(Clone, Copy, Debug)]
+pub struct EpilogueBackward<'a> {
+    /// `dL/da`, layout of `y`.
+    pub da: Binding<'a>,
+    /// The forward input `y`.
+    pub y: Binding<'a>,
+    /// The forward scale; `None` exactly when the epilogue is not `scaled`.
+    pub scale: Option<Binding<'a>>,
+    /// Output `dL/dy = scale·da`, layout of `y`.
+    pub dy: Binding<'a>,
+    /// Output `[c]`: `Σ da` per channel (the shift's gradient: a bias or β gradient slice).
+    pub sum_da: Binding<'a>,
+}
+
+/// A layer's epilogue: validated layout, kernel parameters and reduction scratch.
+#[derive(Debug)]
+pub struct Epilogue {
+    config: EpilogueConfig,
+    plan: ChannelPlan,
+    partials: Tensor,
+    /// `[c]`: `Σ da·y` per channel after [`Epilogue::backward`] (read by the folded-BN backward).
+    pub sum_da_y: Tensor,
+}
+
+impl Epilogue {
+    /// Validates the layout against the device and allocates the reduction scratch.
+    pub fn new(gpu: &Gpu, config: EpilogueConfig) -> Result<Self> {
+        const OP: &str = "Epilogue::new";
+        let mut flags = 0;
+        if config.relu {
+            flags |= FLAG_RELU;
+        }
+        if !config.scaled {
+            flags |= FLAG_UNIT_SCALE;
+        }
+        let plan = config.layout.plan(gpu, OP, flags)?;
+        Ok(Self {
+            partials: gpu.zeros("epilogue partials", &[plan.partials_len()])?,
+            sum_da_y: gpu.zeros("epilogue sum da*y", &[config.layout.channels])?,
+            config,
+            plan,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EpilogueConfig {
+        &self.config
+    }
+
+    fn check(
+        &self,
+        op: &'static str,
+        per_element: &[Binding],
+        scale: Option<&Binding>,
+    ) -> Result<()> {
+        let layout = &self.config.layout;
+        for b in per_element {
+            b.expect_len(op, layout.len())?;
+        }
+        match (scale, self.config.scaled) {
+            (Some(s), true) => s.expect_len(op, layout.channels),
+            (None, false) => Ok(()),
+            (_, scaled) => Err(Error::InvalidArgument {
+                op,
+                msg: format!(
+                    "the epilogue was built with scaled = {scaled}; pass a scale exactly when scaled"
+                ),
+            }),
+        }
+    }
+
+    /// Records the forward pass: `a`, and `q = Q_act(a)` when `args.quant` is given.
+    pub fn forward(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        args: &EpilogueForward,
+    ) -> Result<()> {
+        const OP: &str = "Epilogue::forward";
+        self.check(OP, &[args.y, args.a], args.scale.as_ref())?;
+        args.shift.expect_len(OP, self.config.layout.channels)?;
+        // Unit scale: the shader does not read binding 2, which still needs a buffer.
+        let scale = args.scale.unwrap_or(args.shift);
+        let mut bindings = vec![
+            (0, Binding::whole(&self.plan.uniform)),
+            (2, scale),
+            (3, args.shift),
+            (4, args.y),
+            (5, args.a),
+        ];
+        let key = match &args.quant {
+            None => &FORWARD,
+            Some(quant) => {
+                quant.q.expect_len(OP, self.config.layout.len())?;
+                quant.x_max.expect_len(OP, 1)?;
+                if quant.gates.len() < 4 {
+                    return Err(Error::Shape {
+                        op: OP,
+                        expected: "at least 4 gates".into(),
+                        actual: format!("{} elements", quant.gates.len()),
+                    });
+                }
+                bindings.extend([(6, quant.q), (7, quant.x_max), (8, quant.gates)]);
+                &FORWARD_QUANT
+            }
+        };
+        gpu.dispatch_bindings(encoder, key, &bindings, self.plan.elementwise);
+        Ok(())
+    }
+
+    /// Records the backward pass: `dy`, `sum_da` and [`Self::sum_da_y`]. Deterministic.
+    pub fn backward(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        args: &EpilogueBackward,
+    ) -> Result<()> {
+        const OP: &str = "Epilogue::backward";
+        self.check(OP, &[args.da, args.y, args.dy], args.scale.as_ref())?;
+        args.sum_da.expect_len(OP, self.config.layout.channels)?;
+        let uniform = Binding::whole(&self.plan.uniform);
+        let partials = Binding::from(&self.partials);
+        // Unit scale: binding 2 is not read; `da` is another read-only buffer.
+        let scale = args.scale.unwrap_or(args.da);
+        let bindings = [
+            (0, uniform),
+            (1, partials),
+            (2, scale),
+            (4, args.y),
+            (9, args.da),
+            (10, args.dy),
+        ];
+        gpu.dispatch_bindings(encoder, &BACKWARD_PARTIALS, &bindings, self.plan.slices);
+        let bindings = [
+            (0, uniform),
+            (1, partials),
+            (11, args.sum_da),
+            (12, Binding::from(&self.sum_da_y)),
+        ];
+        gpu.dispatch_bindings(
+            encoder,
+            &BACKWARD_SUMS,
+            &bindings,
+            self.plan.channel_threads,
+        );
+        Ok(())
+    }
+}
