@@ -115,7 +115,7 @@ impl<'a> From<&'a Tensor> for Binding<'a> {
     fn from(t: &'a Tensor) -> Self {
         Self {
             buffer: t.buffer(),
-            offset: 0,
+            offset: t.offset(),
             len: t.len(),
         }
     }
@@ -447,7 +447,7 @@ impl Gpu {
         let mut offset = 0;
         let mut ranges = Vec::with_capacity(tensors.len());
         for t in tensors {
-            encoder.copy_buffer_to_buffer(t.buffer(), 0, &staging, offset, t.bytes());
+            encoder.copy_buffer_to_buffer(t.buffer(), t.offset(), &staging, offset, t.bytes());
             ranges.push((offset as usize, t.len()));
             offset += t.bytes();
         }

@@ -1,12 +1,15 @@
 //! Storage buffers of 32-bit words with a shape.
 
-use super::Gpu;
+use super::{Binding, Gpu};
 use crate::{Error, Result};
 
-/// A GPU storage buffer of `f32` (or `u32`) values with a row-major shape.
+/// A GPU storage buffer — or an aligned range of one — of `f32` (or `u32`) values with a
+/// row-major shape.
 #[derive(Clone, Debug)]
 pub struct Tensor {
     buffer: wgpu::Buffer,
+    /// Offset in bytes (0 unless the tensor is a [`Tensor::slice`] of a packed buffer).
+    offset: u64,
     shape: Vec<usize>,
 }
 
@@ -31,9 +34,35 @@ impl Tensor {
         4 * self.len() as u64
     }
 
-    /// The underlying buffer (at least 4 bytes, even when empty).
+    /// The underlying buffer (at least 4 bytes, even when empty); see [`Tensor::offset`].
     pub fn buffer(&self) -> &wgpu::Buffer {
         &self.buffer
+    }
+
+    /// Byte offset of the first element in [`Tensor::buffer`].
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The tensor as a shader binding.
+    pub fn binding(&self) -> Binding<'_> {
+        self.into()
+    }
+
+    /// Elements `offset..offset + len` of this tensor as a tensor of `shape`, sharing its buffer.
+    /// The start must be a multiple of the device's `min_storage_buffer_offset_alignment`.
+    pub fn slice(&self, gpu: &Gpu, offset: usize, shape: &[usize]) -> Result<Tensor> {
+        let len: usize = shape.iter().product();
+        let start = self.offset as usize / 4 + offset;
+        if offset + len > self.len() {
+            return Err(Error::Shape {
+                op: "Tensor::slice",
+                expected: format!("a range inside {} elements", self.len()),
+                actual: format!("{offset}..{}", offset + len),
+            });
+        }
+        Binding::range(gpu, &self.buffer, start, len)?;
+        Ok(Tensor { buffer: self.buffer.clone(), offset: 4 * start as u64, shape: shape.to_vec() })
     }
 
     /// The same buffer seen with another shape of equal element count (e.g. flatten).
@@ -48,6 +77,7 @@ impl Tensor {
         }
         Ok(Tensor {
             buffer: self.buffer.clone(),
+            offset: self.offset,
             shape: shape.to_vec(),
         })
     }
@@ -99,6 +129,7 @@ impl Gpu {
         });
         Ok(Tensor {
             buffer,
+            offset: 0,
             shape: shape.to_vec(),
         })
     }

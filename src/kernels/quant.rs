@@ -1,6 +1,6 @@
 //! Launchers of `shaders/quant.wgsl`: gate sampling, fused quantizer forward and backward.
 
-use crate::gpu::{Gpu, PipelineKey, Shader};
+use crate::gpu::{Binding, Gpu, PipelineKey, Shader};
 use crate::Result;
 
 /// The quantizer module, with the shared per-element functions prepended.
@@ -99,28 +99,28 @@ pub struct StepParams {
 }
 
 /// Buffers of one quantizer, named as the shader binds them.
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct QuantBuffers<'a> {
     /// Uniform `QuantParams`.
-    pub params: &'a wgpu::Buffer,
+    pub params: Binding<'a>,
     /// Uniform `StepParams`.
-    pub step: &'a wgpu::Buffer,
+    pub step: Binding<'a>,
     /// `[x_max]`.
-    pub x_max: &'a wgpu::Buffer,
+    pub x_max: Binding<'a>,
     /// `[ℓ4, ℓ8, ℓ16, ℓ32, ℓ2…]`.
-    pub logits: &'a wgpu::Buffer,
+    pub logits: Binding<'a>,
     /// `[g4, g8, g16, g32, z2…]`.
-    pub gates: &'a wgpu::Buffer,
+    pub gates: Binding<'a>,
     /// ∂gate/∂logit, same layout as `gates`.
-    pub gate_dlogit: &'a wgpu::Buffer,
+    pub gate_dlogit: Binding<'a>,
     /// Backward partial sums, `PARTIALS` per slice.
-    pub partials: &'a wgpu::Buffer,
+    pub partials: Binding<'a>,
     /// `[∂L/∂x_max]`.
-    pub x_max_grad: &'a wgpu::Buffer,
+    pub x_max_grad: Binding<'a>,
     /// ∂L/∂logits, same layout as `logits`.
-    pub logit_grad: &'a wgpu::Buffer,
+    pub logit_grad: Binding<'a>,
     /// `[R_q]`.
-    pub reg_value: &'a wgpu::Buffer,
+    pub reg_value: Binding<'a>,
 }
 
 /// Records gate sampling.
@@ -132,7 +132,7 @@ pub fn sample_gates(gpu: &Gpu, encoder: &mut wgpu::CommandEncoder, b: &QuantBuff
         (4, b.gates),
         (5, b.gate_dlogit),
     ];
-    gpu.dispatch(encoder, &SAMPLE_GATES, &bindings, [1, 1, 1]);
+    gpu.dispatch_bindings(encoder, &SAMPLE_GATES, &bindings, [1, 1, 1]);
 }
 
 /// Records `y = z2 · Q(x)` over `len` elements.
@@ -141,12 +141,12 @@ pub fn forward(
     encoder: &mut wgpu::CommandEncoder,
     b: &QuantBuffers,
     len: u32,
-    x: &wgpu::Buffer,
-    y: &wgpu::Buffer,
+    x: Binding,
+    y: Binding,
 ) -> Result<()> {
     let grid = gpu.grid("quantizer forward", len.div_ceil(SLICE_LEN))?;
     let bindings = [(0, b.params), (2, b.x_max), (4, b.gates), (6, x), (7, y)];
-    gpu.dispatch(encoder, &FORWARD, &bindings, grid);
+    gpu.dispatch_bindings(encoder, &FORWARD, &bindings, grid);
     Ok(())
 }
 
@@ -157,9 +157,9 @@ pub fn backward(
     encoder: &mut wgpu::CommandEncoder,
     b: &QuantBuffers,
     num_slices: u32,
-    x: &wgpu::Buffer,
-    dy: &wgpu::Buffer,
-    dx: &wgpu::Buffer,
+    x: Binding,
+    dy: Binding,
+    dx: Binding,
 ) -> Result<()> {
     let grid = gpu.grid("quantizer backward", num_slices)?;
     let bindings = [
@@ -171,7 +171,7 @@ pub fn backward(
         (8, dy),
         (9, b.partials),
     ];
-    gpu.dispatch(encoder, &BACKWARD_PARTIALS, &bindings, grid);
+    gpu.dispatch_bindings(encoder, &BACKWARD_PARTIALS, &bindings, grid);
     let bindings = [
         (0, b.params),
         (1, b.step),
@@ -182,6 +182,6 @@ pub fn backward(
         (11, b.logit_grad),
         (12, b.reg_value),
     ];
-    gpu.dispatch(encoder, &BACKWARD_FINALIZE, &bindings, [1, 1, 1]);
+    gpu.dispatch_bindings(encoder, &BACKWARD_FINALIZE, &bindings, [1, 1, 1]);
     Ok(())
 }

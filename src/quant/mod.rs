@@ -8,7 +8,7 @@ mod bops;
 
 pub use bops::{relative_bops, LayerBops};
 
-use crate::gpu::{Gpu, Tensor};
+use crate::gpu::{Binding, Gpu, Tensor};
 use crate::kernels::quant::{self as kernel, QuantBuffers, QuantParams, StepParams};
 use crate::reference::quant as reference;
 use crate::{Error, Result};
@@ -132,9 +132,36 @@ fn check_range(op: &'static str, x_max: f32) -> Result<()> {
     }
 }
 
+/// Where a quantizer's learnable state and its gradients live: its own tensors
+/// ([`Quantizer::new`]) or slices of packed optimizer groups ([`Quantizer::with_storage`]).
+#[derive(Clone, Debug)]
+pub struct QuantizerStorage {
+    /// `[x_max]`.
+    pub x_max: Tensor,
+    /// `[ℓ4, ℓ8, ℓ16, ℓ32, ℓ2[0..C]]`.
+    pub logits: Tensor,
+    /// `[∂L/∂x_max]`.
+    pub x_max_grad: Tensor,
+    /// ∂L/∂logits, same layout as `logits`.
+    pub logit_grad: Tensor,
+}
+
 impl Quantizer {
-    /// Allocates the buffers and uploads the initial state.
+    /// Allocates its own buffers and uploads the initial state.
     pub fn new(gpu: &Gpu, config: QuantizerConfig) -> Result<Self> {
+        let gate_shape = [4 + config.prune_channels];
+        let storage = QuantizerStorage {
+            x_max: gpu.zeros("x_max", &[1])?,
+            logits: gpu.zeros("gate logits", &gate_shape)?,
+            x_max_grad: gpu.zeros("x_max grad", &[1])?,
+            logit_grad: gpu.zeros("logit grad", &gate_shape)?,
+        };
+        Self::with_storage(gpu, config, storage)
+    }
+
+    /// Uses `storage` (e.g. slices of optimizer groups) for the learnable state and its
+    /// gradients, and queues the initial values of `config` into it.
+    pub fn with_storage(gpu: &Gpu, config: QuantizerConfig, storage: QuantizerStorage) -> Result<Self> {
         const OP: &str = "Quantizer::new";
         check_range(OP, config.x_max)?;
         let channels = config.prune_channels;
@@ -175,15 +202,19 @@ impl Quantizer {
         let mut logits = config.chain_logits.to_vec();
         logits.resize(4 + channels, config.prune_logit);
         let gate_shape = [4 + channels];
+        storage.x_max_grad.expect_len(OP, 1)?;
+        storage.logit_grad.expect_len(OP, logits.len())?;
+        gpu.write(&storage.x_max, &[config.x_max])?;
+        gpu.write(&storage.logits, &logits)?;
         let q = Self {
             num_slices,
             params: gpu.uniform("quantizer params", &params),
-            x_max: gpu.upload("x_max", &[1], &[config.x_max])?,
-            logits: gpu.upload("gate logits", &gate_shape, &logits)?,
+            x_max: storage.x_max,
+            logits: storage.logits,
             gates: gpu.zeros("gates", &gate_shape)?,
             gate_dlogit: gpu.zeros("gate dlogit", &gate_shape)?,
-            x_max_grad: gpu.zeros("x_max grad", &[1])?,
-            logit_grad: gpu.zeros("logit grad", &gate_shape)?,
+            x_max_grad: storage.x_max_grad,
+            logit_grad: storage.logit_grad,
             reg_value: gpu.zeros("regulariser", &[1])?,
             partials: gpu.zeros(
                 "quantizer partials",
@@ -211,16 +242,16 @@ impl Quantizer {
 
     fn buffers<'a>(&'a self, step: &'a StepState) -> QuantBuffers<'a> {
         QuantBuffers {
-            params: &self.params,
-            step: step.buffer(),
-            x_max: self.x_max.buffer(),
-            logits: self.logits.buffer(),
-            gates: self.gates.buffer(),
-            gate_dlogit: self.gate_dlogit.buffer(),
-            partials: self.partials.buffer(),
-            x_max_grad: self.x_max_grad.buffer(),
-            logit_grad: self.logit_grad.buffer(),
-            reg_value: self.reg_value.buffer(),
+            params: Binding::whole(&self.params),
+            step: Binding::whole(step.buffer()),
+            x_max: self.x_max.binding(),
+            logits: self.logits.binding(),
+            gates: self.gates.binding(),
+            gate_dlogit: self.gate_dlogit.binding(),
+            partials: self.partials.binding(),
+            x_max_grad: self.x_max_grad.binding(),
+            logit_grad: self.logit_grad.binding(),
+            reg_value: self.reg_value.binding(),
         }
     }
 
@@ -245,8 +276,8 @@ impl Quantizer {
             encoder,
             &self.buffers(step),
             self.len() as u32,
-            x.buffer(),
-            y.buffer(),
+            x.binding(),
+            y.binding(),
         )
     }
 
@@ -273,9 +304,9 @@ impl Quantizer {
             encoder,
             &self.buffers(step),
             self.num_slices,
-            x.buffer(),
-            dy.buffer(),
-            dx.buffer(),
+            x.binding(),
+            dy.binding(),
+            dx.binding(),
         )
     }
 
