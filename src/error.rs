@@ -66,6 +66,14 @@ pub enum Error {
         /// wgpu's message.
         msg: String,
     },
+    /// Training diverged: a non-finite loss or a range that left (0, ∞).
+    #[error("training diverged at step {step}: {detail}")]
+    Diverged {
+        /// Training steps completed.
+        step: u32,
+        /// What went wrong, naming the layer and quantizer where known.
+        detail: String,
+    },
     /// Mapping a buffer for readback failed.
     #[error("buffer readback failed: {0}")]
     Map(#[from] wgpu::BufferAsyncError),

@@ -154,9 +154,15 @@ impl Gpu {
     /// (a case-insensitive substring of the adapter name) and `WGPU_POWER_PREF` (`low`/`high`).
     /// The adapter's full limits and the [`OPTIONAL_FEATURES`] it supports are requested.
     pub async fn new() -> Result<Self> {
+        Self::with_adapter_name(std::env::var("WGPU_ADAPTER_NAME").ok().as_deref()).await
+    }
+
+    /// [`Gpu::new`] with the adapter chosen by a name substring instead of `WGPU_ADAPTER_NAME`
+    /// (`None`: wgpu's default choice under `WGPU_POWER_PREF`).
+    pub async fn with_adapter_name(name: Option<&str>) -> Result<Self> {
         let instance =
             wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-        let adapter = Self::choose_adapter(&instance).await?;
+        let adapter = Self::choose_adapter(&instance, name).await?;
         let info = adapter.get_info();
         log::info!(
             "adapter: {} ({:?}, {:?}), driver {}",
@@ -189,8 +195,19 @@ impl Gpu {
         pollster::block_on(Self::new())
     }
 
-    async fn choose_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
-        if let Ok(wanted) = std::env::var("WGPU_ADAPTER_NAME") {
+    /// Blocking form of [`Gpu::with_adapter_name`]; `None` falls back to `WGPU_ADAPTER_NAME`.
+    pub fn new_blocking_with(name: Option<&str>) -> Result<Self> {
+        match name {
+            Some(name) => pollster::block_on(Self::with_adapter_name(Some(name))),
+            None => Self::new_blocking(),
+        }
+    }
+
+    async fn choose_adapter(
+        instance: &wgpu::Instance,
+        name: Option<&str>,
+    ) -> Result<wgpu::Adapter> {
+        if let Some(wanted) = name {
             // wgpu's own helper panics when nothing matches; list what exists instead.
             let adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
             let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
@@ -199,7 +216,7 @@ impl Gpu {
                 .into_iter()
                 .find(|a| a.get_info().name.to_lowercase().contains(&wanted_lower))
                 .ok_or_else(|| Error::NoAdapter {
-                    detail: format!("WGPU_ADAPTER_NAME={wanted:?} matches none of {names:?}"),
+                    detail: format!("adapter name {wanted:?} matches none of {names:?}"),
                 });
         }
         instance
@@ -301,28 +318,11 @@ impl Gpu {
         Ok([max, rows, 1])
     }
 
-    /// Records one compute dispatch of `key` with `(binding, buffer)` pairs bound in group 0.
+    /// Records one compute dispatch of `key` with `(binding number, Binding)` pairs in group 0:
+    /// whole tensors, tensor views or ranges of packed buffers.
     ///
     /// Pipelines use automatic layouts, so exactly the bindings the entry point uses are given.
     pub fn dispatch(
-        &self,
-        encoder: &mut wgpu::CommandEncoder,
-        key: &PipelineKey,
-        buffers: &[(u32, &wgpu::Buffer)],
-        grid: [u32; 3],
-    ) {
-        let entries = buffers
-            .iter()
-            .map(|&(binding, b)| wgpu::BindGroupEntry {
-                binding,
-                resource: b.as_entire_binding(),
-            })
-            .collect();
-        self.dispatch_entries(encoder, key, entries, grid);
-    }
-
-    /// [`Gpu::dispatch`] with [`Binding`]s: whole tensors or ranges of packed buffers.
-    pub fn dispatch_bindings(
         &self,
         encoder: &mut wgpu::CommandEncoder,
         key: &PipelineKey,

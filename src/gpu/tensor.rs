@@ -62,7 +62,11 @@ impl Tensor {
             });
         }
         Binding::range(gpu, &self.buffer, start, len)?;
-        Ok(Tensor { buffer: self.buffer.clone(), offset: 4 * start as u64, shape: shape.to_vec() })
+        Ok(Tensor {
+            buffer: self.buffer.clone(),
+            offset: 4 * start as u64,
+            shape: shape.to_vec(),
+        })
     }
 
     /// The same buffer seen with another shape of equal element count (e.g. flatten).
@@ -80,6 +84,12 @@ impl Tensor {
             offset: self.offset,
             shape: shape.to_vec(),
         })
+    }
+
+    /// `self` if it has `expected` elements, else a [`Error::Shape`] naming `op`.
+    pub fn expect_len_view(self, op: &'static str, expected: usize) -> Result<Tensor> {
+        self.expect_len(op, expected)?;
+        Ok(self)
     }
 
     /// Fails with a [`Error::Shape`] naming `op` unless the tensor has `expected` elements.

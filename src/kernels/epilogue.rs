@@ -197,7 +197,7 @@ impl Epilogue {
                 &FORWARD_QUANT
             }
         };
-        gpu.dispatch_bindings(encoder, key, &bindings, self.plan.elementwise);
+        gpu.dispatch(encoder, key, &bindings, self.plan.elementwise);
         Ok(())
     }
 
@@ -223,14 +223,14 @@ impl Epilogue {
             (9, args.da),
             (10, args.dy),
         ];
-        gpu.dispatch_bindings(encoder, &BACKWARD_PARTIALS, &bindings, self.plan.slices);
+        gpu.dispatch(encoder, &BACKWARD_PARTIALS, &bindings, self.plan.slices);
         let bindings = [
             (0, uniform),
             (1, partials),
             (11, args.sum_da),
             (12, Binding::from(&self.sum_da_y)),
         ];
-        gpu.dispatch_bindings(
+        gpu.dispatch(
             encoder,
             &BACKWARD_SUMS,
             &bindings,

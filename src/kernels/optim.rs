@@ -177,6 +177,21 @@ impl AdamGroup {
         self.slice(gpu, &self.grads, s)
     }
 
+    /// One tensor of the parameter buffer as a tensor view of `shape` (`shape` must hold
+    /// `s.len` elements).
+    pub fn param_view(&self, gpu: &Gpu, s: ParamSlice, shape: &[usize]) -> Result<Tensor> {
+        self.params
+            .slice(gpu, s.offset, shape)?
+            .expect_len_view("AdamGroup::param_view", s.len)
+    }
+
+    /// One tensor of the gradient buffer as a tensor view of `shape`.
+    pub fn grad_view(&self, gpu: &Gpu, s: ParamSlice, shape: &[usize]) -> Result<Tensor> {
+        self.grads
+            .slice(gpu, s.offset, shape)?
+            .expect_len_view("AdamGroup::grad_view", s.len)
+    }
+
     /// The whole parameter buffer (padding included).
     pub fn params(&self) -> &Tensor {
         &self.params
@@ -213,6 +228,11 @@ impl AdamGroup {
     /// Steps taken so far.
     pub fn steps(&self) -> u32 {
         self.steps
+    }
+
+    /// Restores the step count (with the moments, when resuming from a checkpoint).
+    pub fn set_steps(&mut self, steps: u32) {
+        self.steps = steps;
     }
 
     /// Records one Adam step at learning rate `lr` over the whole group, with the gradients
@@ -254,7 +274,7 @@ impl AdamGroup {
             (3, Binding::from(&self.m)),
             (4, Binding::from(&self.v)),
         ];
-        gpu.dispatch_bindings(encoder, &ADAM, &bindings, self.grid);
+        gpu.dispatch(encoder, &ADAM, &bindings, self.grid);
         self.steps = t;
         Ok(())
     }

@@ -147,21 +147,27 @@ pub struct QuantizerStorage {
 }
 
 impl Quantizer {
-    /// Allocates its own buffers and uploads the initial state.
+    /// Allocates its own buffers and uploads the initial state of `config`.
     pub fn new(gpu: &Gpu, config: QuantizerConfig) -> Result<Self> {
-        let gate_shape = [4 + config.prune_channels];
+        let mut logits = config.chain_logits.to_vec();
+        logits.resize(4 + config.prune_channels, config.prune_logit);
         let storage = QuantizerStorage {
-            x_max: gpu.zeros("x_max", &[1])?,
-            logits: gpu.zeros("gate logits", &gate_shape)?,
+            x_max: gpu.upload("x_max", &[1], &[config.x_max])?,
+            logits: gpu.upload("gate logits", &[logits.len()], &logits)?,
             x_max_grad: gpu.zeros("x_max grad", &[1])?,
-            logit_grad: gpu.zeros("logit grad", &gate_shape)?,
+            logit_grad: gpu.zeros("logit grad", &[logits.len()])?,
         };
         Self::with_storage(gpu, config, storage)
     }
 
-    /// Uses `storage` (e.g. slices of optimizer groups) for the learnable state and its
-    /// gradients, and queues the initial values of `config` into it.
-    pub fn with_storage(gpu: &Gpu, config: QuantizerConfig, storage: QuantizerStorage) -> Result<Self> {
+    /// Uses `storage` (e.g. slices of optimizer groups), which already holds the learnable
+    /// state, for the state and its gradients; the initial values of `config` are not written
+    /// (only its range is validated).
+    pub fn with_storage(
+        gpu: &Gpu,
+        config: QuantizerConfig,
+        storage: QuantizerStorage,
+    ) -> Result<Self> {
         const OP: &str = "Quantizer::new";
         check_range(OP, config.x_max)?;
         let channels = config.prune_channels;
@@ -199,13 +205,11 @@ impl Quantizer {
             mac_ratio: config.mac_ratio,
             _pad: [0; 3],
         };
-        let mut logits = config.chain_logits.to_vec();
-        logits.resize(4 + channels, config.prune_logit);
         let gate_shape = [4 + channels];
+        storage.x_max.expect_len(OP, 1)?;
         storage.x_max_grad.expect_len(OP, 1)?;
-        storage.logit_grad.expect_len(OP, logits.len())?;
-        gpu.write(&storage.x_max, &[config.x_max])?;
-        gpu.write(&storage.logits, &logits)?;
+        storage.logits.expect_len(OP, 4 + channels)?;
+        storage.logit_grad.expect_len(OP, 4 + channels)?;
         let q = Self {
             num_slices,
             params: gpu.uniform("quantizer params", &params),

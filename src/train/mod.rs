@@ -1,5 +1,8 @@
-//! Training: checkpoints, reports and the learning-rate schedule.
+//! Training: the procedure of spec §7.1, checkpoints, reports and the learning-rate schedule.
 
 pub mod checkpoint;
 pub mod report;
 pub mod schedule;
+pub mod trainer;
+
+pub use trainer::{Progress, TrainConfig, Trainer};

@@ -1,0 +1,28 @@
+//! Train VGG-7 on CIFAR-10 with Bayesian Bits (spec §7.3), or evaluate a checkpoint.
+//!
+//! `cargo run --release --example cifar10 -- --data data/` downloads CIFAR-10 into `data/` when
+//! it is absent; `--help` lists the flags (defaults are the paper's recipe).
+
+mod common;
+
+use bayesian_bits::data::{self, Augment};
+use bayesian_bits::nn::Arch;
+use bayesian_bits::train::TrainConfig;
+use std::path::Path;
+
+fn ensure(dir: &Path, offline: bool) -> Result<std::path::PathBuf, data::DataError> {
+    if offline {
+        return Ok(dir.to_path_buf());
+    }
+    data::ensure_cifar10(dir)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    common::main(common::Experiment {
+        arch: Arch::vgg7(),
+        defaults: TrainConfig::cifar10(),
+        augment: Augment::CropFlip,
+        ensure,
+        load: data::load_cifar10,
+    })
+}

@@ -1,0 +1,285 @@
+//! Launchers of `shaders/conv.wgsl`: stride-1 2-D convolution (PyTorch `Conv2d` without bias,
+//! a cross-correlation) as an implicit GEMM on the tile engine of [`super::gemm`] — forward,
+//! backward-data and backward-weight, with no im2col buffer.
+//!
+//! Layouts are PyTorch's: activations NCHW, weights OIHW `[c_out, c_in, k, k]`; shapes are
+//! described by the reference's [`Conv2dShape`]. Every output is a fixed-order sum, so results
+//! are bit-reproducible on one adapter.
+
+use super::gemm::{
+    check_tensor, launch_tiles, tile_key, TileParams, Variant, CHUNK, MAX_REDUCTION,
+};
+use super::gemm::{PORTABLE_SHADER, SUBGROUP_SHADER};
+use crate::gpu::{Binding, Gpu, PipelineKey, Tensor};
+use crate::reference::layers::Conv2dShape;
+use crate::{Error, Result};
+
+/// Forward (`MODE` 1), subgroup variant.
+pub static SUBGROUP_FORWARD: PipelineKey = tile_key!(&SUBGROUP_SHADER, 1, 0, 0, 0);
+/// Forward, portable variant.
+pub static PORTABLE_FORWARD: PipelineKey = tile_key!(&PORTABLE_SHADER, 1, 0, 0, 0);
+/// Backward data (`MODE` 1 with `FLIP`), subgroup variant.
+pub static SUBGROUP_BACKWARD_DATA: PipelineKey = tile_key!(&SUBGROUP_SHADER, 1, 0, 0, 1);
+/// Backward data, portable variant.
+pub static PORTABLE_BACKWARD_DATA: PipelineKey = tile_key!(&PORTABLE_SHADER, 1, 0, 0, 1);
+/// Backward weight, per-split partial sums (`MODE` 2), subgroup variant.
+pub static SUBGROUP_BACKWARD_WEIGHT: PipelineKey = tile_key!(&SUBGROUP_SHADER, 2, 0, 0, 0);
+/// Backward weight, per-split partial sums, portable variant.
+pub static PORTABLE_BACKWARD_WEIGHT: PipelineKey = tile_key!(&PORTABLE_SHADER, 2, 0, 0, 0);
+/// Fixed-order sum of the backward-weight splits (no subgroup operations).
+pub static SUM_SPLITS: PipelineKey = PipelineKey {
+    shader: &PORTABLE_SHADER,
+    entry: "sum_splits",
+    constants: &[],
+};
+/// Threads per workgroup of `sum_splits` (fixed in the shader).
+pub const SUM_WORKGROUP: u32 = 64;
+
+/// Every convolution pipeline.
+pub static PIPELINES: [&PipelineKey; 7] = [
+    &SUBGROUP_FORWARD,
+    &PORTABLE_FORWARD,
+    &SUBGROUP_BACKWARD_DATA,
+    &PORTABLE_BACKWARD_DATA,
+    &SUBGROUP_BACKWARD_WEIGHT,
+    &PORTABLE_BACKWARD_WEIGHT,
+    &SUM_SPLITS,
+];
+
+/// Workgroups the backward-weight pass aims for by splitting the images (enough to keep every
+/// core of a CPU adapter and the units of a small GPU busy).
+const TARGET_WORKGROUPS: usize = 256;
+
+/// Validates the shape (kernel fits the padded input, `pad < k`) and returns `(h_out, w_out)`.
+fn output_size(op: &'static str, s: &Conv2dShape) -> Result<(usize, usize)> {
+    let fits = s.k >= 1 && s.pad < s.k && s.h + 2 * s.pad >= s.k && s.w + 2 * s.pad >= s.k;
+    if !fits {
+        return Err(Error::InvalidArgument {
+            op,
+            msg: format!(
+                "need 1 <= k, pad < k and k <= h + 2·pad, w + 2·pad; got k {} pad {} on {}×{}",
+                s.k, s.pad, s.h, s.w
+            ),
+        });
+    }
+    Ok((s.h_out(), s.w_out()))
+}
+
+/// Checks the three tensors of a pass: input `[n,c_in,h,w]`, weight, output `[n,c_out,h',w']`.
+fn check_tensors(
+    gpu: &Gpu,
+    op: &'static str,
+    variant: Variant,
+    s: &Conv2dShape,
+    x: &Tensor,
+    weight: &Tensor,
+    y: &Tensor,
+) -> Result<()> {
+    variant.check(gpu, op)?;
+    output_size(op, s)?;
+    check_tensor(gpu, op, x, s.input().len())?;
+    check_tensor(gpu, op, weight, s.weight_len())?;
+    check_tensor(gpu, op, y, s.output().len())
+}
+
+/// Parameters of a correlation producing `m` channels of `dst_h × dst_w` from a source of
+/// `src_c × src_h × src_w` (all values fit u32: every tensor fits a storage binding).
+fn correlation(
+    s: &Conv2dShape,
+    m: usize,
+    src: [usize; 3],
+    dst: [usize; 2],
+    pad: usize,
+) -> TileParams {
+    let kk = s.k * s.k;
+    TileParams {
+        m: m as u32,
+        n: (s.n * dst[0] * dst[1]) as u32,
+        k: (src[0] * kk) as u32,
+        batches: 1,
+        src_c: src[0] as u32,
+        src_h: src[1] as u32,
+        src_w: src[2] as u32,
+        dst_h: dst[0] as u32,
+        dst_w: dst[1] as u32,
+        pad: pad as u32,
+        ks: s.k as u32,
+        images: s.n as u32,
+        ..TileParams::default()
+    }
+}
+
+/// Records `y[n,o,i,j] = Σ_c Σ_u Σ_v x[n, c, i+u−pad, j+v−pad] · w[o,c,u,v]` (zero padding, no
+/// bias; summed over `(c, u, v)` in that order): `x` `[n, c_in, h, w]`, `weight`
+/// `[c_out, c_in, k, k]`, `y` `[n, c_out, h_out, w_out]`.
+///
+/// Fails with [`Error::InvalidArgument`] for a kernel that does not fit (or `pad >= k`) and a
+/// variant the device cannot run, [`Error::Shape`] for a tensor of the wrong length and
+/// [`Error::Limit`] beyond a storage binding or the workgroup limit.
+pub fn conv2d_forward(
+    gpu: &Gpu,
+    encoder: &mut wgpu::CommandEncoder,
+    variant: Variant,
+    s: &Conv2dShape,
+    x: &Tensor,
+    weight: &Tensor,
+    y: &Tensor,
+) -> Result<()> {
+    const OP: &str = "conv2d forward";
+    check_tensors(gpu, OP, variant, s, x, weight, y)?;
+    if y.is_empty() {
+        return Ok(());
+    }
+    let (h_out, w_out) = output_size(OP, s)?;
+    let params = correlation(s, s.c_out, [s.c_in, s.h, s.w], [h_out, w_out], s.pad);
+    let key = variant.pick(&SUBGROUP_FORWARD, &PORTABLE_FORWARD);
+    launch_tiles(gpu, encoder, OP, key, params, [weight, x, y])
+}
+
+/// Records `dx = dL/dx` of [`conv2d_forward`] from `dy = dL/dy` `[n, c_out, h_out, w_out]`:
+/// `dx[n,c,y,x] = Σ_o Σ_u Σ_v dy[n, o, y−u+pad, x−v+pad] · w[o,c,u,v]` over the output positions
+/// that exist, summed over `(o, u, v)` in that order. `dx` is `[n, c_in, h, w]`; with
+/// `accumulate` the sum is added to it (`dx += …`). Errors as [`conv2d_forward`].
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_backward_data(
+    gpu: &Gpu,
+    encoder: &mut wgpu::CommandEncoder,
+    variant: Variant,
+    s: &Conv2dShape,
+    dy: &Tensor,
+    weight: &Tensor,
+    dx: &Tensor,
+    accumulate: bool,
+) -> Result<()> {
+    const OP: &str = "conv2d backward data";
+    check_tensors(gpu, OP, variant, s, dx, weight, dy)?;
+    if dx.is_empty() {
+        return Ok(());
+    }
+    let (h_out, w_out) = output_size(OP, s)?;
+    // A full correlation of dy with the rotated, transposed kernel.
+    let params = TileParams {
+        accumulate: u32::from(accumulate),
+        ..correlation(
+            s,
+            s.c_in,
+            [s.c_out, h_out, w_out],
+            [s.h, s.w],
+            s.k - 1 - s.pad,
+        )
+    };
+    let key = variant.pick(&SUBGROUP_BACKWARD_DATA, &PORTABLE_BACKWARD_DATA);
+    launch_tiles(gpu, encoder, OP, key, params, [weight, dy, dx])
+}
+
+/// How the backward-weight pass splits the images: `(splits, images per split)`.
+///
+/// Enough splits for about 256 workgroups and for every split's reduction to stay within
+/// [`MAX_REDUCTION`], no more than there are images, and (within
+/// those bounds) few enough that the partial sums fit one storage binding.
+pub fn backward_weight_splits(gpu: &Gpu, s: &Conv2dShape) -> (usize, usize) {
+    let tiles = s.c_out.div_ceil(super::gemm::TILE_M as usize).max(1)
+        * (s.weight_len() / s.c_out.max(1))
+            .div_ceil(super::gemm::TILE_COLS as usize)
+            .max(1);
+    let limits = gpu.limits();
+    let binding = limits
+        .max_storage_buffer_binding_size
+        .min(limits.max_buffer_size);
+    let fit = (binding / (4 * s.weight_len().max(1) as u64)).max(1) as usize;
+    // Each split's reduction must stay within MAX_REDUCTION (one chunk of slack per image).
+    let hw = (s.h + 2 * s.pad + 1).saturating_sub(s.k) * (s.w + 2 * s.pad + 1).saturating_sub(s.k);
+    let per_image = (hw.div_ceil(CHUNK as usize) + 1) * CHUNK as usize;
+    let most_per_split = (MAX_REDUCTION / per_image).max(1);
+    let wanted = TARGET_WORKGROUPS
+        .div_ceil(tiles)
+        .min(fit)
+        .max(s.n.div_ceil(most_per_split))
+        .min(s.n)
+        .max(1);
+    let per_split = s.n.div_ceil(wanted).max(1);
+    (s.n.div_ceil(per_split).max(1), per_split)
+}
+
+/// Elements of the scratch tensor [`conv2d_backward_weight`] needs: `splits · c_out·c_in·k·k`
+/// when it splits the images, else 0 (any tensor, even an empty one, will do).
+pub fn backward_weight_scratch_len(gpu: &Gpu, s: &Conv2dShape) -> usize {
+    match backward_weight_splits(gpu, s) {
+        (1, _) => 0,
+        (splits, _) => splits * s.weight_len(),
+    }
+}
+
+/// Records `dw = dL/dw` of [`conv2d_forward`] (`[c_out, c_in, k, k]`) from the input `x` and
+/// `dy = dL/dy`: `dw[o,c,u,v] = Σ_n Σ_i Σ_j dy[n,o,i,j] · x[n, c, i+u−pad, j+v−pad]`.
+///
+/// Deterministic: the images are split as [`backward_weight_splits`] says; each split sums its
+/// images in order into `scratch` (at least [`backward_weight_scratch_len`] elements), and a
+/// second pass adds the splits in order. Errors as [`conv2d_forward`], and [`Error::Shape`] for
+/// a scratch tensor that is too small.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_backward_weight(
+    gpu: &Gpu,
+    encoder: &mut wgpu::CommandEncoder,
+    variant: Variant,
+    s: &Conv2dShape,
+    x: &Tensor,
+    dy: &Tensor,
+    dw: &Tensor,
+    scratch: &Tensor,
+) -> Result<()> {
+    const OP: &str = "conv2d backward weight";
+    check_tensors(gpu, OP, variant, s, x, dw, dy)?;
+    if dw.is_empty() {
+        return Ok(());
+    }
+    let (h_out, w_out) = output_size(OP, s)?;
+    let (splits, per_split) = backward_weight_splits(gpu, s);
+    let needed = backward_weight_scratch_len(gpu, s);
+    if scratch.len() < needed {
+        return Err(Error::Shape {
+            op: OP,
+            expected: format!("a scratch tensor of at least {needed} elements"),
+            actual: format!("{:?}", scratch.shape()),
+        });
+    }
+    let cols = s.weight_len() / s.c_out;
+    let params = TileParams {
+        m: s.c_out as u32,
+        n: cols as u32,
+        k: (h_out * w_out) as u32,
+        batches: splits as u32,
+        c_stride: s.weight_len() as u32,
+        src_c: s.c_in as u32,
+        src_h: s.h as u32,
+        src_w: s.w as u32,
+        dst_h: h_out as u32,
+        dst_w: w_out as u32,
+        pad: s.pad as u32,
+        ks: s.k as u32,
+        images_per_split: per_split as u32,
+        images: s.n as u32,
+        ..TileParams::default()
+    };
+    let key = variant.pick(&SUBGROUP_BACKWARD_WEIGHT, &PORTABLE_BACKWARD_WEIGHT);
+    let target = if splits == 1 { dw } else { scratch };
+    launch_tiles(gpu, encoder, OP, key, params, [dy, x, target])?;
+    if splits == 1 {
+        return Ok(());
+    }
+    let sum = TileParams {
+        m: s.c_out as u32,
+        n: cols as u32,
+        batches: splits as u32,
+        ..TileParams::default()
+    };
+    let grid = gpu.grid(OP, (s.weight_len() as u32).div_ceil(SUM_WORKGROUP))?;
+    let uniform = gpu.uniform(OP, &sum);
+    let bindings = [
+        (0, Binding::whole(&uniform)),
+        (1, scratch.binding()),
+        (3, dw.binding()),
+    ];
+    gpu.dispatch(encoder, &SUM_SPLITS, &bindings, grid);
+    Ok(())
+}

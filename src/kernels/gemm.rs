@@ -1,0 +1,376 @@
+//! Launchers of `shaders/gemm.wgsl`: row-major SGEMM `C (+)= op(A) · op(B)`, batched or not,
+//! and the register-blocked tile engine the convolutions in [`super::conv`] share.
+//!
+//! Two variants of every pipeline exist ([`Variant`]): one shares the A operand across a
+//! subgroup with `subgroupBroadcast` (needs `Features::SUBGROUP` and subgroups of at least
+//! [`CHUNK`] lanes), the portable one loads it in every lane. [`Variant::best`] picks one for a
+//! device; both give results equal up to rounding, each deterministic.
+
+use crate::gpu::{Binding, Gpu, PipelineKey, Shader, Tensor};
+use crate::{Error, Result};
+
+/// Entry point and helpers of the subgroup variant (appended to the engine).
+macro_rules! subgroup_variant {
+    () => {
+        r#"
+// Subgroup variant: lane l of a subgroup loads reduction step k0 + l of the chunk for all TM
+// rows; step q reads them from lane q.
+fn chunk_fragment(z: u32, s: u32, row0: u32, k0: u32, lane: u32) -> array<vec4<f32>, MAX_TM4> {
+    return a_rows(z, s, row0, k0 + lane % CHUNK);
+}
+
+fn chunk_rows(frag: ptr<function, array<vec4<f32>, MAX_TM4>>, z: u32, s: u32, row0: u32, k0: u32, q: u32) -> array<vec4<f32>, MAX_TM4> {
+    var v: array<vec4<f32>, MAX_TM4>;
+    for (var r = 0u; r < TM / 4u; r++) {
+        let x = (*frag)[r];
+        switch q {
+            case 0u: { v[r] = subgroupBroadcast(x, 0u); }
+            case 1u: { v[r] = subgroupBroadcast(x, 1u); }
+            case 2u: { v[r] = subgroupBroadcast(x, 2u); }
+            case 3u: { v[r] = subgroupBroadcast(x, 3u); }
+            case 4u: { v[r] = subgroupBroadcast(x, 4u); }
+            case 5u: { v[r] = subgroupBroadcast(x, 5u); }
+            case 6u: { v[r] = subgroupBroadcast(x, 6u); }
+            default: { v[r] = subgroupBroadcast(x, 7u); }
+        }
+    }
+    return v;
+}
+
+@compute @workgroup_size(WG)
+fn tiles(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) lane: u32) {
+    run_tiles(wid.x + wid.y * nwg.x, lid, lane);
+}
+"#
+    };
+}
+
+/// Entry point and helpers of the portable variant (appended to the engine).
+macro_rules! portable_variant {
+    () => {
+        r#"
+// Portable variant: every lane loads the TM values of each step itself.
+fn chunk_fragment(z: u32, s: u32, row0: u32, k0: u32, lane: u32) -> array<vec4<f32>, MAX_TM4> {
+    return array<vec4<f32>, MAX_TM4>();
+}
+
+fn chunk_rows(frag: ptr<function, array<vec4<f32>, MAX_TM4>>, z: u32, s: u32, row0: u32, k0: u32, q: u32) -> array<vec4<f32>, MAX_TM4> {
+    return a_rows(z, s, row0, k0 + q);
+}
+
+@compute @workgroup_size(WG)
+fn tiles(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    run_tiles(wid.x + wid.y * nwg.x, lid, 0u);
+}
+"#
+    };
+}
+
+/// The tile engine with the subgroup variant's entry point.
+pub static SUBGROUP_SHADER: Shader = Shader {
+    name: "gemm_subgroup",
+    source: concat!(
+        include_str!("../../shaders/gemm.wgsl"),
+        include_str!("../../shaders/conv.wgsl"),
+        subgroup_variant!()
+    ),
+    requires: wgpu::Features::SUBGROUP,
+};
+
+/// The tile engine with the portable variant's entry point.
+pub static PORTABLE_SHADER: Shader = Shader {
+    name: "gemm_portable",
+    source: concat!(
+        include_str!("../../shaders/gemm.wgsl"),
+        include_str!("../../shaders/conv.wgsl"),
+        portable_variant!()
+    ),
+    requires: wgpu::Features::empty(),
+};
+
+/// Reduction steps per chunk, i.e. the subgroup lanes that share A (`CHUNK` in the shader).
+pub const CHUNK: u32 = 8;
+/// Rows per workgroup tile (`override TM`, a multiple of 4, at most `MAX_TM` = 64).
+pub const TILE_M: u32 = 64;
+/// Columns per lane (`override TN`, at most `MAX_TN` = 8).
+pub const TILE_N: u32 = 8;
+/// Lanes per workgroup (`override WG`).
+pub const WORKGROUP: u32 = 64;
+/// Columns per workgroup tile.
+pub const TILE_COLS: u32 = WORKGROUP * TILE_N;
+
+/// Longest reduction one dispatch accepts (reduction steps per output, summed over the images
+/// of a weight-gradient split). Software adapters stop any shader after 65 535 loop iterations
+/// (Mesa's llvmpipe), and the engine spends one iteration per [`CHUNK`] steps; longer
+/// reductions fail with [`Error::Limit`] instead of silently stopping early.
+pub const MAX_REDUCTION: usize = 1 << 18;
+
+/// A pipeline of the tile engine: the shader, the operand view (`MODE`), transposes and flip.
+macro_rules! tile_key {
+    ($shader:expr, $mode:expr, $trans_a:expr, $trans_b:expr, $flip:expr) => {
+        PipelineKey {
+            shader: $shader,
+            entry: "tiles",
+            constants: &[
+                ("MODE", $mode),
+                ("TRANS_A", $trans_a),
+                ("TRANS_B", $trans_b),
+                ("FLIP", $flip),
+                ("TM", $crate::kernels::gemm::TILE_M),
+                ("TN", $crate::kernels::gemm::TILE_N),
+                ("WG", $crate::kernels::gemm::WORKGROUP),
+            ],
+        }
+    };
+}
+pub(crate) use tile_key;
+
+/// GEMM pipelines of the subgroup variant, indexed by `2·trans_a + trans_b`.
+pub static SUBGROUP_GEMM: [PipelineKey; 4] = [
+    tile_key!(&SUBGROUP_SHADER, 0, 0, 0, 0),
+    tile_key!(&SUBGROUP_SHADER, 0, 0, 1, 0),
+    tile_key!(&SUBGROUP_SHADER, 0, 1, 0, 0),
+    tile_key!(&SUBGROUP_SHADER, 0, 1, 1, 0),
+];
+/// GEMM pipelines of the portable variant, indexed by `2·trans_a + trans_b`.
+pub static PORTABLE_GEMM: [PipelineKey; 4] = [
+    tile_key!(&PORTABLE_SHADER, 0, 0, 0, 0),
+    tile_key!(&PORTABLE_SHADER, 0, 0, 1, 0),
+    tile_key!(&PORTABLE_SHADER, 0, 1, 0, 0),
+    tile_key!(&PORTABLE_SHADER, 0, 1, 1, 0),
+];
+
+/// Every GEMM pipeline.
+pub fn pipelines() -> Vec<&'static PipelineKey> {
+    SUBGROUP_GEMM.iter().chain(&PORTABLE_GEMM).collect()
+}
+
+/// Which implementation of the tile engine to dispatch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Variant {
+    /// A operand shared with `subgroupBroadcast` (fastest where available).
+    Subgroup,
+    /// No subgroup operations: runs on every device.
+    Portable,
+}
+
+impl Variant {
+    /// [`Variant::Subgroup`] when the device has `Features::SUBGROUP` and subgroups of at least
+    /// [`CHUNK`] lanes, else [`Variant::Portable`].
+    pub fn best(gpu: &Gpu) -> Self {
+        if Self::Subgroup.supported(gpu) {
+            Self::Subgroup
+        } else {
+            Self::Portable
+        }
+    }
+
+    /// Whether the device can run this variant.
+    pub fn supported(self, gpu: &Gpu) -> bool {
+        match self {
+            Self::Portable => true,
+            Self::Subgroup => {
+                gpu.has_subgroups() && gpu.device().adapter_info().subgroup_min_size >= CHUNK
+            }
+        }
+    }
+
+    /// Fails with [`Error::InvalidArgument`] naming `op` unless the device can run the variant.
+    pub(crate) fn check(self, gpu: &Gpu, op: &'static str) -> Result<()> {
+        if self.supported(gpu) {
+            return Ok(());
+        }
+        Err(Error::InvalidArgument {
+            op,
+            msg: format!(
+                "the subgroup variant needs Features::SUBGROUP and subgroups of at least {CHUNK} lanes"
+            ),
+        })
+    }
+
+    /// The pipeline of this variant out of a subgroup / portable pair.
+    pub(crate) fn pick<'a>(
+        self,
+        subgroup: &'a PipelineKey,
+        portable: &'a PipelineKey,
+    ) -> &'a PipelineKey {
+        match self {
+            Self::Subgroup => subgroup,
+            Self::Portable => portable,
+        }
+    }
+}
+
+/// Uniform parameters of the tile engine (`struct TileParams` in the shader).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct TileParams {
+    /// Output rows.
+    pub m: u32,
+    /// Output columns.
+    pub n: u32,
+    /// Reduction length (per image for the weight gradient).
+    pub k: u32,
+    /// Column tiles (set by the launcher).
+    pub tiles_n: u32,
+    /// Tiles per batch entry (set by the launcher).
+    pub tiles: u32,
+    /// Batch entries, or weight-gradient splits.
+    pub batches: u32,
+    /// Elements between batch entries of A.
+    pub a_stride: u32,
+    /// Elements between batch entries of B.
+    pub b_stride: u32,
+    /// Elements between batch entries of C.
+    pub c_stride: u32,
+    /// 1: accumulate into C.
+    pub accumulate: u32,
+    /// Convolution source channels.
+    pub src_c: u32,
+    /// Convolution source height.
+    pub src_h: u32,
+    /// Convolution source width.
+    pub src_w: u32,
+    /// Convolution destination height.
+    pub dst_h: u32,
+    /// Convolution destination width.
+    pub dst_w: u32,
+    /// Zero padding on each side.
+    pub pad: u32,
+    /// Kernel size.
+    pub ks: u32,
+    /// Images per weight-gradient split.
+    pub images_per_split: u32,
+    /// Images.
+    pub images: u32,
+    /// Padding to 16 bytes.
+    pub _pad: u32,
+}
+
+/// Records one dispatch of the tile engine over `params.batches` batch entries.
+pub(crate) fn launch_tiles(
+    gpu: &Gpu,
+    encoder: &mut wgpu::CommandEncoder,
+    op: &'static str,
+    key: &PipelineKey,
+    mut params: TileParams,
+    tensors: [&Tensor; 3],
+) -> Result<()> {
+    let segments = u64::from(params.images_per_split.max(1));
+    let steps = segments * u64::from(params.k.div_ceil(CHUNK) + 1) * u64::from(CHUNK);
+    if steps > MAX_REDUCTION as u64 {
+        return Err(Error::Limit {
+            op,
+            what: "reduction steps per dispatch",
+            value: steps,
+            limit: MAX_REDUCTION as u64,
+        });
+    }
+    params.tiles_n = params.n.div_ceil(TILE_COLS);
+    let tiles = u64::from(params.m.div_ceil(TILE_M)) * u64::from(params.tiles_n);
+    let workgroups = tiles * u64::from(params.batches);
+    let limit = u64::from(gpu.limits().max_compute_workgroups_per_dimension).pow(2);
+    let workgroups = u32::try_from(workgroups)
+        .ok()
+        .filter(|&w| u64::from(w) <= limit)
+        .ok_or(Error::Limit {
+            op,
+            what: "workgroups per dispatch",
+            value: workgroups,
+            limit,
+        })?;
+    params.tiles = tiles as u32;
+    let grid = gpu.grid(op, workgroups)?;
+    let uniform = gpu.uniform(op, &params);
+    let [a, b, c] = tensors.map(Tensor::binding);
+    let bindings = [(0, Binding::whole(&uniform)), (1, a), (2, b), (3, c)];
+    gpu.dispatch(encoder, key, &bindings, grid);
+    Ok(())
+}
+
+/// Checks that a tensor fits one storage binding and has `expected` elements.
+pub(crate) fn check_tensor(
+    gpu: &Gpu,
+    op: &'static str,
+    tensor: &Tensor,
+    expected: usize,
+) -> Result<()> {
+    gpu.check_binding(op, tensor.len())?;
+    tensor.expect_len(op, expected)
+}
+
+/// Dimensions of a (batched) matrix product `C = op(A) · op(B)` (or `C += …`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmShape {
+    /// Independent products, stored one after another in each of A, B and C.
+    pub batch: usize,
+    /// Rows of `op(A)` and `C`.
+    pub m: usize,
+    /// Columns of `op(B)` and `C`.
+    pub n: usize,
+    /// Columns of `op(A)`, rows of `op(B)`.
+    pub k: usize,
+    /// A is stored `[k, m]` (`op(A) = Aᵀ`) instead of `[m, k]`.
+    pub trans_a: bool,
+    /// B is stored `[n, k]` (`op(B) = Bᵀ`) instead of `[k, n]`.
+    pub trans_b: bool,
+    /// Add the product to C instead of overwriting it.
+    pub accumulate: bool,
+}
+
+impl GemmShape {
+    /// An unbatched, overwriting product `C[m×n] = op(A) · op(B)`.
+    pub const fn new(m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> Self {
+        Self {
+            batch: 1,
+            m,
+            n,
+            k,
+            trans_a,
+            trans_b,
+            accumulate: false,
+        }
+    }
+}
+
+/// Records the row-major product `C[b] (+)= op(A[b]) · op(B[b])` for `b < shape.batch`.
+///
+/// `a` holds `batch` matrices `[m, k]` (`[k, m]` when `trans_a`), `b` holds `[k, n]` (`[n, k]`
+/// when `trans_b`), `c` holds `[m, n]`, each batch entry after the previous one. Every output is
+/// summed over `p = 0, 1, …, k−1` in that order. Fails with [`Error::Shape`] when a tensor has the
+/// wrong length, [`Error::Limit`] when one exceeds a storage binding or the dispatch the adapter's
+/// workgroup limit, and [`Error::InvalidArgument`] when the device cannot run `variant`.
+pub fn gemm(
+    gpu: &Gpu,
+    encoder: &mut wgpu::CommandEncoder,
+    variant: Variant,
+    shape: &GemmShape,
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+) -> Result<()> {
+    const OP: &str = "gemm";
+    variant.check(gpu, OP)?;
+    let GemmShape { batch, m, n, k, .. } = *shape;
+    check_tensor(gpu, OP, a, batch * m * k)?;
+    check_tensor(gpu, OP, b, batch * k * n)?;
+    check_tensor(gpu, OP, c, batch * m * n)?;
+    if c.is_empty() {
+        return Ok(());
+    }
+    // Every length fits a binding (< 2³² bytes), so the dimensions fit u32.
+    let index = 2 * usize::from(shape.trans_a) + usize::from(shape.trans_b);
+    let key = variant.pick(&SUBGROUP_GEMM[index], &PORTABLE_GEMM[index]);
+    let params = TileParams {
+        m: m as u32,
+        n: n as u32,
+        k: k as u32,
+        batches: batch as u32,
+        a_stride: (m * k) as u32,
+        b_stride: (k * n) as u32,
+        c_stride: (m * n) as u32,
+        accumulate: u32::from(shape.accumulate),
+        ..TileParams::default()
+    };
+    launch_tiles(gpu, encoder, OP, key, params, [a, b, c])
+}

@@ -1,0 +1,1176 @@
+//! A model of [`Arch`] on the GPU: parameters in three packed Adam groups, one recorded
+//! command buffer per training step, nothing read back inside a step.
+//!
+//! Per weighted layer, a training step records (spec §5, §7.1):
+//! forward — [BN: fold W with σ_r] → weight quantizer → conv/linear → [BN: second conv with the
+//! raw W, batch statistics] → fused epilogue (bias or BN correction, ReLU, activation
+//! quantizer) → [max-pool]; then softmax cross-entropy; backward in reverse — activation
+//! quantizer → epilogue → [BN: both convolutions, statistics, folding] → weight quantizer
+//! (+μ·∂R/∂ℓ) → conv/linear data and weight gradients; [BN: running-stat update]; then one Adam
+//! dispatch per parameter group.
+
+use crate::gpu::{Gpu, Tensor};
+use crate::kernels::bn::{BnBackward, BnBindings, FoldBackward, FoldedBn};
+use crate::kernels::channels::ChannelLayout;
+use crate::kernels::conv;
+use crate::kernels::epilogue::{
+    ActQuant, Epilogue, EpilogueBackward, EpilogueConfig, EpilogueForward,
+};
+use crate::kernels::gemm::{self, GemmShape, Variant};
+use crate::kernels::loss::{MetricValues, Metrics, SoftmaxCrossEntropy};
+use crate::kernels::optim::{AdamGroup, ParamArena, ParamSlice};
+use crate::kernels::pool::MaxPool2x2;
+use crate::nn::arch::{Arch, LayerKind, LayerSpec};
+use crate::quant::{Quantizer, QuantizerConfig, QuantizerState, QuantizerStorage, StepState};
+use crate::reference::layers::Conv2dShape;
+use crate::reference::model::{self as reference, Group, Params, QuantizerInfo};
+use crate::{Error, Result};
+use std::collections::{BTreeMap, HashMap};
+
+/// Where a `state_dict` tensor lives: a word range of one of the packed groups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Place {
+    store: Store,
+    offset: usize,
+    len: usize,
+}
+
+/// The packed buffers: the three Adam groups and the BN running statistics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Store {
+    Weights,
+    Gates,
+    Scales,
+    Buffers,
+}
+
+impl Store {
+    const ALL: [Store; 4] = [Store::Weights, Store::Gates, Store::Scales, Store::Buffers];
+}
+
+/// Adam moments and step count of one parameter group (`weights`, `gates` or `scales`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdamState {
+    /// Group name.
+    pub group: String,
+    /// Steps taken.
+    pub steps: u32,
+    /// First moments, packed as the group's buffer.
+    pub m: Vec<f32>,
+    /// Second moments.
+    pub v: Vec<f32>,
+}
+
+/// Learning rates of one step (the weights rate after the schedule).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LearningRates {
+    /// Weights, biases, BN γ and β.
+    pub weights: f32,
+    /// Gate logits.
+    pub gates: f32,
+    /// Ranges x_max.
+    pub scales: f32,
+}
+
+/// Values a training step needs besides the batch.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepConfig {
+    /// Seed of the gate noise.
+    pub seed: u64,
+    /// Noise counter of this step: `k + 1` for the k-th training step (0 is range init).
+    pub step: u32,
+    /// Regulariser strength μ.
+    pub mu: f32,
+    /// Learning rates.
+    pub lr: LearningRates,
+}
+
+/// Tensors of one weighted layer that do not depend on the batch size.
+#[derive(Debug)]
+struct WeightSide {
+    spec: LayerSpec,
+    weight: Tensor,
+    weight_grad: Tensor,
+    bias: Option<(Tensor, Tensor)>,
+    /// γ, β, running mean, running var and the γ, β gradients.
+    bn: Option<BnParams>,
+    quantizer: Quantizer,
+    /// Folded weight (BN) and its gradient.
+    folded: Option<(Tensor, Tensor)>,
+    weight_q: Tensor,
+    weight_q_grad: Tensor,
+    /// Backward-weight scratch of the convolution (empty for linear layers).
+    scratch: Tensor,
+}
+
+#[derive(Debug)]
+struct BnParams {
+    gamma: Tensor,
+    beta: Tensor,
+    running_mean: Tensor,
+    running_var: Tensor,
+    gamma_grad: Tensor,
+    beta_grad: Tensor,
+}
+
+impl BnParams {
+    fn bindings(&self) -> BnBindings<'_> {
+        BnBindings {
+            gamma: self.gamma.binding(),
+            beta: self.beta.binding(),
+            running_mean: self.running_mean.binding(),
+            running_var: self.running_var.binding(),
+        }
+    }
+}
+
+/// Activation buffers of the largest batch; plans for smaller batches use prefixes.
+#[derive(Debug)]
+struct Activations {
+    input: Tensor,
+    labels: Tensor,
+    /// Output of every layer (quantized activation, pooled map or logits).
+    outputs: Vec<Tensor>,
+    /// Per weighted layer: conv output y (before the epilogue), pre-quantization activation a,
+    /// and (BN) the full-precision conv output.
+    y: Vec<Option<Tensor>>,
+    a: Vec<Option<Tensor>>,
+    y_fp: Vec<Option<Tensor>>,
+    argmax: Vec<Option<Tensor>>,
+    /// Backward scratch of the largest layer: ping-pong gradients and temporaries.
+    grad: [Tensor; 2],
+    da: Tensor,
+    dy: Tensor,
+    dy_fp: Tensor,
+    dlogits: Tensor,
+}
+
+/// Kernels and views for one batch size.
+#[derive(Debug)]
+struct Plan {
+    layers: Vec<PlanLayer>,
+    loss: SoftmaxCrossEntropy,
+    input: Tensor,
+    labels: Tensor,
+    dlogits: Tensor,
+}
+
+#[derive(Debug)]
+enum PlanLayer {
+    Pool(Box<PlanPool>),
+    Weighted(Box<PlanWeighted>),
+}
+
+#[derive(Debug)]
+struct PlanPool {
+    pool: MaxPool2x2,
+    output: Tensor,
+    argmax: Tensor,
+}
+
+#[derive(Debug)]
+struct PlanWeighted {
+    epilogue: Epilogue,
+    bn: Option<FoldedBn>,
+    act_quant: Option<Quantizer>,
+    output: Tensor,
+    y: Tensor,
+    a: Tensor,
+    y_fp: Option<Tensor>,
+}
+
+/// A Bayesian Bits model on the GPU.
+#[derive(Debug)]
+pub struct Model {
+    arch: Arch,
+    max_batch: usize,
+    variant: Variant,
+    stores: BTreeMap<Store, AdamGroup>,
+    places: BTreeMap<String, Place>,
+    /// x_min of every quantizer: inert, kept for the checkpoint (its sign fixed signedness).
+    x_min: BTreeMap<String, f32>,
+    infos: Vec<QuantizerInfo>,
+    weights: Vec<Option<WeightSide>>,
+    act_storage: Vec<Option<QuantizerStorage>>,
+    acts: Activations,
+    plans: HashMap<usize, Plan>,
+    /// Batch size of the last training step (whose regulariser values are current).
+    last_train_batch: Option<usize>,
+    step_state: StepState,
+    metrics: Metrics,
+}
+
+fn shape_err(op: &'static str, expected: String, actual: String) -> Error {
+    Error::Shape {
+        op,
+        expected,
+        actual,
+    }
+}
+
+impl Model {
+    /// Uploads `params` (names and shapes of `arch.state_dict_shapes()`, ranges already
+    /// initialised) and allocates everything a batch of up to `max_batch` images needs.
+    ///
+    /// Fails before allocating activations when one would exceed the adapter's storage-binding
+    /// limit, naming the largest batch that fits.
+    pub fn new(gpu: &Gpu, arch: Arch, max_batch: usize, params: &Params) -> Result<Self> {
+        const OP: &str = "Model::new";
+        check_batch(gpu, &arch, max_batch)?;
+        for (name, shape) in arch.state_dict_shapes() {
+            let len: usize = shape.iter().product();
+            match params.get(&name) {
+                Some(v) if v.len() == len => {}
+                Some(v) => {
+                    return Err(shape_err(
+                        OP,
+                        format!("{name}: {shape:?}"),
+                        format!("{} values", v.len()),
+                    ))
+                }
+                None => {
+                    return Err(shape_err(
+                        OP,
+                        format!("{name}: {shape:?}"),
+                        "missing".into(),
+                    ))
+                }
+            }
+        }
+        let infos = reference::quantizers(&arch);
+        let (stores, places, x_min) = build_stores(gpu, &arch, &infos, params)?;
+        let view = |name: &str, shape: &[usize]| -> Result<Tensor> {
+            let p = places[name];
+            stores[&p.store].param_view(
+                gpu,
+                ParamSlice {
+                    offset: p.offset,
+                    len: p.len,
+                },
+                shape,
+            )
+        };
+        let grad_view = |name: &str, shape: &[usize]| -> Result<Tensor> {
+            let p = places[name];
+            stores[&p.store].grad_view(
+                gpu,
+                ParamSlice {
+                    offset: p.offset,
+                    len: p.len,
+                },
+                shape,
+            )
+        };
+        let quant_storage = |info: &QuantizerInfo| -> Result<QuantizerStorage> {
+            let x_max = format!("{}.x_max", info.prefix);
+            // The logits ℓ4…ℓ32, ℓ2 are one contiguous block starting at ℓ4.
+            let len = 4 + info.prune_channels;
+            let logits = ParamSlice {
+                offset: places[&format!("{}.gamma_4", info.prefix)].offset,
+                len,
+            };
+            let gates = &stores[&Store::Gates];
+            Ok(QuantizerStorage {
+                x_max: view(&x_max, &[1])?,
+                logits: gates.param_view(gpu, logits, &[len])?,
+                x_max_grad: grad_view(&x_max, &[1])?,
+                logit_grad: gates.grad_view(gpu, logits, &[len])?,
+            })
+        };
+        let find = |prefix: String| infos.iter().find(|q| q.prefix == prefix);
+        let mut weights = Vec::new();
+        let mut act_storage = Vec::new();
+        let mut outputs = Vec::new();
+        let (mut y, mut a, mut y_fp, mut argmax) = (vec![], vec![], vec![], vec![]);
+        let mut largest = arch.input.iter().product::<usize>();
+        for l in &arch.layers {
+            let out_len = max_batch * l.output.iter().product::<usize>();
+            largest = largest.max(l.output.iter().product());
+            outputs.push(gpu.zeros(&format!("{} output", l.name), &[out_len])?);
+            if !l.is_weighted() {
+                weights.push(None);
+                act_storage.push(None);
+                y.push(None);
+                a.push(None);
+                y_fp.push(None);
+                argmax.push(Some(gpu.zeros(&format!("{} argmax", l.name), &[out_len])?));
+                continue;
+            }
+            argmax.push(None);
+            y.push(Some(gpu.zeros(&format!("{} y", l.name), &[out_len])?));
+            a.push(Some(gpu.zeros(&format!("{} a", l.name), &[out_len])?));
+            y_fp.push(match l.batch_norm {
+                true => Some(gpu.zeros(&format!("{} y_fp", l.name), &[out_len])?),
+                false => None,
+            });
+            let name = l.name;
+            let wshape = l.weight_shape();
+            let wlen: usize = wshape.iter().product();
+            let winfo = find(format!("{name}.weight_quantizer.quantizer"))
+                .expect("every weighted layer has a weight quantizer");
+            let signed = x_min[&winfo.prefix] < 0.0;
+            let quantizer = Quantizer::with_storage(
+                gpu,
+                quant_config(winfo, signed, wlen, params),
+                quant_storage(winfo)?,
+            )?;
+            let c = l.out_channels();
+            let bias = match l.bias {
+                true => Some((
+                    view(&format!("{name}.bias"), &[c])?,
+                    grad_view(&format!("{name}.bias"), &[c])?,
+                )),
+                false => None,
+            };
+            let bn = match l.batch_norm {
+                true => Some(BnParams {
+                    gamma: view(&format!("{name}.gamma"), &[c])?,
+                    beta: view(&format!("{name}.beta"), &[c])?,
+                    running_mean: view(&format!("{name}.running_mean"), &[c])?,
+                    running_var: view(&format!("{name}.running_var"), &[c])?,
+                    gamma_grad: grad_view(&format!("{name}.gamma"), &[c])?,
+                    beta_grad: grad_view(&format!("{name}.beta"), &[c])?,
+                }),
+                false => None,
+            };
+            let folded = match l.batch_norm {
+                true => Some((
+                    gpu.zeros("folded weight", &wshape)?,
+                    gpu.zeros("folded weight grad", &wshape)?,
+                )),
+                false => None,
+            };
+            let scratch_len = match conv_shape(l, max_batch) {
+                Some(s) => conv::backward_weight_scratch_len(gpu, &s),
+                None => 0,
+            };
+            weights.push(Some(WeightSide {
+                spec: l.clone(),
+                weight: view(&format!("{name}.weight"), &wshape)?,
+                weight_grad: grad_view(&format!("{name}.weight"), &wshape)?,
+                bias,
+                bn,
+                quantizer,
+                folded,
+                weight_q: gpu.zeros("quantized weight", &wshape)?,
+                weight_q_grad: gpu.zeros("quantized weight grad", &wshape)?,
+                scratch: gpu.zeros("conv scratch", &[scratch_len])?,
+            }));
+            act_storage.push(
+                match find(format!("{name}.activation_quantizer.quantizer")) {
+                    Some(info) => Some(quant_storage(info)?),
+                    None => None,
+                },
+            );
+        }
+        let scratch = max_batch * largest;
+        let acts = Activations {
+            input: gpu.zeros("input", &[max_batch * arch.input.iter().product::<usize>()])?,
+            labels: gpu.zeros("labels", &[max_batch])?,
+            outputs,
+            y,
+            a,
+            y_fp,
+            argmax,
+            grad: [
+                gpu.zeros("grad ping", &[scratch])?,
+                gpu.zeros("grad pong", &[scratch])?,
+            ],
+            da: gpu.zeros("da", &[scratch])?,
+            dy: gpu.zeros("dy", &[scratch])?,
+            dy_fp: gpu.zeros("dy_fp", &[scratch])?,
+            dlogits: gpu.zeros("dlogits", &[max_batch * arch.classes])?,
+        };
+        Ok(Self {
+            variant: Variant::best(gpu),
+            arch,
+            max_batch,
+            stores,
+            places,
+            x_min,
+            infos,
+            weights,
+            act_storage,
+            acts,
+            plans: HashMap::new(),
+            last_train_batch: None,
+            step_state: StepState::new(gpu),
+            metrics: Metrics::new(gpu)?,
+        })
+    }
+
+    /// The architecture.
+    pub fn arch(&self) -> &Arch {
+        &self.arch
+    }
+
+    /// Largest batch the model was allocated for.
+    pub fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    fn plan(&mut self, gpu: &Gpu, n: usize) -> Result<()> {
+        if self.plans.contains_key(&n) {
+            return Ok(());
+        }
+        const OP: &str = "Model::plan";
+        if n == 0 || n > self.max_batch {
+            return Err(Error::InvalidArgument {
+                op: OP,
+                msg: format!(
+                    "batch of {n} images; the model holds 1 to {}",
+                    self.max_batch
+                ),
+            });
+        }
+        let prefix = |t: &Tensor, per_sample: usize| t.slice(gpu, 0, &[n * per_sample]);
+        let mut layers = Vec::new();
+        for (i, l) in self.arch.layers.iter().enumerate() {
+            let out = l.output.iter().product::<usize>();
+            let output = prefix(&self.acts.outputs[i], out)?;
+            if !l.is_weighted() {
+                layers.push(PlanLayer::Pool(Box::new(PlanPool {
+                    pool: MaxPool2x2::new(gpu, n, l.input[0], l.input[1], l.input[2])?,
+                    output,
+                    argmax: prefix(self.acts.argmax[i].as_ref().expect("pool argmax"), out)?,
+                })));
+                continue;
+            }
+            let layout = match l.kind {
+                LayerKind::Conv { c_out, .. } => {
+                    ChannelLayout::nchw(n, c_out, l.output[1], l.output[2])
+                }
+                _ => ChannelLayout::rows(n, l.out_channels()),
+            };
+            let epilogue = Epilogue::new(
+                gpu,
+                EpilogueConfig {
+                    layout,
+                    relu: l.relu_quant,
+                    scaled: l.batch_norm,
+                },
+            )?;
+            let wlen = l.weight_shape().iter().product();
+            let bn = match l.batch_norm {
+                true => Some(FoldedBn::new(gpu, layout, wlen)?),
+                false => None,
+            };
+            let act_quant = match &self.act_storage[i] {
+                Some(storage) => {
+                    let info = self
+                        .infos
+                        .iter()
+                        .find(|q| q.prefix == format!("{}.activation_quantizer.quantizer", l.name))
+                        .expect("activation quantizer info");
+                    let cfg = QuantizerConfig {
+                        len: n * out,
+                        prune_channels: 0,
+                        signed: self.x_min[&info.prefix] < 0.0,
+                        x_max: 1.0,
+                        chain_logits: [0.0; 4],
+                        prune_logit: 0.0,
+                        mac_ratio: info.mac_ratio,
+                        id: info.id,
+                    };
+                    Some(Quantizer::with_storage(gpu, cfg, storage.clone())?)
+                }
+                None => None,
+            };
+            layers.push(PlanLayer::Weighted(Box::new(PlanWeighted {
+                epilogue,
+                bn,
+                act_quant,
+                output,
+                y: prefix(self.acts.y[i].as_ref().expect("y"), out)?,
+                a: prefix(self.acts.a[i].as_ref().expect("a"), out)?,
+                y_fp: match &self.acts.y_fp[i] {
+                    Some(t) => Some(prefix(t, out)?),
+                    None => None,
+                },
+            })));
+        }
+        let plan = Plan {
+            layers,
+            loss: SoftmaxCrossEntropy::new(gpu, n, self.arch.classes)?,
+            input: prefix(&self.acts.input, self.arch.input.iter().product())?,
+            labels: prefix(&self.acts.labels, 1)?,
+            dlogits: prefix(&self.acts.dlogits, self.arch.classes)?,
+        };
+        self.plans.insert(n, plan);
+        Ok(())
+    }
+
+    fn upload_batch(&mut self, gpu: &Gpu, images: &[f32], labels: &[u32]) -> Result<usize> {
+        let n = labels.len();
+        self.plan(gpu, n)?;
+        let plan = &self.plans[&n];
+        gpu.write(&plan.input, images)?;
+        gpu.write(&plan.labels, labels)?;
+        Ok(n)
+    }
+
+    /// Records and submits one training step on a batch (`images` NCHW, `labels` < classes).
+    /// Loss and accuracy accumulate on the GPU ([`Model::take_metrics`]); nothing is read back.
+    pub fn train_step(
+        &mut self,
+        gpu: &Gpu,
+        images: &[f32],
+        labels: &[u32],
+        cfg: &StepConfig,
+    ) -> Result<()> {
+        let n = self.upload_batch(gpu, images, labels)?;
+        self.last_train_batch = Some(n);
+        self.step_state.set(gpu, cfg.seed, cfg.step, true, cfg.mu);
+        let mut enc = gpu.encoder("training step");
+        self.record_forward(gpu, &mut enc, n, true)?;
+        self.record_backward(gpu, &mut enc, n)?;
+        for (store, lr) in [
+            (Store::Weights, cfg.lr.weights),
+            (Store::Gates, cfg.lr.gates),
+            (Store::Scales, cfg.lr.scales),
+        ] {
+            self.stores
+                .get_mut(&store)
+                .expect("optimizer group")
+                .step(gpu, &mut enc, lr)?;
+        }
+        gpu.submit(enc);
+        Ok(())
+    }
+
+    /// Records and submits the evaluation of a batch with test-time gates and BN running
+    /// statistics; correct predictions and the loss accumulate in the metrics.
+    pub fn eval_batch(&mut self, gpu: &Gpu, images: &[f32], labels: &[u32]) -> Result<()> {
+        let n = self.upload_batch(gpu, images, labels)?;
+        self.step_state.set(gpu, 0, 0, false, 0.0);
+        let mut enc = gpu.encoder("evaluation");
+        self.record_forward(gpu, &mut enc, n, false)?;
+        gpu.submit(enc);
+        Ok(())
+    }
+
+    /// The logits `[n, classes]` of the last forward pass over a batch of `n` images (a view of
+    /// a model buffer: read it with [`Gpu::read_async`] after the batch's submission).
+    pub fn logits(&self, n: usize) -> Result<Tensor> {
+        let plan = self.plans.get(&n).ok_or_else(|| Error::InvalidArgument {
+            op: "Model::logits",
+            msg: format!("no batch of {n} images has been run"),
+        })?;
+        Ok(plan
+            .layers
+            .last()
+            .map(layer_output)
+            .expect("a model has layers")
+            .clone())
+    }
+
+    /// Reads the accumulated loss and accuracy and resets them. **Blocking.**
+    pub fn take_metrics(&self, gpu: &Gpu) -> Result<MetricValues> {
+        let values = self.metrics.read(gpu)?;
+        let mut enc = gpu.encoder("reset metrics");
+        self.metrics.reset(&mut enc);
+        gpu.submit(enc);
+        Ok(values)
+    }
+
+    fn record_forward(
+        &self,
+        gpu: &Gpu,
+        enc: &mut wgpu::CommandEncoder,
+        n: usize,
+        training: bool,
+    ) -> Result<()> {
+        let plan = &self.plans[&n];
+        for w in self.weights.iter().flatten() {
+            w.quantizer.sample_gates(gpu, enc, &self.step_state);
+        }
+        for l in &plan.layers {
+            if let PlanLayer::Weighted(p) = l {
+                if let Some(q) = &p.act_quant {
+                    q.sample_gates(gpu, enc, &self.step_state);
+                }
+            }
+        }
+        let mut input = &plan.input;
+        for (i, l) in plan.layers.iter().enumerate() {
+            match l {
+                PlanLayer::Pool(p) => {
+                    p.pool.forward(gpu, enc, input, &p.output, &p.argmax)?;
+                    input = &p.output;
+                }
+                PlanLayer::Weighted(p) => {
+                    let w = self.weights[i].as_ref().expect("weighted layer");
+                    let source = match (&w.bn, &w.folded, &p.bn) {
+                        (Some(bn), Some((folded, _)), Some(fbn)) => {
+                            fbn.fold_weight(gpu, enc, &bn.bindings(), &w.weight, folded)?;
+                            folded
+                        }
+                        _ => &w.weight,
+                    };
+                    w.quantizer
+                        .forward(gpu, enc, &self.step_state, source, &w.weight_q)?;
+                    let product = Product {
+                        gpu,
+                        variant: self.variant,
+                        side: w,
+                        n,
+                    };
+                    product.forward(enc, input, &w.weight_q, &p.y)?;
+                    let (scale, shift) = match (&w.bn, &p.bn) {
+                        (Some(bn), Some(fbn)) => {
+                            if training {
+                                let y_fp = p.y_fp.as_ref().expect("BN layers keep y_fp");
+                                product.forward(enc, input, &w.weight, y_fp)?;
+                                fbn.train_stats(gpu, enc, &bn.bindings(), y_fp)?;
+                            } else {
+                                fbn.eval_affine(gpu, enc, &bn.bindings())?;
+                            }
+                            (Some(fbn.scale.binding()), fbn.shift.binding())
+                        }
+                        _ => (
+                            None,
+                            w.bias
+                                .as_ref()
+                                .map(|(b, _)| b.binding())
+                                .expect("layers without BN have a bias"),
+                        ),
+                    };
+                    let quant = p.act_quant.as_ref().map(|q| ActQuant {
+                        x_max: q.x_max.binding(),
+                        gates: q.gates.binding(),
+                        q: p.output.binding(),
+                    });
+                    // Without an activation quantizer (the logit layer) the output is `a` itself.
+                    let a = if quant.is_some() { &p.a } else { &p.output };
+                    p.epilogue.forward(
+                        gpu,
+                        enc,
+                        &EpilogueForward {
+                            y: p.y.binding(),
+                            scale,
+                            shift,
+                            a: a.binding(),
+                            quant,
+                        },
+                    )?;
+                    input = &p.output;
+                }
+            }
+        }
+        plan.loss
+            .forward(gpu, enc, input, &plan.labels, &plan.dlogits, &self.metrics)
+    }
+
+    fn record_backward(&self, gpu: &Gpu, enc: &mut wgpu::CommandEncoder, n: usize) -> Result<()> {
+        let plan = &self.plans[&n];
+        let sized = |t: &Tensor, len: usize| t.slice(gpu, 0, &[len]);
+        // Gradient w.r.t. the current layer's output; starts as dL/dlogits.
+        let mut dout = plan.dlogits.clone();
+        let mut ping = 0;
+        for (i, l) in plan.layers.iter().enumerate().rev() {
+            let in_len = n * self.arch.layers[i].input.iter().product::<usize>();
+            let input = if i == 0 {
+                plan.input.clone()
+            } else {
+                layer_output(&plan.layers[i - 1]).clone()
+            };
+            // dL/dinput goes to the ping-pong buffer not holding dout; the first layer needs none.
+            let dinput = match i {
+                0 => None,
+                _ => Some(sized(&self.acts.grad[ping], in_len)?),
+            };
+            match l {
+                PlanLayer::Pool(p) => {
+                    let dinput = dinput.expect("a pooling layer is never first");
+                    p.pool.backward(gpu, enc, &dout, &p.argmax, &dinput)?;
+                    dout = dinput;
+                }
+                PlanLayer::Weighted(p) => {
+                    let w = self.weights[i].as_ref().expect("weighted layer");
+                    let out_len = p.y.len();
+                    let da = match &p.act_quant {
+                        Some(q) => {
+                            let da = sized(&self.acts.da, out_len)?;
+                            q.backward(gpu, enc, &self.step_state, &p.a, &dout, &da)?;
+                            da
+                        }
+                        None => dout.clone(),
+                    };
+                    let dy = sized(&self.acts.dy, out_len)?;
+                    let product = Product {
+                        gpu,
+                        variant: self.variant,
+                        side: w,
+                        n,
+                    };
+                    let (scale, sum_da) = match (&w.bn, &p.bn) {
+                        (Some(bn), Some(fbn)) => {
+                            (Some(fbn.scale.binding()), bn.beta_grad.binding())
+                        }
+                        _ => (
+                            None,
+                            w.bias.as_ref().map(|(_, g)| g.binding()).expect("bias"),
+                        ),
+                    };
+                    p.epilogue.backward(
+                        gpu,
+                        enc,
+                        &EpilogueBackward {
+                            da: da.binding(),
+                            y: p.y.binding(),
+                            scale,
+                            dy: dy.binding(),
+                            sum_da,
+                        },
+                    )?;
+                    let dx = dinput.as_ref().map(|t| (t, false));
+                    match (&w.bn, &p.bn, &w.folded) {
+                        (Some(bn), Some(fbn), Some((folded, folded_grad))) => {
+                            let y_fp = p.y_fp.as_ref().expect("y_fp");
+                            let dy_fp = sized(&self.acts.dy_fp, out_len)?;
+                            fbn.backward(
+                                gpu,
+                                enc,
+                                &bn.bindings(),
+                                &BnBackward {
+                                    sum_g: bn.beta_grad.binding(),
+                                    sum_gy: p.epilogue.sum_da_y.binding(),
+                                    y_fp: y_fp.binding(),
+                                    dy_fp: dy_fp.binding(),
+                                    dgamma: bn.gamma_grad.binding(),
+                                },
+                            )?;
+                            // Full-precision path first: it writes dW and dx; the quantized path adds.
+                            product.backward(enc, &input, &w.weight, &dy_fp, dx, &w.weight_grad)?;
+                            let dx = dinput.as_ref().map(|t| (t, true));
+                            product.backward(
+                                enc,
+                                &input,
+                                &w.weight_q,
+                                &dy,
+                                dx,
+                                &w.weight_q_grad,
+                            )?;
+                            w.quantizer.backward(
+                                gpu,
+                                enc,
+                                &self.step_state,
+                                folded,
+                                &w.weight_q_grad,
+                                folded_grad,
+                            )?;
+                            fbn.fold_weight_backward(
+                                gpu,
+                                enc,
+                                &bn.bindings(),
+                                &FoldBackward {
+                                    dw_f: folded_grad.binding(),
+                                    w: w.weight.binding(),
+                                    dw: w.weight_grad.binding(),
+                                    dgamma: bn.gamma_grad.binding(),
+                                },
+                            )?;
+                            fbn.update_running(gpu, enc, &bn.bindings())?;
+                        }
+                        _ => {
+                            product.backward(
+                                enc,
+                                &input,
+                                &w.weight_q,
+                                &dy,
+                                dx,
+                                &w.weight_q_grad,
+                            )?;
+                            w.quantizer.backward(
+                                gpu,
+                                enc,
+                                &self.step_state,
+                                &w.weight,
+                                &w.weight_q_grad,
+                                &w.weight_grad,
+                            )?;
+                        }
+                    }
+                    if let Some(d) = dinput {
+                        dout = d;
+                    }
+                }
+            }
+            ping = 1 - ping;
+        }
+        Ok(())
+    }
+
+    /// Every `state_dict` tensor (official names and layouts). **Blocking.**
+    pub fn params(&self, gpu: &Gpu) -> Result<Params> {
+        let mut out = self.read_places(gpu, AdamGroup::params)?;
+        for (prefix, v) in &self.x_min {
+            out.insert(format!("{prefix}.x_min"), vec![*v]);
+        }
+        Ok(out)
+    }
+
+    /// Gradients of the last training step (cross-entropy + μ·ΣR), by parameter name; the
+    /// running statistics' entries are meaningless. **Blocking.**
+    pub fn grads(&self, gpu: &Gpu) -> Result<Params> {
+        self.read_places(gpu, AdamGroup::grads)
+    }
+
+    fn read_places(&self, gpu: &Gpu, which: fn(&AdamGroup) -> &Tensor) -> Result<Params> {
+        let tensors: Vec<&Tensor> = Store::ALL.iter().map(|s| which(&self.stores[s])).collect();
+        let words = gpu.read_blocking(&tensors)?;
+        let mut out = Params::new();
+        for (name, place) in &self.places {
+            let i = Store::ALL
+                .iter()
+                .position(|s| *s == place.store)
+                .expect("store");
+            out.insert(
+                name.clone(),
+                words[i][place.offset..place.offset + place.len].to_vec(),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Adam state of the three groups, for checkpoints. **Blocking.**
+    pub fn optimizer_state(&self, gpu: &Gpu) -> Result<Vec<AdamState>> {
+        let mut out = Vec::new();
+        for (store, group) in &self.stores {
+            if *store == Store::Buffers {
+                continue;
+            }
+            let [m, v] = group.moments();
+            let mut words = gpu.read_blocking(&[m, v])?;
+            let v = words.pop().expect("v");
+            out.push(AdamState {
+                group: format!("{store:?}").to_lowercase(),
+                steps: group.steps(),
+                m: words.pop().expect("m"),
+                v,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Restores Adam state written by [`Model::optimizer_state`].
+    pub fn set_optimizer_state(&mut self, gpu: &Gpu, state: &[AdamState]) -> Result<()> {
+        for AdamState {
+            group: name,
+            steps,
+            m,
+            v,
+        } in state
+        {
+            let store = [Store::Weights, Store::Gates, Store::Scales]
+                .into_iter()
+                .find(|s| format!("{s:?}").to_lowercase() == *name)
+                .ok_or_else(|| Error::InvalidArgument {
+                    op: "Model::set_optimizer_state",
+                    msg: format!("unknown optimizer group {name:?}"),
+                })?;
+            let group = self.stores.get_mut(&store).expect("group");
+            let [tm, tv] = group.moments();
+            gpu.write(tm, m)?;
+            gpu.write(tv, v)?;
+            group.set_steps(*steps);
+        }
+        Ok(())
+    }
+
+    /// Current state of every quantizer, by `state_dict` prefix. **Blocking.**
+    pub fn quantizer_states(&self, gpu: &Gpu) -> Result<BTreeMap<String, QuantizerState>> {
+        let params = self.params(gpu)?;
+        Ok(self
+            .infos
+            .iter()
+            .map(|q| {
+                let get = |t: &str| params[&format!("{}.{t}", q.prefix)].clone();
+                let state = QuantizerState {
+                    x_max: get("x_max")[0],
+                    chain_logits: ["gamma_4", "gamma_8", "gamma_16", "gamma_32"].map(|g| get(g)[0]),
+                    prune_logits: if q.prune_channels > 0 {
+                        get("gamma_2")
+                    } else {
+                        vec![]
+                    },
+                };
+                (q.prefix.clone(), state)
+            })
+            .collect())
+    }
+
+    /// Σ_q R_q of the last training step (before μ). **Blocking.**
+    pub fn regularizer(&self, gpu: &Gpu) -> Result<f64> {
+        let mut tensors: Vec<&Tensor> = self
+            .weights
+            .iter()
+            .flatten()
+            .map(|w| &w.quantizer.reg_value)
+            .collect();
+        if let Some(plan) = self.last_train_batch.and_then(|n| self.plans.get(&n)) {
+            for l in &plan.layers {
+                if let PlanLayer::Weighted(p) = l {
+                    tensors.extend(p.act_quant.as_ref().map(|q| &q.reg_value));
+                }
+            }
+        }
+        Ok(gpu
+            .read_blocking(&tensors)?
+            .iter()
+            .map(|v| f64::from(v[0]))
+            .sum())
+    }
+}
+
+/// The conv/linear products of one weighted layer at batch size `n`.
+struct Product<'a> {
+    gpu: &'a Gpu,
+    variant: Variant,
+    side: &'a WeightSide,
+    n: usize,
+}
+
+impl Product<'_> {
+    /// `y = layer(x, w)` (no bias).
+    fn forward(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        x: &Tensor,
+        w: &Tensor,
+        y: &Tensor,
+    ) -> Result<()> {
+        let (gpu, variant, n) = (self.gpu, self.variant, self.n);
+        match (self.side.spec.kind, conv_shape(&self.side.spec, n)) {
+            (_, Some(s)) => conv::conv2d_forward(gpu, enc, variant, &s, x, w, y),
+            (LayerKind::Linear { d_in, d_out }, None) => gemm::gemm(
+                gpu,
+                enc,
+                variant,
+                &GemmShape::new(n, d_out, d_in, false, true),
+                x,
+                w,
+                y,
+            ),
+            _ => unreachable!("weighted layers are conv or linear"),
+        }
+    }
+
+    /// `dw = dL/dw` and, if given, `dx (=, or += when flagged) dL/dx` for upstream `dy`.
+    fn backward(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        x: &Tensor,
+        w: &Tensor,
+        dy: &Tensor,
+        dx: Option<(&Tensor, bool)>,
+        dw: &Tensor,
+    ) -> Result<()> {
+        let (gpu, variant, n) = (self.gpu, self.variant, self.n);
+        match (self.side.spec.kind, conv_shape(&self.side.spec, n)) {
+            (_, Some(s)) => {
+                conv::conv2d_backward_weight(gpu, enc, variant, &s, x, dy, dw, &self.side.scratch)?;
+                if let Some((dx, accumulate)) = dx {
+                    conv::conv2d_backward_data(gpu, enc, variant, &s, dy, w, dx, accumulate)?;
+                }
+                Ok(())
+            }
+            (LayerKind::Linear { d_in, d_out }, None) => {
+                gemm::gemm(
+                    gpu,
+                    enc,
+                    variant,
+                    &GemmShape::new(d_out, d_in, n, true, false),
+                    dy,
+                    x,
+                    dw,
+                )?;
+                if let Some((dx, accumulate)) = dx {
+                    let shape = GemmShape {
+                        accumulate,
+                        ..GemmShape::new(n, d_in, d_out, false, false)
+                    };
+                    gemm::gemm(gpu, enc, variant, &shape, dy, w, dx)?;
+                }
+                Ok(())
+            }
+            _ => unreachable!("weighted layers are conv or linear"),
+        }
+    }
+}
+
+fn layer_output(l: &PlanLayer) -> &Tensor {
+    match l {
+        PlanLayer::Pool(p) => &p.output,
+        PlanLayer::Weighted(p) => &p.output,
+    }
+}
+
+fn conv_shape(l: &LayerSpec, n: usize) -> Option<Conv2dShape> {
+    match l.kind {
+        LayerKind::Conv {
+            c_in,
+            c_out,
+            k,
+            pad,
+        } => Some(Conv2dShape {
+            n,
+            c_in,
+            h: l.input[1],
+            w: l.input[2],
+            c_out,
+            k,
+            pad,
+        }),
+        _ => None,
+    }
+}
+
+fn quant_config(
+    info: &QuantizerInfo,
+    signed: bool,
+    len: usize,
+    params: &Params,
+) -> QuantizerConfig {
+    QuantizerConfig {
+        len,
+        prune_channels: info.prune_channels,
+        signed,
+        x_max: params[&format!("{}.x_max", info.prefix)][0],
+        chain_logits: [0.0; 4],
+        prune_logit: 0.0,
+        mac_ratio: info.mac_ratio,
+        id: info.id,
+    }
+}
+
+/// Refuses a batch whose largest activation would exceed one storage binding, naming the
+/// largest batch that fits.
+pub fn check_batch(gpu: &Gpu, arch: &Arch, batch: usize) -> Result<()> {
+    let limits = gpu.limits();
+    let binding = limits
+        .max_storage_buffer_binding_size
+        .min(limits.max_buffer_size);
+    let per_sample = arch
+        .layers
+        .iter()
+        .map(|l| l.output.iter().product::<usize>())
+        .chain([arch.input.iter().product()])
+        .max()
+        .unwrap_or(1);
+    let largest = (binding / (4 * per_sample as u64)) as usize;
+    if batch == 0 || batch > largest {
+        return Err(Error::InvalidArgument {
+            op: "Model::new",
+            msg: format!(
+                "batch size {batch} does not fit this adapter: the largest activation of {} needs {} bytes per image and one storage binding holds {binding} bytes; the largest batch that fits is {largest}",
+                arch.name,
+                4 * per_sample
+            ),
+        });
+    }
+    Ok(())
+}
+
+type Stores = (
+    BTreeMap<Store, AdamGroup>,
+    BTreeMap<String, Place>,
+    BTreeMap<String, f32>,
+);
+
+/// Lays every `state_dict` tensor out in its group and uploads `params`. A quantizer's logits
+/// are contiguous (`ℓ4, ℓ8, ℓ16, ℓ32, ℓ2…`) so its kernels bind them as one range.
+fn build_stores(
+    gpu: &Gpu,
+    arch: &Arch,
+    infos: &[QuantizerInfo],
+    params: &Params,
+) -> Result<Stores> {
+    let mut arenas: BTreeMap<Store, ParamArena> = Store::ALL
+        .iter()
+        .map(|&s| (s, ParamArena::new(gpu)))
+        .collect();
+    let mut places = BTreeMap::new();
+    let mut x_min = BTreeMap::new();
+    for (name, shape) in arch.state_dict_shapes() {
+        let len: usize = shape.iter().product();
+        if infos.iter().any(|q| name.starts_with(&q.prefix)) {
+            continue;
+        }
+        let store = match Group::of(&name) {
+            Some(Group::Weights) => Store::Weights,
+            _ => Store::Buffers,
+        };
+        let slice = arenas.get_mut(&store).expect("arena").push(len)?;
+        places.insert(
+            name,
+            Place {
+                store,
+                offset: slice.offset,
+                len,
+            },
+        );
+    }
+    for q in infos {
+        let scale = arenas.get_mut(&Store::Scales).expect("arena").push(1)?;
+        places.insert(
+            format!("{}.x_max", q.prefix),
+            Place {
+                store: Store::Scales,
+                offset: scale.offset,
+                len: 1,
+            },
+        );
+        let logits = arenas
+            .get_mut(&Store::Gates)
+            .expect("arena")
+            .push(4 + q.prune_channels)?;
+        for (k, g) in ["gamma_4", "gamma_8", "gamma_16", "gamma_32"]
+            .iter()
+            .enumerate()
+        {
+            places.insert(
+                format!("{}.{g}", q.prefix),
+                Place {
+                    store: Store::Gates,
+                    offset: logits.offset + k,
+                    len: 1,
+                },
+            );
+        }
+        if q.prune_channels > 0 {
+            places.insert(
+                format!("{}.gamma_2", q.prefix),
+                Place {
+                    store: Store::Gates,
+                    offset: logits.offset + 4,
+                    len: q.prune_channels,
+                },
+            );
+        }
+        let lo = params[&format!("{}.x_min", q.prefix)][0];
+        x_min.insert(q.prefix.clone(), lo);
+        let hi = params[&format!("{}.x_max", q.prefix)][0];
+        if !(hi.is_finite() && hi > 0.0) {
+            return Err(Error::InvalidRange {
+                op: "Model::new (range not initialised?)",
+                x_max: hi,
+            });
+        }
+    }
+    let mut stores = BTreeMap::new();
+    for (store, arena) in arenas {
+        stores.insert(store, arena.build(gpu, &format!("{store:?} group"))?);
+    }
+    for (name, place) in &places {
+        stores[&place.store].write(
+            gpu,
+            ParamSlice {
+                offset: place.offset,
+                len: place.len,
+            },
+            &params[name],
+        )?;
+    }
+    Ok((stores, places, x_min))
+}

@@ -1,0 +1,365 @@
+//! The GEMM and convolution kernels on the GPU against the CPU reference, for both variants of
+//! the tile engine, on awkward sizes (edge tiles everywhere).
+
+mod common;
+
+use bayesian_bits::gpu::{Gpu, Tensor};
+use bayesian_bits::kernels::conv::{self, backward_weight_scratch_len};
+use bayesian_bits::kernels::gemm::{self, GemmShape, Variant};
+use bayesian_bits::reference::layers::{self as reference, Conv2dShape};
+use bayesian_bits::Error;
+use common::{assert_close, gpu, uniform};
+use std::sync::OnceLock;
+
+const REL: f32 = 1e-5;
+
+/// A device created without `Features::SUBGROUP`, wrapped as an application would.
+fn portable_gpu() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| {
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = pollster::block_on(instance.request_adapter(&Default::default()))
+            .expect("a wgpu adapter");
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("no subgroups"),
+            required_features: wgpu::Features::empty(),
+            required_limits: adapter.limits(),
+            ..Default::default()
+        }))
+        .expect("a device");
+        Gpu::from_device(device, queue)
+    })
+}
+
+/// The variants to test on the default device.
+fn variants() -> Vec<Variant> {
+    let mut v = vec![Variant::Portable];
+    if Variant::Subgroup.supported(gpu()) {
+        v.push(Variant::Subgroup);
+    }
+    v
+}
+
+fn upload(g: &Gpu, data: &[f32]) -> Tensor {
+    g.upload("test input", &[data.len()], data).unwrap()
+}
+
+fn run(g: &Gpu, record: impl FnOnce(&mut wgpu::CommandEncoder) -> bayesian_bits::Result<()>) {
+    let mut encoder = g.encoder("test");
+    record(&mut encoder).unwrap();
+    g.submit(encoder);
+}
+
+fn check_gemm(g: &Gpu, variant: Variant, shape: GemmShape, seed: u64) {
+    let GemmShape { batch, m, n, k, .. } = shape;
+    let a = uniform(seed, batch * m * k, -1.0, 1.0);
+    let b = uniform(seed + 1, batch * k * n, -1.0, 1.0);
+    let c0 = uniform(seed + 2, batch * m * n, -1.0, 1.0);
+    let (ta, tb, tc) = (upload(g, &a), upload(g, &b), upload(g, &c0));
+    run(g, |e| gemm::gemm(g, e, variant, &shape, &ta, &tb, &tc));
+    let mut expected = Vec::with_capacity(batch * m * n);
+    for z in 0..batch {
+        let mut part = reference::gemm(
+            m,
+            n,
+            k,
+            &a[z * m * k..(z + 1) * m * k],
+            &b[z * k * n..(z + 1) * k * n],
+            shape.trans_a,
+            shape.trans_b,
+        );
+        if shape.accumulate {
+            for (v, c) in part.iter_mut().zip(&c0[z * m * n..]) {
+                *v += c;
+            }
+        }
+        expected.extend(part);
+    }
+    let what = format!("{variant:?} gemm {shape:?}");
+    assert_close(&g.read(&tc).unwrap(), &expected, REL, &what);
+}
+
+const GEMM_SIZES: [(usize, usize, usize); 8] = [
+    (1, 1, 1),
+    (7, 33, 65),
+    (65, 100, 7),
+    (33, 1, 100),
+    (100, 65, 33),
+    (1, 517, 9),
+    (130, 7, 1),
+    (64, 600, 40),
+];
+
+#[test]
+fn gemm_matches_reference_all_transposes() {
+    for variant in variants() {
+        for (i, &(m, n, k)) in GEMM_SIZES.iter().enumerate() {
+            for t in 0..4 {
+                let shape = GemmShape::new(m, n, k, t & 2 != 0, t & 1 != 0);
+                check_gemm(gpu(), variant, shape, 10 * i as u64 + t as u64);
+            }
+        }
+    }
+}
+
+#[test]
+fn gemm_batched_and_accumulating() {
+    for variant in variants() {
+        for &(m, n, k) in &GEMM_SIZES[1..5] {
+            let shape = GemmShape {
+                batch: 3,
+                accumulate: true,
+                ..GemmShape::new(m, n, k, false, true)
+            };
+            check_gemm(gpu(), variant, shape, 7);
+            check_gemm(
+                gpu(),
+                variant,
+                GemmShape {
+                    batch: 2,
+                    ..GemmShape::new(m, n, k, true, false)
+                },
+                8,
+            );
+        }
+    }
+}
+
+#[test]
+fn gemm_long_reductions() {
+    // Long reductions run past the loop-iteration limits of software adapters when the inner
+    // loops are not unrolled.
+    for variant in variants() {
+        check_gemm(
+            gpu(),
+            variant,
+            GemmShape::new(3, 5, 20_001, false, false),
+            11,
+        );
+        check_gemm(gpu(), variant, GemmShape::new(2, 9, 4_000, true, true), 12);
+    }
+    let t = gpu().zeros("t", &[gemm::MAX_REDUCTION + 1]).unwrap();
+    let mut e = gpu().encoder("test");
+    let shape = GemmShape::new(1, 1, gemm::MAX_REDUCTION + 1, false, false);
+    let one = gpu().zeros("one", &[1]).unwrap();
+    let err = gemm::gemm(gpu(), &mut e, Variant::Portable, &shape, &t, &t, &one);
+    assert!(matches!(err, Err(Error::Limit { .. })), "{err:?}");
+}
+
+#[test]
+fn gemm_beyond_65535_workgroups_uses_a_2d_grid() {
+    // 65 537 row tiles: more than one grid dimension holds.
+    let shape = GemmShape::new(gemm::TILE_M as usize * 65_536 + 5, 1, 1, false, false);
+    check_gemm(gpu(), Variant::best(gpu()), shape, 3);
+}
+
+fn conv_shapes() -> Vec<Conv2dShape> {
+    let shape = |n, c_in, h, w, c_out, k, pad| Conv2dShape {
+        n,
+        c_in,
+        h,
+        w,
+        c_out,
+        k,
+        pad,
+    };
+    vec![
+        shape(1, 1, 5, 5, 1, 3, 1),
+        shape(2, 3, 7, 9, 5, 3, 1),
+        shape(1, 4, 11, 6, 33, 5, 0),
+        shape(3, 17, 5, 5, 7, 3, 1),
+        shape(2, 5, 13, 12, 40, 5, 0),
+        shape(1, 9, 8, 8, 70, 3, 1),
+        shape(4, 2, 6, 7, 3, 5, 0),
+    ]
+}
+
+fn check_conv(g: &Gpu, variant: Variant, s: &Conv2dShape, seed: u64) {
+    let x = uniform(seed, s.input().len(), -1.0, 1.0);
+    let w = uniform(seed + 1, s.weight_len(), -1.0, 1.0);
+    let dy = uniform(seed + 2, s.output().len(), -1.0, 1.0);
+    let (tx, tw, tdy) = (upload(g, &x), upload(g, &w), upload(g, &dy));
+    let y = g.zeros("y", &[s.output().len()]).unwrap();
+    // dx accumulates onto these values.
+    let dx0 = uniform(seed + 3, s.input().len(), -1.0, 1.0);
+    let dx = upload(g, &dx0);
+    let dw = g.zeros("dw", &[s.weight_len()]).unwrap();
+    let scratch = g
+        .zeros("scratch", &[backward_weight_scratch_len(g, s)])
+        .unwrap();
+    run(g, |e| {
+        conv::conv2d_forward(g, e, variant, s, &tx, &tw, &y)?;
+        conv::conv2d_backward_data(g, e, variant, s, &tdy, &tw, &dx, true)?;
+        conv::conv2d_backward_weight(g, e, variant, s, &tx, &tdy, &dw, &scratch)
+    });
+    let out = g.read_blocking(&[&y, &dx, &dw]).unwrap();
+    let what = format!("{variant:?} {s:?}");
+    assert_close(
+        &out[0],
+        &reference::conv2d_forward(s, &x, &w, None),
+        REL,
+        &format!("forward {what}"),
+    );
+    assert_close(
+        &out[1],
+        &reference::conv2d_backward_data(s, &dy, &w)
+            .iter()
+            .zip(&dx0)
+            .map(|(a, b)| a + b)
+            .collect::<Vec<_>>(),
+        REL,
+        &format!("backward data {what}"),
+    );
+    assert_close(
+        &out[2],
+        &reference::conv2d_backward_weight(s, &x, &dy).0,
+        REL,
+        &format!("backward weight {what}"),
+    );
+}
+
+#[test]
+fn conv_matches_reference() {
+    for variant in variants() {
+        for (i, s) in conv_shapes().iter().enumerate() {
+            check_conv(gpu(), variant, s, 100 + i as u64);
+        }
+    }
+}
+
+#[test]
+fn conv_backward_weight_with_many_splits_is_deterministic() {
+    // 16 images of 8×8: several splits, summed in a fixed order.
+    let s = Conv2dShape {
+        n: 16,
+        c_in: 3,
+        h: 8,
+        w: 8,
+        c_out: 6,
+        k: 3,
+        pad: 1,
+    };
+    let g = gpu();
+    assert!(conv::backward_weight_splits(g, &s).0 > 1);
+    check_conv(g, Variant::best(g), &s, 5);
+    let x = upload(g, &uniform(1, s.input().len(), -1.0, 1.0));
+    let dy = upload(g, &uniform(2, s.output().len(), -1.0, 1.0));
+    let scratch = g
+        .zeros("scratch", &[backward_weight_scratch_len(g, &s)])
+        .unwrap();
+    let results: Vec<Vec<f32>> = (0..2)
+        .map(|_| {
+            let dw = g.zeros("dw", &[s.weight_len()]).unwrap();
+            run(g, |e| {
+                conv::conv2d_backward_weight(g, e, Variant::best(g), &s, &x, &dy, &dw, &scratch)
+            });
+            g.read(&dw).unwrap()
+        })
+        .collect();
+    assert_eq!(results[0], results[1]);
+}
+
+#[test]
+fn portable_variant_on_a_device_without_subgroups() {
+    let g = portable_gpu();
+    assert!(!g.has_subgroups());
+    assert_eq!(Variant::best(g), Variant::Portable);
+    check_gemm(
+        g,
+        Variant::Portable,
+        GemmShape::new(65, 100, 33, false, true),
+        1,
+    );
+    check_gemm(
+        g,
+        Variant::Portable,
+        GemmShape::new(7, 33, 65, true, false),
+        2,
+    );
+    for (i, s) in conv_shapes().iter().enumerate().skip(1).step_by(2) {
+        check_conv(g, Variant::Portable, s, 200 + i as u64);
+    }
+    let t = g.zeros("t", &[1]).unwrap();
+    let mut e = g.encoder("test");
+    let err = gemm::gemm(
+        g,
+        &mut e,
+        Variant::Subgroup,
+        &GemmShape::new(1, 1, 1, false, false),
+        &t,
+        &t,
+        &t,
+    );
+    assert!(matches!(err, Err(Error::InvalidArgument { .. })), "{err:?}");
+}
+
+/// The value of a `const` of the engine's WGSL.
+fn wgsl_const(module: &naga::Module, name: &str) -> u32 {
+    let (_, c) = module
+        .constants
+        .iter()
+        .find(|(_, c)| c.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("no const {name}"));
+    match module.global_expressions[c.init] {
+        naga::Expression::Literal(naga::Literal::U32(v)) => v,
+        ref other => panic!("{name} is {other:?}"),
+    }
+}
+
+#[test]
+fn host_tile_constants_match_the_shader() {
+    // Needs no GPU: the tile the launchers assume is one the shader can hold.
+    for shader in [&gemm::SUBGROUP_SHADER, &gemm::PORTABLE_SHADER] {
+        let module = naga::front::wgsl::parse_str(shader.source).expect("parses");
+        assert_eq!(wgsl_const(&module, "CHUNK"), gemm::CHUNK);
+        assert!(gemm::TILE_M.is_multiple_of(4) && gemm::TILE_M <= wgsl_const(&module, "MAX_TM"));
+        assert!(gemm::TILE_N.is_multiple_of(4) && gemm::TILE_N <= wgsl_const(&module, "MAX_TN"));
+        let sum = module
+            .entry_points
+            .iter()
+            .find(|ep| ep.name == "sum_splits")
+            .expect("sum_splits");
+        assert_eq!(sum.workgroup_size, [conv::SUM_WORKGROUP, 1, 1]);
+    }
+    for key in gemm::pipelines().into_iter().chain(conv::PIPELINES) {
+        if key.entry == "tiles" {
+            assert!(key.constants.contains(&("WG", gemm::WORKGROUP)), "{key:?}");
+        }
+    }
+}
+
+#[test]
+fn bad_shapes_are_typed_errors() {
+    let g = gpu();
+    let v = Variant::best(g);
+    let t = g.zeros("t", &[10]).unwrap();
+    let mut e = g.encoder("test");
+    let err = gemm::gemm(
+        g,
+        &mut e,
+        v,
+        &GemmShape::new(2, 2, 2, false, false),
+        &t,
+        &t,
+        &t,
+    );
+    assert!(matches!(err, Err(Error::Shape { .. })), "{err:?}");
+    let s = Conv2dShape {
+        n: 1,
+        c_in: 1,
+        h: 4,
+        w: 4,
+        c_out: 1,
+        k: 3,
+        pad: 3,
+    };
+    let err = conv::conv2d_forward(g, &mut e, v, &s, &t, &t, &t);
+    assert!(matches!(err, Err(Error::InvalidArgument { .. })), "{err:?}");
+    let s = Conv2dShape { k: 7, pad: 1, ..s };
+    let err = conv::conv2d_backward_data(g, &mut e, v, &s, &t, &t, &t, false);
+    assert!(matches!(err, Err(Error::InvalidArgument { .. })), "{err:?}");
+    let s = Conv2dShape { k: 3, pad: 1, ..s };
+    let err = conv::conv2d_backward_weight(g, &mut e, v, &s, &t, &t, &t, &t);
+    assert!(matches!(err, Err(Error::Shape { .. })), "{err:?}");
+}

@@ -1,0 +1,213 @@
+//! One training step of each model on the GPU against the CPU reference step with the same
+//! gate noise: loss, every gradient and every parameter after the Adam step.
+
+mod common;
+
+use bayesian_bits::nn::{Arch, LearningRates, Model, StepConfig};
+use bayesian_bits::reference::layers::softmax_cross_entropy;
+use bayesian_bits::reference::model::{self as reference, InitConfig, Mode, Params, StepKey};
+use common::{gpu, uniform};
+
+/// `‖a − b‖ / ‖b‖` (absolute when `b` is tiny).
+fn rel_err(a: &[f32], b: &[f32]) -> f64 {
+    let diff: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(x - y).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    let norm: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum::<f64>().sqrt();
+    diff / norm.max(1e-6)
+}
+
+fn check_step(arch: Arch, init: InitConfig, n: usize, mu: f32) {
+    let g = gpu();
+    let image_len: usize = arch.input.iter().product();
+    let images = uniform(11, n * image_len, -1.0, 1.0);
+    let labels: Vec<u32> = (0..n as u32)
+        .map(|i| (i * 7) % arch.classes as u32)
+        .collect();
+    let mut params = reference::init_params(&arch, &init);
+    reference::range_init(&arch, &mut params, &images[..2 * image_len], 2, init.seed);
+    let mut model = Model::new(g, arch.clone(), n, &params).unwrap();
+
+    // Reference: forward, backward and regulariser gradients of the same step.
+    let key = StepKey {
+        seed: init.seed,
+        step: 1,
+    };
+    let mut ref_params = params.clone();
+    let fwd = reference::forward(&arch, &mut ref_params, &images, n, key, Mode::Train);
+    let ce = softmax_cross_entropy(&fwd.logits, &labels, arch.classes);
+    let mut ref_grads = reference::backward(&params, &fwd, &ce.dlogits);
+    let ref_reg = reference::regularizer(&arch, &params, mu, &mut ref_grads);
+
+    let lr = LearningRates {
+        weights: 1e-3,
+        gates: 1e-3,
+        scales: 1e-3,
+    };
+    model
+        .train_step(
+            g,
+            &images,
+            &labels,
+            &StepConfig {
+                seed: init.seed,
+                step: 1,
+                mu,
+                lr,
+            },
+        )
+        .unwrap();
+    let metrics = model.take_metrics(g).unwrap();
+    assert!(
+        (metrics.mean_loss() - ce.loss).abs() < 1e-4 * ce.loss.abs().max(1.0),
+        "loss gpu {} reference {}",
+        metrics.mean_loss(),
+        ce.loss
+    );
+    assert_eq!(metrics.correct as usize, ce.correct);
+    let reg = model.regularizer(g).unwrap();
+    assert!(
+        (reg - ref_reg).abs() < 1e-4 * ref_reg,
+        "ΣR gpu {reg} reference {ref_reg}"
+    );
+
+    let grads = model.grads(g).unwrap();
+    for (name, want) in &ref_grads {
+        let got = &grads[name];
+        let err = rel_err(got, want);
+        // x_max gradients carry the step-size term D (spec §1.8), which at 16/32 bits is float
+        // noise of the residual chain (spec P6): looser there.
+        let tol = if name.ends_with("x_max") { 1e-2 } else { 2e-3 };
+        assert!(
+            err < tol,
+            "{}: gradient relative error {err:.2e} (gpu {:?}… reference {:?}…)",
+            name,
+            &got[..got.len().min(4)],
+            &want[..want.len().min(4)]
+        );
+    }
+
+    // After the step: Adam moved every parameter as the reference optimizer would, and the BN
+    // running statistics were updated once.
+    let mut opt = reference::Optimizer::new();
+    let mut stepped: Params = params.clone();
+    let cfg = reference::StepConfig {
+        key,
+        mu,
+        lr_weights: 1e-3,
+        lr_gates: 1e-3,
+        lr_scales: 1e-3,
+    };
+    reference::train_step(&arch, &mut stepped, &mut opt, &images, &labels, &cfg);
+    let after = model.params(g).unwrap();
+    for (name, want) in &stepped {
+        let got = &after[name];
+        // A first Adam step moves each element by lr·g/(|g| + ε): about ±lr, less where |g| is
+        // near ε. Compare where the reference gradient is clearly above float noise.
+        let grad = ref_grads.get(name);
+        let keep = |i: usize| grad.is_none_or(|g| g[i].abs() > 1e-5);
+        let delta = |v: &[f32]| -> Vec<f32> {
+            v.iter()
+                .zip(&params[name])
+                .enumerate()
+                .filter(|&(i, _)| keep(i))
+                .map(|(_, (a, b))| a - b)
+                .collect()
+        };
+        let (moved, want_moved) = (delta(got), delta(want));
+        if want_moved.iter().all(|v| *v == 0.0) {
+            assert!(moved.iter().all(|v| *v == 0.0), "{name} must not move");
+            continue;
+        }
+        let err = rel_err(&moved, &want_moved);
+        assert!(err < 0.1, "{name}: update relative error {err:.2e}");
+    }
+}
+
+#[test]
+fn lenet_step_matches_reference() {
+    let init = InitConfig {
+        chain_logits: [6.0, 6.0, -6.0, -6.0],
+        prune_logit: 6.0,
+        seed: 3,
+    };
+    check_step(Arch::lenet5(), init, 5, 0.1);
+}
+
+#[test]
+fn vgg_step_matches_reference() {
+    // CIFAR-10's initial logits: 32-bit tensors. Train-mode BN with a 2-image batch amplifies
+    // the last-bit differences of tree-ordered GPU statistics; at low bit widths those flip
+    // rounding ties and the comparison would measure chaos, not correctness (the 8-bit path is
+    // covered by LeNet-5 and by the bit-exact evaluation test below).
+    let init = InitConfig {
+        chain_logits: [6.0; 4],
+        prune_logit: 6.0,
+        seed: 4,
+    };
+    check_step(Arch::vgg7(), init, 2, 0.01);
+}
+
+#[test]
+fn batch_too_large_is_refused_with_the_largest_that_fits() {
+    let g = gpu();
+    let arch = Arch::vgg7();
+    let params = reference::init_params(
+        &arch,
+        &InitConfig {
+            chain_logits: [6.0; 4],
+            prune_logit: 6.0,
+            seed: 0,
+        },
+    );
+    let err = Model::new(g, arch, 1 << 20, &params)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("largest batch that fits is"), "{err}");
+}
+
+#[test]
+fn vgg_evaluation_matches_reference_at_low_bit_widths() {
+    let g = gpu();
+    let arch = Arch::vgg7();
+    let n = 3;
+    let image_len: usize = arch.input.iter().product();
+    let images = uniform(21, n * image_len, -1.0, 1.0);
+    let labels: Vec<u32> = vec![1, 2, 3];
+    let init = InitConfig {
+        chain_logits: [6.0, 6.0, -6.0, -6.0],
+        prune_logit: 6.0,
+        seed: 9,
+    };
+    let mut params = reference::init_params(&arch, &init);
+    reference::range_init(&arch, &mut params, &images[..2 * image_len], 2, init.seed);
+    // A mixed network: pruned channels, 4-bit and 2-bit tensors.
+    let prune = params
+        .get_mut("features.1.weight_quantizer.quantizer.gamma_2")
+        .unwrap();
+    prune.iter_mut().step_by(2).for_each(|l| *l = -3.0);
+    params.insert(
+        "features.3.weight_quantizer.quantizer.gamma_8".into(),
+        vec![-3.0],
+    );
+    params.insert(
+        "classifier.0.activation_quantizer.quantizer.gamma_4".into(),
+        vec![-3.0],
+    );
+    let mut model = Model::new(g, arch.clone(), n, &params).unwrap();
+    model.eval_batch(g, &images, &labels).unwrap();
+    let got = g.read(&model.logits(n).unwrap()).unwrap();
+    let mut p = params.clone();
+    let fwd = reference::forward(
+        &arch,
+        &mut p,
+        &images,
+        n,
+        StepKey { seed: 0, step: 0 },
+        Mode::Eval,
+    );
+    common::assert_close(&got, &fwd.logits, 1e-5, "eval logits");
+}
