@@ -213,12 +213,17 @@ fn train(exp: &Experiment, args: &TrainArgs) -> Result<(), Box<dyn Error>> {
             .with_style(style.clone())
             .with_prefix(format!("{}/{}", trainer.epoch() + 1, cfg.epochs));
         let report = trainer.train_epoch(|p| {
-            bar.set_length(p.steps as u64);
-            bar.set_position(p.step as u64);
-            bar.set_message(format!(
+            let msg = format!(
                 "loss {:.4}  acc {:.2}%  {:.0} img/s",
                 p.loss, p.accuracy, p.images_per_second
-            ));
+            );
+            if bar.is_hidden() {
+                // No terminal (a log file, CI): print the progress as log lines instead.
+                log::info!("step {}/{}: {msg}", p.step, p.steps);
+            }
+            bar.set_length(p.steps as u64);
+            bar.set_position(p.step as u64);
+            bar.set_message(msg);
         })?;
         bar.finish();
         println!(

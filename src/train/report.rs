@@ -543,6 +543,10 @@ mod plot {
                 continue;
             }
             let color = Palette99::pick(i).to_rgba();
+            // Markers keep a single epoch (a line of one point) visible.
+            chart
+                .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                .map_err(msg)?;
             chart
                 .draw_series(LineSeries::new(points, color.stroke_width(2)))
                 .map_err(msg)?;
@@ -575,6 +579,9 @@ mod plot {
             .x_label_formatter(&epoch_label)
             .y_desc("%")
             .draw()
+            .map_err(msg)?;
+        chart
+            .draw_series(points.iter().map(|&p| Circle::new(p, 3, BLACK.filled())))
             .map_err(msg)?;
         chart
             .draw_series(LineSeries::new(points, BLACK.stroke_width(2)))
