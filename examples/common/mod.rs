@@ -97,6 +97,9 @@ struct TrainArgs {
     /// Stop every epoch after this many steps (quick runs).
     #[arg(long)]
     max_steps_per_epoch: Option<usize>,
+    /// Evaluate on the first N test images only (quick runs on slow adapters).
+    #[arg(long)]
+    eval_images: Option<usize>,
     /// Read loss and accuracy back every N steps.
     #[arg(long)]
     log_every: Option<usize>,
@@ -173,6 +176,10 @@ fn train(exp: &Experiment, args: &TrainArgs) -> Result<(), Box<dyn Error>> {
         sets.pop().expect("test split"),
         sets.pop().expect("train split"),
     );
+    let test_set = match args.eval_images {
+        Some(n) => Arc::new(test_set.head(n)?),
+        None => test_set,
+    };
     std::fs::create_dir_all(&args.out)?;
     let ckpt_path = args.out.join("checkpoint.safetensors");
     let metrics_path = args.out.join("metrics.jsonl");

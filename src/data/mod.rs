@@ -230,6 +230,19 @@ impl Dataset {
         })
     }
 
+    /// The first `n` items (all of them if there are fewer), e.g. for a quick evaluation.
+    pub fn head(&self, n: usize) -> Result<Self, DataError> {
+        let n = n.min(self.len());
+        Self::new(
+            self.images[..n * self.image_len()].to_vec(),
+            self.labels[..n].to_vec(),
+            [self.channels, self.height, self.width],
+            self.num_classes,
+            self.mean.clone(),
+            self.std.clone(),
+        )
+    }
+
     /// All images, NCHW.
     pub fn images(&self) -> &[f32] {
         &self.images
