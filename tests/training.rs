@@ -124,3 +124,33 @@ fn resume_is_bit_identical_to_an_uninterrupted_run() {
     }
     assert_eq!(got.metadata, want.metadata);
 }
+
+#[test]
+fn divergence_stops_training_with_a_typed_error() {
+    let g = gpu();
+    // A range learning rate this large pushes some x_max below zero in the first step.
+    let cfg = TrainConfig {
+        lr_scales: 1e3,
+        ..config(1, 4)
+    };
+    let cfg = TrainConfig {
+        log_every: 1,
+        ..cfg
+    };
+    let mut trainer = Trainer::new(
+        g,
+        Arch::lenet5(),
+        cfg,
+        synthetic(64, 6),
+        synthetic(16, 7),
+        Augment::None,
+    )
+    .unwrap();
+    match trainer.train_epoch(|_| {}) {
+        Err(bayesian_bits::Error::Diverged { step, detail }) => {
+            assert!(step >= 1, "{step}");
+            assert!(detail.contains("quantizer.x_max = -"), "{detail}");
+        }
+        other => panic!("expected a divergence error, got {other:?}"),
+    }
+}

@@ -878,6 +878,22 @@ impl Model {
         Ok(())
     }
 
+    /// x_max of every quantizer, by `state_dict` prefix: a small readback (the ranges group
+    /// only), cheap enough to check every few steps. **Blocking.**
+    pub fn ranges(&self, gpu: &Gpu) -> Result<BTreeMap<String, f32>> {
+        let words = gpu.read(self.stores[&Store::Scales].params())?;
+        Ok(self
+            .infos
+            .iter()
+            .map(|q| {
+                (
+                    q.prefix.clone(),
+                    words[self.places[&format!("{}.x_max", q.prefix)].offset],
+                )
+            })
+            .collect())
+    }
+
     /// Current state of every quantizer, by `state_dict` prefix. **Blocking.**
     pub fn quantizer_states(&self, gpu: &Gpu) -> Result<BTreeMap<String, QuantizerState>> {
         let params = self.params(gpu)?;

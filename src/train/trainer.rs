@@ -281,21 +281,20 @@ impl Trainer {
         })
     }
 
-    /// NaN/inf loss or a range that left (0, ∞) stops training, naming the quantizer.
+    /// A NaN/inf loss or a range that left (0, ∞) stops training, naming the quantizer.
     fn check_health(&self, m: &MetricValues) -> Result<()> {
-        if m.loss_sum.is_finite() {
-            return Ok(());
-        }
-        let states = self.model.quantizer_states(&self.gpu)?;
-        let culprit = states
-            .iter()
-            .find(|(_, s)| !(s.x_max.is_finite() && s.x_max > 0.0));
+        let ranges = self.model.ranges(&self.gpu)?;
+        let culprit = ranges.iter().find(|(_, x)| !(x.is_finite() && **x > 0.0));
+        let detail = match culprit {
+            Some((name, x)) => format!(
+                "{name}.x_max = {x} (ranges must stay positive and finite; lower the range learning rate)"
+            ),
+            None if !m.loss_sum.is_finite() => format!("the training loss is {}", m.loss_sum),
+            None => return Ok(()),
+        };
         Err(Error::Diverged {
             step: self.step,
-            detail: match culprit {
-                Some((name, s)) => format!("{name}.x_max = {} (the range must stay positive and finite; lower the range learning rate)", s.x_max),
-                None => format!("the training loss is {}", m.loss_sum),
-            },
+            detail,
         })
     }
 
