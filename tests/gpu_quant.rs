@@ -408,3 +408,35 @@ fn bad_input_gives_typed_errors() {
         Err(Error::Limit { .. })
     ));
 }
+
+#[test]
+fn exact_ties_round_to_even_on_the_gpu() {
+    // Unsigned x_max = 7.5: s2 = 2.5, s4 = 0.5, all exactly representable, so these quotients
+    // are exact ties (0.5, 1.5, 2.5 at 2 bits; 0.5 at 4 bits) and must round to even: the
+    // spec's P3 allowance (division error next to a tie) does not apply.
+    let x = vec![1.25, 3.75, 6.25, 0.25, 2.75];
+    for (gates, want) in [
+        ([0.0; 4], [0.0, 5.0, 5.0, 0.0, 2.5]),
+        ([1.0, 0.0, 0.0, 0.0], [1.0, 4.0, 6.0, 0.0, 2.5]),
+    ] {
+        let case = Case {
+            x: x.clone(),
+            gates,
+            z2: vec![],
+            signed: false,
+            x_max: 7.5,
+        };
+        assert_eq!(run_forward(&case), want, "gates {gates:?}");
+        assert_eq!(reference::quantize(&x, 7.5, false, gates, None), want);
+    }
+}
+
+#[test]
+fn unknown_adapter_name_is_a_typed_error() {
+    let err = pollster::block_on(bayesian_bits::gpu::Gpu::with_adapter_name(Some(
+        "no adapter has this name",
+    )))
+    .unwrap_err();
+    assert!(matches!(err, Error::NoAdapter { .. }), "{err}");
+    assert!(err.to_string().contains("mesa-vulkan-drivers"), "{err}");
+}
