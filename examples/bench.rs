@@ -1,6 +1,7 @@
 //! Throughput of the GEMM and convolution kernels (GFLOP/s).
 //!
-//! `cargo run --release --example bench [-- --json] [--batch N] [--quick] [--large] [--portable]`
+//! `cargo run --release --example bench [-- --json] [--batch N] [--quick] [--large] [--portable]
+//! [--seconds S] [--only TEXT]`
 //!
 //! Times with timestamp queries when the adapter has them, else with the wall clock around
 //! submit-and-wait; every shape is warmed up (pipeline compilation) first.
@@ -34,6 +35,9 @@ struct Args {
     /// Seconds of measurement each shape aims for (after warm-up).
     #[arg(long, default_value_t = 0.5)]
     seconds: f64,
+    /// Only shapes whose name contains this (e.g. `gemm 1024`, `vgg7 conv2`, `backward_weight`).
+    #[arg(long)]
+    only: Option<String>,
 }
 
 /// Records one run of the work being timed.
@@ -200,7 +204,8 @@ fn main() -> Result<()> {
     } else {
         &[512, 1024, 2048]
     };
-    for &size in sizes {
+    let wanted = |name: &str| args.only.as_deref().is_none_or(|o| name.contains(o));
+    for &size in sizes.iter().filter(|&&s| wanted(&format!("gemm {s}"))) {
         let shape = GemmShape::new(size, size, size, false, false);
         let a = filled(&gpu, "a", size * size)?;
         let b = filled(&gpu, "b", size * size)?;
@@ -217,6 +222,14 @@ fn main() -> Result<()> {
 
     let mut conv_rows = Vec::new();
     for l in &LAYERS {
+        let name = format!("{} {}", l.model, l.layer);
+        let passes_wanted: Vec<bool> = ["forward", "backward_data", "backward_weight"]
+            .iter()
+            .map(|p| wanted(&format!("{name} {p}")))
+            .collect();
+        if !passes_wanted.contains(&true) {
+            continue;
+        }
         let s = Conv2dShape {
             n: batch,
             c_in: l.c_in,
@@ -244,7 +257,7 @@ fn main() -> Result<()> {
                 conv::conv2d_backward_weight(&gpu, e, variant, &s, &x, &y, &dw, &scratch)
             }),
         ];
-        for (pass, record) in passes {
+        for ((pass, record), _) in passes.into_iter().zip(&passes_wanted).filter(|(_, &w)| w) {
             let gflops = timer.gflops(&gpu, flops, args.seconds, record)?;
             if !args.json {
                 println!(

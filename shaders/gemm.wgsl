@@ -4,17 +4,24 @@
 //
 // A workgroup computes one tile of TM rows × (WG · TN) columns of one batch entry z: every lane
 // owns the same TM rows and TN consecutive columns of its own, so the TM values of A a reduction
-// step needs are the same for all lanes. The subgroup variant loads them once per subgroup (lane
-// l loads step k0 + l of a chunk of 8) and shares them with subgroupBroadcast; the portable
-// variant loads them in every lane. No workgroup memory, no barriers (both are slow on CPU
-// adapters; see BENCHMARKS.md). Partial tiles clamp their loads to valid rows and columns and
-// skip the stores; reduction steps past the end read A as zero.
+// step needs are the same for all lanes. The reduction runs in chunks of CHUNK = 8 steps: the
+// lane first loads B for the whole chunk, then walks its rows, each row's accumulators staying in
+// registers for the 8 steps (one load and one store of an accumulator per chunk, not per step).
+// The subgroup variant loads A once per subgroup and shares it with subgroupBroadcast; the
+// portable variant loads it in every lane. Where the shader has vec4 views of the operands
+// (VEC_A, VEC_B: 16-byte aligned rows, chosen by the launcher), A rows contiguous along the
+// reduction are loaded as vec4 (lane l holds rows 8i + l of the chunk) and GEMM B rows too. No
+// workgroup memory, no barriers (both are slow on CPU adapters; see BENCHMARKS.md). Partial
+// tiles clamp their loads to valid rows and columns and skip the stores; reduction steps past
+// the end read A as zero.
 //
 // The operand views (A, B, the reduction cursor and the output index) depend on MODE:
 //   0: row-major GEMM, A stored [m,k] or [k,m] (TRANS_A), B stored [k,n] or [n,k] (TRANS_B);
 //   1: convolution as a correlation (forward; with FLIP the backward-data pass), conv.wgsl;
 //   2: convolution weight gradient, split over images, conv.wgsl.
-// The variant (subgroup or portable) appends the entry point `tiles` and `chunk_rows`.
+// The launcher's shader appends the vec4 views (or stand-ins: VEC_A, load_a4, VEC_B, load_b4)
+// and the variant (subgroup or portable): the entry point `tiles`, chunk_fragment, chunk_row
+// and chunk_block.
 
 struct TileParams {
     // Output rows, columns and reduction length (per segment for MODE 2).
@@ -181,6 +188,11 @@ fn segments(z: u32) -> vec2<u32> {
 
 // A(row .. row+3, p), rows past the end repeating the last; zero unless `live`.
 fn a_block(z: u32, s: u32, row: u32, p: u32, live: bool) -> vec4<f32> {
+    if VEC_A && MODE == 0u && TRANS_A {
+        // m is a multiple of 4: a block is wholly inside or wholly past the end.
+        let i = z * P.a_stride + p * P.m + min(row, P.m - 4u);
+        return select(vec4<f32>(0.0), load_a4(i / 4u), live);
+    }
     let last = P.m - 1u;
     let v = vec4<f32>(
         a[a_index(z, s, min(row, last), p)],
@@ -189,6 +201,23 @@ fn a_block(z: u32, s: u32, row: u32, p: u32, live: bool) -> vec4<f32> {
         a[a_index(z, s, min(row + 3u, last), p)],
     );
     return select(vec4<f32>(0.0), v, live);
+}
+
+// Whether the A fragment holds whole rows (A contiguous along the reduction, loaded as vec4):
+// then lane l of a subgroup loads rows 8i + l, steps k0 .. k0+7, of the chunk.
+fn a_by_row() -> bool {
+    return VEC_A && ((MODE == 0u && !TRANS_A) || (MODE == 1u && !FLIP) || MODE == 2u);
+}
+
+// A(row, p .. p+3) through the vec4 view (k is a multiple of 4), zero past the end.
+fn a_vec(z: u32, s: u32, row: u32, p: u32) -> vec4<f32> {
+    let i = a_index(z, s, min(row, P.m - 1u), min(p, P.k - 4u));
+    return select(vec4<f32>(0.0), load_a4(i / 4u), p < P.k);
+}
+
+// A(row .. row+3, p), zero when the step is past the end of the segment.
+fn a_step(z: u32, s: u32, row: u32, p: u32) -> vec4<f32> {
+    return a_block(z, s, row, min(p, P.k - 1u), p < P.k);
 }
 
 // A(row0 + r, p) for every row of the tile, zero when the step is past the end of the segment.
@@ -224,42 +253,318 @@ fn b_block(cols: ptr<function, array<Column, MAX_TN>>, j: u32, cur: Cursor) -> v
     );
 }
 
-// One reduction step: acc[row][col] += A(row, p) · B(p, col) for the lane's tile.
-fn mac(acc: ptr<function, Acc>, av: array<vec4<f32>, MAX_TM4>, cols: ptr<function, array<Column, MAX_TN>>, cur: Cursor) -> Cursor {
-    var bv: array<vec4<f32>, MAX_TN4>;
-    bv[0] = b_block(cols, 0u, cur);
-    if TN > 4u { bv[1] = b_block(cols, 4u, cur); }
-    mac_block(acc, 0u, av[0], bv);
-    if TM > 4u { mac_block(acc, 4u, av[1], bv); }
-    if TM > 8u { mac_block(acc, 8u, av[2], bv); }
-    if TM > 12u { mac_block(acc, 12u, av[3], bv); }
-    if TM > 16u { mac_block(acc, 16u, av[4], bv); }
-    if TM > 20u { mac_block(acc, 20u, av[5], bv); }
-    if TM > 24u { mac_block(acc, 24u, av[6], bv); }
-    if TM > 28u { mac_block(acc, 28u, av[7], bv); }
-    if TM > 32u { mac_block(acc, 32u, av[8], bv); }
-    if TM > 36u { mac_block(acc, 36u, av[9], bv); }
-    if TM > 40u { mac_block(acc, 40u, av[10], bv); }
-    if TM > 44u { mac_block(acc, 44u, av[11], bv); }
-    if TM > 48u { mac_block(acc, 48u, av[12], bv); }
-    if TM > 52u { mac_block(acc, 52u, av[13], bv); }
-    if TM > 56u { mac_block(acc, 56u, av[14], bv); }
-    if TM > 60u { mac_block(acc, 60u, av[15], bv); }
+// B(p, col) of the lane's columns for the CHUNK steps of a chunk.
+alias Bq = array<array<vec4<f32>, MAX_TN4>, CHUNK>;
+
+fn load_bq(bq: ptr<function, Bq>, q: u32, cols: ptr<function, array<Column, MAX_TN>>, cur: Cursor) -> Cursor {
+    (*bq)[q][0] = b_block(cols, 0u, cur);
+    if TN > 4u { (*bq)[q][1] = b_block(cols, 4u, cur); }
     return cursor_next(cur);
 }
 
-// Rows r .. r+3 of the lane's tile.
-fn mac_block(acc: ptr<function, Acc>, r: u32, a4: vec4<f32>, bv: array<vec4<f32>, MAX_TN4>) {
-    (*acc)[r][0] += a4.x * bv[0];
-    (*acc)[r + 1u][0] += a4.y * bv[0];
-    (*acc)[r + 2u][0] += a4.z * bv[0];
-    (*acc)[r + 3u][0] += a4.w * bv[0];
+// B(k0 + q, col) for the chunk from the vec4 view (GEMM; n, or k when TRANS_B, a multiple of 4).
+fn load_b_rows(bq: ptr<function, Bq>, q: u32, cols: ptr<function, array<Column, MAX_TN>>, k0: u32) {
+    let row = min(k0 + q, P.k - 1u) * P.n;
+    (*bq)[q][0] = load_b4(((*cols)[0].base + row) / 4u);
+    if TN > 4u { (*bq)[q][1] = load_b4(((*cols)[4].base + row) / 4u); }
+}
+
+// Column j of B stored transposed: steps k0 .. k0+3 and k0+4 .. k0+7.
+fn b_col_lo(cols: ptr<function, array<Column, MAX_TN>>, j: u32, k0: u32) -> vec4<f32> {
+    return load_b4(((*cols)[j].base + min(k0, P.k - 4u)) / 4u);
+}
+fn b_col_hi(cols: ptr<function, array<Column, MAX_TN>>, j: u32, k0: u32) -> vec4<f32> {
+    return load_b4(((*cols)[j].base + min(k0 + 4u, P.k - 4u)) / 4u);
+}
+
+fn load_b_cols(bq: ptr<function, Bq>, cols: ptr<function, array<Column, MAX_TN>>, k0: u32) {
+    let l0 = b_col_lo(cols, 0u, k0);
+    let l1 = b_col_lo(cols, 1u, k0);
+    let l2 = b_col_lo(cols, 2u, k0);
+    let l3 = b_col_lo(cols, 3u, k0);
+    let h0 = b_col_hi(cols, 0u, k0);
+    let h1 = b_col_hi(cols, 1u, k0);
+    let h2 = b_col_hi(cols, 2u, k0);
+    let h3 = b_col_hi(cols, 3u, k0);
+    (*bq)[0][0] = vec4<f32>(l0.x, l1.x, l2.x, l3.x);
+    (*bq)[1][0] = vec4<f32>(l0.y, l1.y, l2.y, l3.y);
+    (*bq)[2][0] = vec4<f32>(l0.z, l1.z, l2.z, l3.z);
+    (*bq)[3][0] = vec4<f32>(l0.w, l1.w, l2.w, l3.w);
+    (*bq)[4][0] = vec4<f32>(h0.x, h1.x, h2.x, h3.x);
+    (*bq)[5][0] = vec4<f32>(h0.y, h1.y, h2.y, h3.y);
+    (*bq)[6][0] = vec4<f32>(h0.z, h1.z, h2.z, h3.z);
+    (*bq)[7][0] = vec4<f32>(h0.w, h1.w, h2.w, h3.w);
     if TN > 4u {
-        (*acc)[r][1] += a4.x * bv[1];
-        (*acc)[r + 1u][1] += a4.y * bv[1];
-        (*acc)[r + 2u][1] += a4.z * bv[1];
-        (*acc)[r + 3u][1] += a4.w * bv[1];
+        let l4 = b_col_lo(cols, 4u, k0);
+        let l5 = b_col_lo(cols, 5u, k0);
+        let l6 = b_col_lo(cols, 6u, k0);
+        let l7 = b_col_lo(cols, 7u, k0);
+        let h4 = b_col_hi(cols, 4u, k0);
+        let h5 = b_col_hi(cols, 5u, k0);
+        let h6 = b_col_hi(cols, 6u, k0);
+        let h7 = b_col_hi(cols, 7u, k0);
+        (*bq)[0][1] = vec4<f32>(l4.x, l5.x, l6.x, l7.x);
+        (*bq)[1][1] = vec4<f32>(l4.y, l5.y, l6.y, l7.y);
+        (*bq)[2][1] = vec4<f32>(l4.z, l5.z, l6.z, l7.z);
+        (*bq)[3][1] = vec4<f32>(l4.w, l5.w, l6.w, l7.w);
+        (*bq)[4][1] = vec4<f32>(h4.x, h5.x, h6.x, h7.x);
+        (*bq)[5][1] = vec4<f32>(h4.y, h5.y, h6.y, h7.y);
+        (*bq)[6][1] = vec4<f32>(h4.z, h5.z, h6.z, h7.z);
+        (*bq)[7][1] = vec4<f32>(h4.w, h5.w, h6.w, h7.w);
     }
+}
+
+// Element i of the 12 in e0, e1, e2 for i = j + shift (shift < 4).
+fn pick(e0: vec4<f32>, e1: vec4<f32>, e2: vec4<f32>, j: u32, shift: u32) -> f32 {
+    let e = array<f32, 12>(e0.x, e0.y, e0.z, e0.w, e1.x, e1.y, e1.z, e1.w, e2.x, e2.y, e2.z, e2.w);
+    let lo = select(e[j], e[j + 1u], shift == 1u);
+    let hi = select(e[j + 2u], e[j + 3u], shift == 3u);
+    return select(lo, hi, shift >= 2u);
+}
+
+fn conv_inside(col: Column, cur: Cursor) -> bool {
+    return col.dy + cur.ty < P.src_h && col.dx + cur.tx < P.src_w;
+}
+
+fn vec4_index(start: u32) -> u32 {
+    return bitcast<u32>(bitcast<i32>(start) >> 2u);
+}
+
+// Column j of the weight gradient's B for the 8 steps of a chunk from the vec4 view: the steps
+// are 8 consecutive positions of one output row (dst_w % 8 == 0), so each column reads 8
+// consecutive source elements.
+fn load_wgrad_col(bq: ptr<function, Bq>, j: u32, cols: ptr<function, array<Column, MAX_TN>>, cur: Cursor) {
+    let col = (*cols)[j];
+    let start = col.base + cur.off;
+    let shift = start & 3u;
+    let i = vec4_index(start);
+    let e0 = load_b4(i);
+    let e1 = load_b4(i + 1u);
+    let e2 = load_b4(i + 2u);
+    let row_in = col.dy + cur.ty < P.src_h;
+    let x = col.dx + cur.tx;
+    let jj = j / 4u;
+    let c = j % 4u;
+    (*bq)[0][jj][c] = select(0.0, pick(e0, e1, e2, 0u, shift), row_in && x < P.src_w);
+    (*bq)[1][jj][c] = select(0.0, pick(e0, e1, e2, 1u, shift), row_in && x + 1u < P.src_w);
+    (*bq)[2][jj][c] = select(0.0, pick(e0, e1, e2, 2u, shift), row_in && x + 2u < P.src_w);
+    (*bq)[3][jj][c] = select(0.0, pick(e0, e1, e2, 3u, shift), row_in && x + 3u < P.src_w);
+    (*bq)[4][jj][c] = select(0.0, pick(e0, e1, e2, 4u, shift), row_in && x + 4u < P.src_w);
+    (*bq)[5][jj][c] = select(0.0, pick(e0, e1, e2, 5u, shift), row_in && x + 5u < P.src_w);
+    (*bq)[6][jj][c] = select(0.0, pick(e0, e1, e2, 6u, shift), row_in && x + 6u < P.src_w);
+    (*bq)[7][jj][c] = select(0.0, pick(e0, e1, e2, 7u, shift), row_in && x + 7u < P.src_w);
+}
+
+// One step of the convolution's B from the vec4 view: the lane's 8 columns are 8 consecutive
+// positions of one output row (dst_w % 8 == 0), so their taps are 8 consecutive source elements
+// that start at the same offset within a vec4 in every lane (src_w % 4 == 0): three vec4 loads
+// and a shift replace eight scalar loads; taps in the zero padding read zero.
+fn load_conv_b(bq: ptr<function, Bq>, q: u32, cols: ptr<function, array<Column, MAX_TN>>, cur: Cursor) -> Cursor {
+    let start = (*cols)[0].base + cur.off;
+    let shift = start & 3u;
+    // start may lie before the tensor (a tap in the padding): divide as a signed value.
+    let i = vec4_index(start);
+    let e0 = load_b4(i);
+    let e1 = load_b4(i + 1u);
+    let e2 = load_b4(i + 2u);
+    (*bq)[q][0] = vec4<f32>(
+        select(0.0, pick(e0, e1, e2, 0u, shift), conv_inside((*cols)[0], cur)),
+        select(0.0, pick(e0, e1, e2, 1u, shift), conv_inside((*cols)[1], cur)),
+        select(0.0, pick(e0, e1, e2, 2u, shift), conv_inside((*cols)[2], cur)),
+        select(0.0, pick(e0, e1, e2, 3u, shift), conv_inside((*cols)[3], cur)),
+    );
+    (*bq)[q][1] = vec4<f32>(
+        select(0.0, pick(e0, e1, e2, 4u, shift), conv_inside((*cols)[4], cur)),
+        select(0.0, pick(e0, e1, e2, 5u, shift), conv_inside((*cols)[5], cur)),
+        select(0.0, pick(e0, e1, e2, 6u, shift), conv_inside((*cols)[6], cur)),
+        select(0.0, pick(e0, e1, e2, 7u, shift), conv_inside((*cols)[7], cur)),
+    );
+    return cursor_next(cur);
+}
+
+// B of the whole chunk; returns the cursor past it.
+fn load_chunk_b(bq: ptr<function, Bq>, cols: ptr<function, array<Column, MAX_TN>>, cur: Cursor, k0: u32) -> Cursor {
+    if VEC_B && MODE == 0u {
+        if TRANS_B {
+            load_b_cols(bq, cols, k0);
+        } else {
+            load_b_rows(bq, 0u, cols, k0);
+            load_b_rows(bq, 1u, cols, k0);
+            load_b_rows(bq, 2u, cols, k0);
+            load_b_rows(bq, 3u, cols, k0);
+            load_b_rows(bq, 4u, cols, k0);
+            load_b_rows(bq, 5u, cols, k0);
+            load_b_rows(bq, 6u, cols, k0);
+            load_b_rows(bq, 7u, cols, k0);
+        }
+        var n = cur;
+        n.p += CHUNK;
+        return n;
+    }
+    if VEC_B && MODE == 2u {
+        load_wgrad_col(bq, 0u, cols, cur);
+        load_wgrad_col(bq, 1u, cols, cur);
+        load_wgrad_col(bq, 2u, cols, cur);
+        load_wgrad_col(bq, 3u, cols, cur);
+        load_wgrad_col(bq, 4u, cols, cur);
+        load_wgrad_col(bq, 5u, cols, cur);
+        load_wgrad_col(bq, 6u, cols, cur);
+        load_wgrad_col(bq, 7u, cols, cur);
+        var c = cur;
+        c = cursor_next(c);
+        c = cursor_next(c);
+        c = cursor_next(c);
+        c = cursor_next(c);
+        c = cursor_next(c);
+        c = cursor_next(c);
+        c = cursor_next(c);
+        return cursor_next(c);
+    }
+    if VEC_B && MODE == 1u {
+        var c = load_conv_b(bq, 0u, cols, cur);
+        c = load_conv_b(bq, 1u, cols, c);
+        c = load_conv_b(bq, 2u, cols, c);
+        c = load_conv_b(bq, 3u, cols, c);
+        c = load_conv_b(bq, 4u, cols, c);
+        c = load_conv_b(bq, 5u, cols, c);
+        c = load_conv_b(bq, 6u, cols, c);
+        return load_conv_b(bq, 7u, cols, c);
+    }
+    var c = load_bq(bq, 0u, cols, cur);
+    c = load_bq(bq, 1u, cols, c);
+    c = load_bq(bq, 2u, cols, c);
+    c = load_bq(bq, 3u, cols, c);
+    c = load_bq(bq, 4u, cols, c);
+    c = load_bq(bq, 5u, cols, c);
+    c = load_bq(bq, 6u, cols, c);
+    return load_bq(bq, 7u, cols, c);
+}
+
+// Row r of the lane's tile over the whole chunk: a(q) = A(r, k0 + q). The row's accumulators
+// stay in registers for the CHUNK steps.
+fn mac_row(acc: ptr<function, Acc>, r: u32, lo: vec4<f32>, hi: vec4<f32>, bq: ptr<function, Bq>) {
+    var s0 = (*acc)[r][0];
+    s0 += lo.x * (*bq)[0][0];
+    s0 += lo.y * (*bq)[1][0];
+    s0 += lo.z * (*bq)[2][0];
+    s0 += lo.w * (*bq)[3][0];
+    s0 += hi.x * (*bq)[4][0];
+    s0 += hi.y * (*bq)[5][0];
+    s0 += hi.z * (*bq)[6][0];
+    s0 += hi.w * (*bq)[7][0];
+    (*acc)[r][0] = s0;
+    if TN > 4u {
+        var s1 = (*acc)[r][1];
+        s1 += lo.x * (*bq)[0][1];
+        s1 += lo.y * (*bq)[1][1];
+        s1 += lo.z * (*bq)[2][1];
+        s1 += lo.w * (*bq)[3][1];
+        s1 += hi.x * (*bq)[4][1];
+        s1 += hi.y * (*bq)[5][1];
+        s1 += hi.z * (*bq)[6][1];
+        s1 += hi.w * (*bq)[7][1];
+        (*acc)[r][1] = s1;
+    }
+}
+
+// Rows 4·blk .. 4·blk+3 over the whole chunk; av[q] holds their A values of step k0 + q.
+fn mac_block(acc: ptr<function, Acc>, blk: u32, av: array<vec4<f32>, CHUNK>, bq: ptr<function, Bq>) {
+    let r = 4u * blk;
+    mac_row(acc, r, vec4<f32>(av[0].x, av[1].x, av[2].x, av[3].x), vec4<f32>(av[4].x, av[5].x, av[6].x, av[7].x), bq);
+    mac_row(acc, r + 1u, vec4<f32>(av[0].y, av[1].y, av[2].y, av[3].y), vec4<f32>(av[4].y, av[5].y, av[6].y, av[7].y), bq);
+    mac_row(acc, r + 2u, vec4<f32>(av[0].z, av[1].z, av[2].z, av[3].z), vec4<f32>(av[4].z, av[5].z, av[6].z, av[7].z), bq);
+    mac_row(acc, r + 3u, vec4<f32>(av[0].w, av[1].w, av[2].w, av[3].w), vec4<f32>(av[4].w, av[5].w, av[6].w, av[7].w), bq);
+}
+
+// One chunk of CHUNK reduction steps for the lane's whole tile.
+fn mac_row_pair(acc: ptr<function, Acc>, r: u32, a: array<vec4<f32>, 2>, bq: ptr<function, Bq>) {
+    mac_row(acc, r, a[0], a[1], bq);
+}
+
+fn mac_chunk(acc: ptr<function, Acc>, frag: ptr<function, array<vec4<f32>, MAX_TM4>>, bq: ptr<function, Bq>, z: u32, s: u32, row0: u32, k0: u32) {
+    if a_by_row() {
+        { mac_row_pair(acc, 0u, chunk_row(frag, z, s, row0, k0, 0u), bq); }
+        if TM > 1u { mac_row_pair(acc, 1u, chunk_row(frag, z, s, row0, k0, 1u), bq); }
+        if TM > 2u { mac_row_pair(acc, 2u, chunk_row(frag, z, s, row0, k0, 2u), bq); }
+        if TM > 3u { mac_row_pair(acc, 3u, chunk_row(frag, z, s, row0, k0, 3u), bq); }
+        if TM > 4u { mac_row_pair(acc, 4u, chunk_row(frag, z, s, row0, k0, 4u), bq); }
+        if TM > 5u { mac_row_pair(acc, 5u, chunk_row(frag, z, s, row0, k0, 5u), bq); }
+        if TM > 6u { mac_row_pair(acc, 6u, chunk_row(frag, z, s, row0, k0, 6u), bq); }
+        if TM > 7u { mac_row_pair(acc, 7u, chunk_row(frag, z, s, row0, k0, 7u), bq); }
+        if TM > 8u { mac_row_pair(acc, 8u, chunk_row(frag, z, s, row0, k0, 8u), bq); }
+        if TM > 9u { mac_row_pair(acc, 9u, chunk_row(frag, z, s, row0, k0, 9u), bq); }
+        if TM > 10u { mac_row_pair(acc, 10u, chunk_row(frag, z, s, row0, k0, 10u), bq); }
+        if TM > 11u { mac_row_pair(acc, 11u, chunk_row(frag, z, s, row0, k0, 11u), bq); }
+        if TM > 12u { mac_row_pair(acc, 12u, chunk_row(frag, z, s, row0, k0, 12u), bq); }
+        if TM > 13u { mac_row_pair(acc, 13u, chunk_row(frag, z, s, row0, k0, 13u), bq); }
+        if TM > 14u { mac_row_pair(acc, 14u, chunk_row(frag, z, s, row0, k0, 14u), bq); }
+        if TM > 15u { mac_row_pair(acc, 15u, chunk_row(frag, z, s, row0, k0, 15u), bq); }
+        if TM > 16u { mac_row_pair(acc, 16u, chunk_row(frag, z, s, row0, k0, 16u), bq); }
+        if TM > 17u { mac_row_pair(acc, 17u, chunk_row(frag, z, s, row0, k0, 17u), bq); }
+        if TM > 18u { mac_row_pair(acc, 18u, chunk_row(frag, z, s, row0, k0, 18u), bq); }
+        if TM > 19u { mac_row_pair(acc, 19u, chunk_row(frag, z, s, row0, k0, 19u), bq); }
+        if TM > 20u { mac_row_pair(acc, 20u, chunk_row(frag, z, s, row0, k0, 20u), bq); }
+        if TM > 21u { mac_row_pair(acc, 21u, chunk_row(frag, z, s, row0, k0, 21u), bq); }
+        if TM > 22u { mac_row_pair(acc, 22u, chunk_row(frag, z, s, row0, k0, 22u), bq); }
+        if TM > 23u { mac_row_pair(acc, 23u, chunk_row(frag, z, s, row0, k0, 23u), bq); }
+        if TM > 24u { mac_row_pair(acc, 24u, chunk_row(frag, z, s, row0, k0, 24u), bq); }
+        if TM > 25u { mac_row_pair(acc, 25u, chunk_row(frag, z, s, row0, k0, 25u), bq); }
+        if TM > 26u { mac_row_pair(acc, 26u, chunk_row(frag, z, s, row0, k0, 26u), bq); }
+        if TM > 27u { mac_row_pair(acc, 27u, chunk_row(frag, z, s, row0, k0, 27u), bq); }
+        if TM > 28u { mac_row_pair(acc, 28u, chunk_row(frag, z, s, row0, k0, 28u), bq); }
+        if TM > 29u { mac_row_pair(acc, 29u, chunk_row(frag, z, s, row0, k0, 29u), bq); }
+        if TM > 30u { mac_row_pair(acc, 30u, chunk_row(frag, z, s, row0, k0, 30u), bq); }
+        if TM > 31u { mac_row_pair(acc, 31u, chunk_row(frag, z, s, row0, k0, 31u), bq); }
+        if TM > 32u { mac_row_pair(acc, 32u, chunk_row(frag, z, s, row0, k0, 32u), bq); }
+        if TM > 33u { mac_row_pair(acc, 33u, chunk_row(frag, z, s, row0, k0, 33u), bq); }
+        if TM > 34u { mac_row_pair(acc, 34u, chunk_row(frag, z, s, row0, k0, 34u), bq); }
+        if TM > 35u { mac_row_pair(acc, 35u, chunk_row(frag, z, s, row0, k0, 35u), bq); }
+        if TM > 36u { mac_row_pair(acc, 36u, chunk_row(frag, z, s, row0, k0, 36u), bq); }
+        if TM > 37u { mac_row_pair(acc, 37u, chunk_row(frag, z, s, row0, k0, 37u), bq); }
+        if TM > 38u { mac_row_pair(acc, 38u, chunk_row(frag, z, s, row0, k0, 38u), bq); }
+        if TM > 39u { mac_row_pair(acc, 39u, chunk_row(frag, z, s, row0, k0, 39u), bq); }
+        if TM > 40u { mac_row_pair(acc, 40u, chunk_row(frag, z, s, row0, k0, 40u), bq); }
+        if TM > 41u { mac_row_pair(acc, 41u, chunk_row(frag, z, s, row0, k0, 41u), bq); }
+        if TM > 42u { mac_row_pair(acc, 42u, chunk_row(frag, z, s, row0, k0, 42u), bq); }
+        if TM > 43u { mac_row_pair(acc, 43u, chunk_row(frag, z, s, row0, k0, 43u), bq); }
+        if TM > 44u { mac_row_pair(acc, 44u, chunk_row(frag, z, s, row0, k0, 44u), bq); }
+        if TM > 45u { mac_row_pair(acc, 45u, chunk_row(frag, z, s, row0, k0, 45u), bq); }
+        if TM > 46u { mac_row_pair(acc, 46u, chunk_row(frag, z, s, row0, k0, 46u), bq); }
+        if TM > 47u { mac_row_pair(acc, 47u, chunk_row(frag, z, s, row0, k0, 47u), bq); }
+        if TM > 48u { mac_row_pair(acc, 48u, chunk_row(frag, z, s, row0, k0, 48u), bq); }
+        if TM > 49u { mac_row_pair(acc, 49u, chunk_row(frag, z, s, row0, k0, 49u), bq); }
+        if TM > 50u { mac_row_pair(acc, 50u, chunk_row(frag, z, s, row0, k0, 50u), bq); }
+        if TM > 51u { mac_row_pair(acc, 51u, chunk_row(frag, z, s, row0, k0, 51u), bq); }
+        if TM > 52u { mac_row_pair(acc, 52u, chunk_row(frag, z, s, row0, k0, 52u), bq); }
+        if TM > 53u { mac_row_pair(acc, 53u, chunk_row(frag, z, s, row0, k0, 53u), bq); }
+        if TM > 54u { mac_row_pair(acc, 54u, chunk_row(frag, z, s, row0, k0, 54u), bq); }
+        if TM > 55u { mac_row_pair(acc, 55u, chunk_row(frag, z, s, row0, k0, 55u), bq); }
+        if TM > 56u { mac_row_pair(acc, 56u, chunk_row(frag, z, s, row0, k0, 56u), bq); }
+        if TM > 57u { mac_row_pair(acc, 57u, chunk_row(frag, z, s, row0, k0, 57u), bq); }
+        if TM > 58u { mac_row_pair(acc, 58u, chunk_row(frag, z, s, row0, k0, 58u), bq); }
+        if TM > 59u { mac_row_pair(acc, 59u, chunk_row(frag, z, s, row0, k0, 59u), bq); }
+        if TM > 60u { mac_row_pair(acc, 60u, chunk_row(frag, z, s, row0, k0, 60u), bq); }
+        if TM > 61u { mac_row_pair(acc, 61u, chunk_row(frag, z, s, row0, k0, 61u), bq); }
+        if TM > 62u { mac_row_pair(acc, 62u, chunk_row(frag, z, s, row0, k0, 62u), bq); }
+        if TM > 63u { mac_row_pair(acc, 63u, chunk_row(frag, z, s, row0, k0, 63u), bq); }
+        return;
+    }
+    mac_block(acc, 0u, chunk_block(frag, z, s, row0, k0, 0u), bq);
+    if TM > 4u { mac_block(acc, 1u, chunk_block(frag, z, s, row0, k0, 1u), bq); }
+    if TM > 8u { mac_block(acc, 2u, chunk_block(frag, z, s, row0, k0, 2u), bq); }
+    if TM > 12u { mac_block(acc, 3u, chunk_block(frag, z, s, row0, k0, 3u), bq); }
+    if TM > 16u { mac_block(acc, 4u, chunk_block(frag, z, s, row0, k0, 4u), bq); }
+    if TM > 20u { mac_block(acc, 5u, chunk_block(frag, z, s, row0, k0, 5u), bq); }
+    if TM > 24u { mac_block(acc, 6u, chunk_block(frag, z, s, row0, k0, 6u), bq); }
+    if TM > 28u { mac_block(acc, 7u, chunk_block(frag, z, s, row0, k0, 7u), bq); }
+    if TM > 32u { mac_block(acc, 8u, chunk_block(frag, z, s, row0, k0, 8u), bq); }
+    if TM > 36u { mac_block(acc, 9u, chunk_block(frag, z, s, row0, k0, 9u), bq); }
+    if TM > 40u { mac_block(acc, 10u, chunk_block(frag, z, s, row0, k0, 10u), bq); }
+    if TM > 44u { mac_block(acc, 11u, chunk_block(frag, z, s, row0, k0, 11u), bq); }
+    if TM > 48u { mac_block(acc, 12u, chunk_block(frag, z, s, row0, k0, 12u), bq); }
+    if TM > 52u { mac_block(acc, 13u, chunk_block(frag, z, s, row0, k0, 13u), bq); }
+    if TM > 56u { mac_block(acc, 14u, chunk_block(frag, z, s, row0, k0, 14u), bq); }
+    if TM > 60u { mac_block(acc, 15u, chunk_block(frag, z, s, row0, k0, 15u), bq); }
 }
 
 fn store_one(i: u32, v: f32) {
@@ -303,17 +608,11 @@ fn run_tiles(tile: u32, lid: u32, lane: u32) {
     let segs = segments(z);
     for (var s = segs.x; s < segs.y; s++) {
         var cur = cursor_start(s);
-        // Written out: the subgroup variant broadcasts from constant lanes.
         for (var k0 = 0u; k0 < P.k; k0 += CHUNK) {
             var frag = chunk_fragment(z, s, row0, k0, lane);
-            cur = mac(&acc, chunk_rows(&frag, z, s, row0, k0, 0u), &cols, cur);
-            cur = mac(&acc, chunk_rows(&frag, z, s, row0, k0, 1u), &cols, cur);
-            cur = mac(&acc, chunk_rows(&frag, z, s, row0, k0, 2u), &cols, cur);
-            cur = mac(&acc, chunk_rows(&frag, z, s, row0, k0, 3u), &cols, cur);
-            cur = mac(&acc, chunk_rows(&frag, z, s, row0, k0, 4u), &cols, cur);
-            cur = mac(&acc, chunk_rows(&frag, z, s, row0, k0, 5u), &cols, cur);
-            cur = mac(&acc, chunk_rows(&frag, z, s, row0, k0, 6u), &cols, cur);
-            cur = mac(&acc, chunk_rows(&frag, z, s, row0, k0, 7u), &cols, cur);
+            var bq: Bq;
+            cur = load_chunk_b(&bq, &cols, cur, k0);
+            mac_chunk(&acc, &frag, &bq, z, s, row0, k0);
         }
     }
     store_rows(&acc, 0u, row0, col0, &cols);

@@ -127,6 +127,24 @@ fn gemm_batched_and_accumulating() {
 }
 
 #[test]
+fn gemm_vec4_views_all_transposes_and_edges() {
+    // Every dimension a multiple of 4 (the vec4 loads), with edge tiles, steps past the end of
+    // the last chunk (k % 8 == 4) and batches.
+    for variant in variants() {
+        for (i, &(m, n, k)) in [(68, 516, 12), (4, 4, 4), (132, 8, 36)].iter().enumerate() {
+            for t in 0..4 {
+                let shape = GemmShape {
+                    batch: 2,
+                    accumulate: t == 1,
+                    ..GemmShape::new(m, n, k, t & 2 != 0, t & 1 != 0)
+                };
+                check_gemm(gpu(), variant, shape, 40 + 10 * i as u64 + t as u64);
+            }
+        }
+    }
+}
+
+#[test]
 fn gemm_long_reductions() {
     // Long reductions run past the loop-iteration limits of software adapters when the inner
     // loops are not unrolled.
@@ -138,6 +156,14 @@ fn gemm_long_reductions() {
             11,
         );
         check_gemm(gpu(), variant, GemmShape::new(2, 9, 4_000, true, true), 12);
+        // Dimensions that are multiples of 4 take the vec4 loads (and a reduction of 20 000).
+        check_gemm(
+            gpu(),
+            variant,
+            GemmShape::new(4, 12, 20_000, false, false),
+            13,
+        );
+        check_gemm(gpu(), variant, GemmShape::new(8, 4, 4_004, true, true), 14);
     }
     let t = gpu().zeros("t", &[gemm::MAX_REDUCTION + 1]).unwrap();
     let mut e = gpu().encoder("test");
@@ -172,6 +198,13 @@ fn conv_shapes() -> Vec<Conv2dShape> {
         shape(2, 5, 13, 12, 40, 5, 0),
         shape(1, 9, 8, 8, 70, 3, 1),
         shape(4, 2, 6, 7, 3, 5, 0),
+        // c_in·k·k and h_out·w_out multiples of 4: the vec4 views of the weights and of dy.
+        shape(2, 8, 8, 8, 68, 3, 1),
+        // Output rows of 8 and source rows of a multiple of 4: the vec4 view of the source (x
+        // in forward, dy in backward data), with every shift of the taps within a vec4.
+        shape(2, 4, 12, 12, 8, 5, 0),
+        shape(1, 3, 16, 16, 5, 5, 0),
+        shape(2, 4, 16, 16, 12, 3, 1),
     ]
 }
 
@@ -310,7 +343,16 @@ fn wgsl_const(module: &naga::Module, name: &str) -> u32 {
 #[test]
 fn host_tile_constants_match_the_shader() {
     // Needs no GPU: the tile the launchers assume is one the shader can hold.
-    for shader in [&gemm::SUBGROUP_SHADER, &gemm::PORTABLE_SHADER] {
+    for shader in [
+        &gemm::SUBGROUP_SHADER,
+        &gemm::SUBGROUP_A4_SHADER,
+        &gemm::SUBGROUP_B4_SHADER,
+        &gemm::SUBGROUP_A4B4_SHADER,
+        &gemm::PORTABLE_SHADER,
+        &gemm::PORTABLE_A4_SHADER,
+        &gemm::PORTABLE_B4_SHADER,
+        &gemm::PORTABLE_A4B4_SHADER,
+    ] {
         let module = naga::front::wgsl::parse_str(shader.source).expect("parses");
         assert_eq!(wgsl_const(&module, "CHUNK"), gemm::CHUNK);
         assert!(gemm::TILE_M.is_multiple_of(4) && gemm::TILE_M <= wgsl_const(&module, "MAX_TM"));

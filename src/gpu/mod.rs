@@ -137,6 +137,7 @@ pub struct Gpu {
     pipelines: Arc<Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>>,
     modules: Arc<Mutex<HashMap<&'static str, wgpu::ShaderModule>>>,
     staging: Arc<Mutex<Vec<wgpu::Buffer>>>,
+    constants: Arc<Mutex<HashMap<Vec<u8>, wgpu::Buffer>>>,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -240,6 +241,7 @@ impl Gpu {
             pipelines: Arc::default(),
             modules: Arc::default(),
             staging: Arc::default(),
+            constants: Arc::default(),
         }
     }
 
@@ -370,6 +372,35 @@ impl Gpu {
                 contents: bytemuck::bytes_of(value),
                 usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             })
+    }
+
+    /// A uniform buffer holding `value`, shared by every call with the same bytes: recording a
+    /// dispatch with parameters seen before allocates nothing.
+    ///
+    /// The buffer must never be written (not by `write_buffer`, not by a shader): other
+    /// dispatches may bind the same buffer. Use [`Gpu::uniform`] for parameters that change.
+    pub fn constant_uniform<T: bytemuck::Pod>(&self, value: &T) -> wgpu::Buffer {
+        /// Distinct parameter sets kept before the cache starts over (bounds its memory).
+        const MAX_CONSTANTS: usize = 4096;
+        let bytes = bytemuck::bytes_of(value);
+        let mut cache = self.constants.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(buffer) = cache.get(bytes) {
+            return buffer.clone();
+        }
+        if cache.len() >= MAX_CONSTANTS {
+            // Recorded commands keep their buffers alive; dropping the cache's handles is safe.
+            cache.clear();
+        }
+        use wgpu::util::DeviceExt;
+        let buffer = self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("constant uniform"),
+                contents: bytes,
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+        cache.insert(bytes.to_vec(), buffer.clone());
+        buffer
     }
 
     /// The compute pipeline for `key`, compiled on first use and cached.

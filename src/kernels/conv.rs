@@ -9,7 +9,10 @@
 use super::gemm::{
     check_tensor, launch_tiles, tile_key, TileParams, Variant, CHUNK, MAX_REDUCTION,
 };
-use super::gemm::{PORTABLE_SHADER, SUBGROUP_SHADER};
+use super::gemm::{
+    PORTABLE_A4B4_SHADER, PORTABLE_A4_SHADER, PORTABLE_B4_SHADER, PORTABLE_SHADER,
+    SUBGROUP_A4B4_SHADER, SUBGROUP_A4_SHADER, SUBGROUP_B4_SHADER, SUBGROUP_SHADER,
+};
 use crate::gpu::{Binding, Gpu, PipelineKey, Tensor};
 use crate::reference::layers::Conv2dShape;
 use crate::{Error, Result};
@@ -18,14 +21,38 @@ use crate::{Error, Result};
 pub static SUBGROUP_FORWARD: PipelineKey = tile_key!(&SUBGROUP_SHADER, 1, 0, 0, 0);
 /// Forward, portable variant.
 pub static PORTABLE_FORWARD: PipelineKey = tile_key!(&PORTABLE_SHADER, 1, 0, 0, 0);
+/// Forward reading the weights through a vec4 view (`c_in·k·k` a multiple of 4), subgroup.
+pub static SUBGROUP_FORWARD_VEC: PipelineKey = tile_key!(&SUBGROUP_A4_SHADER, 1, 0, 0, 0);
+/// Forward with the vec4 weight view, portable variant.
+pub static PORTABLE_FORWARD_VEC: PipelineKey = tile_key!(&PORTABLE_A4_SHADER, 1, 0, 0, 0);
+/// Forward with vec4 views of the weights and of `x` (`c_in·k·k % 4 == 0`, `w_out % 8 == 0`,
+/// `w % 4 == 0`), subgroup variant.
+pub static SUBGROUP_FORWARD_VEC2: PipelineKey = tile_key!(&SUBGROUP_A4B4_SHADER, 1, 0, 0, 0);
+/// Forward with vec4 views of the weights and of `x`, portable variant.
+pub static PORTABLE_FORWARD_VEC2: PipelineKey = tile_key!(&PORTABLE_A4B4_SHADER, 1, 0, 0, 0);
 /// Backward data (`MODE` 1 with `FLIP`), subgroup variant.
 pub static SUBGROUP_BACKWARD_DATA: PipelineKey = tile_key!(&SUBGROUP_SHADER, 1, 0, 0, 1);
 /// Backward data, portable variant.
 pub static PORTABLE_BACKWARD_DATA: PipelineKey = tile_key!(&PORTABLE_SHADER, 1, 0, 0, 1);
+/// Backward data with a vec4 view of `dy` (`w % 8 == 0`, `w_out % 4 == 0`), subgroup variant.
+pub static SUBGROUP_BACKWARD_DATA_VEC: PipelineKey = tile_key!(&SUBGROUP_B4_SHADER, 1, 0, 0, 1);
+/// Backward data with a vec4 view of `dy`, portable variant.
+pub static PORTABLE_BACKWARD_DATA_VEC: PipelineKey = tile_key!(&PORTABLE_B4_SHADER, 1, 0, 0, 1);
 /// Backward weight, per-split partial sums (`MODE` 2), subgroup variant.
 pub static SUBGROUP_BACKWARD_WEIGHT: PipelineKey = tile_key!(&SUBGROUP_SHADER, 2, 0, 0, 0);
 /// Backward weight, per-split partial sums, portable variant.
 pub static PORTABLE_BACKWARD_WEIGHT: PipelineKey = tile_key!(&PORTABLE_SHADER, 2, 0, 0, 0);
+/// Backward weight reading `dy` through a vec4 view (`h_out·w_out` a multiple of 4), subgroup.
+pub static SUBGROUP_BACKWARD_WEIGHT_VEC: PipelineKey = tile_key!(&SUBGROUP_A4_SHADER, 2, 0, 0, 0);
+/// Backward weight with the vec4 view of `dy`, portable variant.
+pub static PORTABLE_BACKWARD_WEIGHT_VEC: PipelineKey = tile_key!(&PORTABLE_A4_SHADER, 2, 0, 0, 0);
+/// Backward weight with vec4 views of `dy` and `x` (`h_out·w_out % 4 == 0`, `w_out % 8 == 0`,
+/// `w % 4 == 0`), subgroup variant.
+pub static SUBGROUP_BACKWARD_WEIGHT_VEC2: PipelineKey =
+    tile_key!(&SUBGROUP_A4B4_SHADER, 2, 0, 0, 0);
+/// Backward weight with vec4 views of `dy` and `x`, portable variant.
+pub static PORTABLE_BACKWARD_WEIGHT_VEC2: PipelineKey =
+    tile_key!(&PORTABLE_A4B4_SHADER, 2, 0, 0, 0);
 /// Fixed-order sum of the backward-weight splits (no subgroup operations).
 pub static SUM_SPLITS: PipelineKey = PipelineKey {
     shader: &PORTABLE_SHADER,
@@ -36,19 +63,36 @@ pub static SUM_SPLITS: PipelineKey = PipelineKey {
 pub const SUM_WORKGROUP: u32 = 64;
 
 /// Every convolution pipeline.
-pub static PIPELINES: [&PipelineKey; 7] = [
+pub static PIPELINES: [&PipelineKey; 17] = [
     &SUBGROUP_FORWARD,
     &PORTABLE_FORWARD,
+    &SUBGROUP_FORWARD_VEC,
+    &PORTABLE_FORWARD_VEC,
+    &SUBGROUP_FORWARD_VEC2,
+    &PORTABLE_FORWARD_VEC2,
     &SUBGROUP_BACKWARD_DATA,
     &PORTABLE_BACKWARD_DATA,
+    &SUBGROUP_BACKWARD_DATA_VEC,
+    &PORTABLE_BACKWARD_DATA_VEC,
     &SUBGROUP_BACKWARD_WEIGHT,
     &PORTABLE_BACKWARD_WEIGHT,
+    &SUBGROUP_BACKWARD_WEIGHT_VEC,
+    &PORTABLE_BACKWARD_WEIGHT_VEC,
+    &SUBGROUP_BACKWARD_WEIGHT_VEC2,
+    &PORTABLE_BACKWARD_WEIGHT_VEC2,
     &SUM_SPLITS,
 ];
 
 /// Workgroups the backward-weight pass aims for by splitting the images (enough to keep every
 /// core of a CPU adapter and the units of a small GPU busy).
 const TARGET_WORKGROUPS: usize = 256;
+
+/// Whether a correlation can read its source through a vec4 view: each lane's `TILE_N` = 8
+/// columns lie in one destination row (`dst_w % 8 == 0`) and source rows start 16-byte aligned
+/// (`src_w % 4 == 0`; tensors start at multiples of 256 bytes).
+fn source_rows_aligned(p: &TileParams) -> bool {
+    super::gemm::TILE_N == 8 && p.dst_w.is_multiple_of(8) && p.src_w.is_multiple_of(4) && p.n > 0
+}
 
 /// Validates the shape (kernel fits the padded input, `pad < k`) and returns `(h_out, w_out)`.
 fn output_size(op: &'static str, s: &Conv2dShape) -> Result<(usize, usize)> {
@@ -132,7 +176,14 @@ pub fn conv2d_forward(
     }
     let (h_out, w_out) = output_size(OP, s)?;
     let params = correlation(s, s.c_out, [s.c_in, s.h, s.w], [h_out, w_out], s.pad);
-    let key = variant.pick(&SUBGROUP_FORWARD, &PORTABLE_FORWARD);
+    // The weights are [c_out, c_in·k·k], rows 16-byte aligned when c_in·k·k is a multiple of 4.
+    let key = if params.k > 0 && params.k.is_multiple_of(4) && source_rows_aligned(&params) {
+        variant.pick(&SUBGROUP_FORWARD_VEC2, &PORTABLE_FORWARD_VEC2)
+    } else if params.k > 0 && params.k.is_multiple_of(4) {
+        variant.pick(&SUBGROUP_FORWARD_VEC, &PORTABLE_FORWARD_VEC)
+    } else {
+        variant.pick(&SUBGROUP_FORWARD, &PORTABLE_FORWARD)
+    };
     launch_tiles(gpu, encoder, OP, key, params, [weight, x, y])
 }
 
@@ -168,7 +219,11 @@ pub fn conv2d_backward_data(
             s.k - 1 - s.pad,
         )
     };
-    let key = variant.pick(&SUBGROUP_BACKWARD_DATA, &PORTABLE_BACKWARD_DATA);
+    let key = if source_rows_aligned(&params) {
+        variant.pick(&SUBGROUP_BACKWARD_DATA_VEC, &PORTABLE_BACKWARD_DATA_VEC)
+    } else {
+        variant.pick(&SUBGROUP_BACKWARD_DATA, &PORTABLE_BACKWARD_DATA)
+    };
     launch_tiles(gpu, encoder, OP, key, params, [weight, dy, dx])
 }
 
@@ -261,7 +316,19 @@ pub fn conv2d_backward_weight(
         images: s.n as u32,
         ..TileParams::default()
     };
-    let key = variant.pick(&SUBGROUP_BACKWARD_WEIGHT, &PORTABLE_BACKWARD_WEIGHT);
+    // dy is [n, c_out, h_out·w_out], rows 16-byte aligned when h_out·w_out is a multiple of 4.
+    // Each chunk of 8 positions lies in one output row when w_out % 8 == 0: x is read as vec4.
+    let x_rows = w_out.is_multiple_of(8) && s.w.is_multiple_of(4);
+    let key = if s.n > 0 && params.k.is_multiple_of(4) && x_rows {
+        variant.pick(
+            &SUBGROUP_BACKWARD_WEIGHT_VEC2,
+            &PORTABLE_BACKWARD_WEIGHT_VEC2,
+        )
+    } else if s.n > 0 && params.k.is_multiple_of(4) {
+        variant.pick(&SUBGROUP_BACKWARD_WEIGHT_VEC, &PORTABLE_BACKWARD_WEIGHT_VEC)
+    } else {
+        variant.pick(&SUBGROUP_BACKWARD_WEIGHT, &PORTABLE_BACKWARD_WEIGHT)
+    };
     let target = if splits == 1 { dw } else { scratch };
     launch_tiles(gpu, encoder, OP, key, params, [dy, x, target])?;
     if splits == 1 {
@@ -274,7 +341,7 @@ pub fn conv2d_backward_weight(
         ..TileParams::default()
     };
     let grid = gpu.grid(OP, (s.weight_len() as u32).div_ceil(SUM_WORKGROUP))?;
-    let uniform = gpu.uniform(OP, &sum);
+    let uniform = gpu.constant_uniform(&sum);
     let bindings = [
         (0, Binding::whole(&uniform)),
         (1, scratch.binding()),

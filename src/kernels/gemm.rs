@@ -5,6 +5,10 @@
 //! subgroup with `subgroupBroadcast` (needs `Features::SUBGROUP` and subgroups of at least
 //! [`CHUNK`] lanes), the portable one loads it in every lane. [`Variant::best`] picks one for a
 //! device; both give results equal up to rounding, each deterministic.
+//!
+//! Each variant also comes with vec4 views of A and/or B (`*_A4_SHADER`, `*_B4_SHADER`,
+//! `*_A4B4_SHADER`): the launchers use them when the rows they read start 16-byte aligned
+//! (dimensions multiples of 4), which on CPU adapters makes the loads several times cheaper.
 
 use crate::gpu::{Binding, Gpu, PipelineKey, Shader, Tensor};
 use crate::{Error, Result};
@@ -13,28 +17,80 @@ use crate::{Error, Result};
 macro_rules! subgroup_variant {
     () => {
         r#"
-// Subgroup variant: lane l of a subgroup loads reduction step k0 + l of the chunk for all TM
-// rows; step q reads them from lane q.
+// Subgroup variant. Row layout (a_by_row): lane l loads rows 8i + l of the tile, steps k0 .. k0+7
+// of the chunk, as two vec4 per row; row r is read from lane r % 8. Otherwise lane l loads step
+// k0 + l of the chunk for all TM rows; step q reads them from lane q.
 fn chunk_fragment(z: u32, s: u32, row0: u32, k0: u32, lane: u32) -> array<vec4<f32>, MAX_TM4> {
+    if a_by_row() {
+        let l = lane % CHUNK;
+        var v: array<vec4<f32>, MAX_TM4>;
+        v[0] = a_vec(z, s, row0 + 0u + l, k0);
+        v[1] = a_vec(z, s, row0 + 0u + l, k0 + 4u);
+        if TM > 8u {
+            v[2] = a_vec(z, s, row0 + 8u + l, k0);
+            v[3] = a_vec(z, s, row0 + 8u + l, k0 + 4u);
+        }
+        if TM > 16u {
+            v[4] = a_vec(z, s, row0 + 16u + l, k0);
+            v[5] = a_vec(z, s, row0 + 16u + l, k0 + 4u);
+        }
+        if TM > 24u {
+            v[6] = a_vec(z, s, row0 + 24u + l, k0);
+            v[7] = a_vec(z, s, row0 + 24u + l, k0 + 4u);
+        }
+        if TM > 32u {
+            v[8] = a_vec(z, s, row0 + 32u + l, k0);
+            v[9] = a_vec(z, s, row0 + 32u + l, k0 + 4u);
+        }
+        if TM > 40u {
+            v[10] = a_vec(z, s, row0 + 40u + l, k0);
+            v[11] = a_vec(z, s, row0 + 40u + l, k0 + 4u);
+        }
+        if TM > 48u {
+            v[12] = a_vec(z, s, row0 + 48u + l, k0);
+            v[13] = a_vec(z, s, row0 + 48u + l, k0 + 4u);
+        }
+        if TM > 56u {
+            v[14] = a_vec(z, s, row0 + 56u + l, k0);
+            v[15] = a_vec(z, s, row0 + 56u + l, k0 + 4u);
+        }
+        return v;
+    }
     return a_rows(z, s, row0, k0 + lane % CHUNK);
 }
 
-fn chunk_rows(frag: ptr<function, array<vec4<f32>, MAX_TM4>>, z: u32, s: u32, row0: u32, k0: u32, q: u32) -> array<vec4<f32>, MAX_TM4> {
-    var v: array<vec4<f32>, MAX_TM4>;
-    for (var r = 0u; r < TM / 4u; r++) {
-        let x = (*frag)[r];
-        switch q {
-            case 0u: { v[r] = subgroupBroadcast(x, 0u); }
-            case 1u: { v[r] = subgroupBroadcast(x, 1u); }
-            case 2u: { v[r] = subgroupBroadcast(x, 2u); }
-            case 3u: { v[r] = subgroupBroadcast(x, 3u); }
-            case 4u: { v[r] = subgroupBroadcast(x, 4u); }
-            case 5u: { v[r] = subgroupBroadcast(x, 5u); }
-            case 6u: { v[r] = subgroupBroadcast(x, 6u); }
-            default: { v[r] = subgroupBroadcast(x, 7u); }
-        }
+fn broadcast(x: vec4<f32>, l: u32) -> vec4<f32> {
+    switch l {
+        case 0u: { return subgroupBroadcast(x, 0u); }
+        case 1u: { return subgroupBroadcast(x, 1u); }
+        case 2u: { return subgroupBroadcast(x, 2u); }
+        case 3u: { return subgroupBroadcast(x, 3u); }
+        case 4u: { return subgroupBroadcast(x, 4u); }
+        case 5u: { return subgroupBroadcast(x, 5u); }
+        case 6u: { return subgroupBroadcast(x, 6u); }
+        default: { return subgroupBroadcast(x, 7u); }
     }
-    return v;
+}
+
+// A(row0 + r, k0 .. k0+7) in the row layout.
+fn chunk_row(frag: ptr<function, array<vec4<f32>, MAX_TM4>>, z: u32, s: u32, row0: u32, k0: u32, r: u32) -> array<vec4<f32>, 2> {
+    let i = 2u * (r / 8u);
+    return array<vec4<f32>, 2>(broadcast((*frag)[i], r % 8u), broadcast((*frag)[i + 1u], r % 8u));
+}
+
+// A(4·blk .. 4·blk+3, k0 + q) for the CHUNK steps q of the chunk, from lane q.
+fn chunk_block(frag: ptr<function, array<vec4<f32>, MAX_TM4>>, z: u32, s: u32, row0: u32, k0: u32, blk: u32) -> array<vec4<f32>, CHUNK> {
+    let x = (*frag)[blk];
+    return array<vec4<f32>, CHUNK>(
+        subgroupBroadcast(x, 0u),
+        subgroupBroadcast(x, 1u),
+        subgroupBroadcast(x, 2u),
+        subgroupBroadcast(x, 3u),
+        subgroupBroadcast(x, 4u),
+        subgroupBroadcast(x, 5u),
+        subgroupBroadcast(x, 6u),
+        subgroupBroadcast(x, 7u),
+    );
 }
 
 @compute @workgroup_size(WG)
@@ -49,13 +105,27 @@ fn tiles(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
 macro_rules! portable_variant {
     () => {
         r#"
-// Portable variant: every lane loads the TM values of each step itself.
+// Portable variant: every lane loads the A values of the chunk itself.
 fn chunk_fragment(z: u32, s: u32, row0: u32, k0: u32, lane: u32) -> array<vec4<f32>, MAX_TM4> {
     return array<vec4<f32>, MAX_TM4>();
 }
 
-fn chunk_rows(frag: ptr<function, array<vec4<f32>, MAX_TM4>>, z: u32, s: u32, row0: u32, k0: u32, q: u32) -> array<vec4<f32>, MAX_TM4> {
-    return a_rows(z, s, row0, k0 + q);
+fn chunk_row(frag: ptr<function, array<vec4<f32>, MAX_TM4>>, z: u32, s: u32, row0: u32, k0: u32, r: u32) -> array<vec4<f32>, 2> {
+    return array<vec4<f32>, 2>(a_vec(z, s, row0 + r, k0), a_vec(z, s, row0 + r, k0 + 4u));
+}
+
+fn chunk_block(frag: ptr<function, array<vec4<f32>, MAX_TM4>>, z: u32, s: u32, row0: u32, k0: u32, blk: u32) -> array<vec4<f32>, CHUNK> {
+    let row = row0 + 4u * blk;
+    return array<vec4<f32>, CHUNK>(
+        a_step(z, s, row, k0),
+        a_step(z, s, row, k0 + 1u),
+        a_step(z, s, row, k0 + 2u),
+        a_step(z, s, row, k0 + 3u),
+        a_step(z, s, row, k0 + 4u),
+        a_step(z, s, row, k0 + 5u),
+        a_step(z, s, row, k0 + 6u),
+        a_step(z, s, row, k0 + 7u),
+    );
 }
 
 @compute @workgroup_size(WG)
@@ -66,27 +136,128 @@ fn tiles(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     };
 }
 
-/// The tile engine with the subgroup variant's entry point.
-pub static SUBGROUP_SHADER: Shader = Shader {
-    name: "gemm_subgroup",
-    source: concat!(
-        include_str!("../../shaders/gemm.wgsl"),
-        include_str!("../../shaders/conv.wgsl"),
-        subgroup_variant!()
-    ),
-    requires: wgpu::Features::SUBGROUP,
-};
+/// vec4 view of A (binding 4), or its stand-in.
+macro_rules! vec_a {
+    (on) => {
+        r#"
+@group(0) @binding(4) var<storage, read> a4: array<vec4<f32>>;
+const VEC_A: bool = true;
+fn load_a4(i: u32) -> vec4<f32> { return a4[i]; }
+"#
+    };
+    (off) => {
+        r#"
+const VEC_A: bool = false;
+fn load_a4(i: u32) -> vec4<f32> { return vec4<f32>(0.0); }
+"#
+    };
+}
 
-/// The tile engine with the portable variant's entry point.
-pub static PORTABLE_SHADER: Shader = Shader {
-    name: "gemm_portable",
-    source: concat!(
-        include_str!("../../shaders/gemm.wgsl"),
-        include_str!("../../shaders/conv.wgsl"),
-        portable_variant!()
-    ),
-    requires: wgpu::Features::empty(),
-};
+/// vec4 view of B (binding 5), or its stand-in.
+macro_rules! vec_b {
+    (on) => {
+        r#"
+@group(0) @binding(5) var<storage, read> b4: array<vec4<f32>>;
+const VEC_B: bool = true;
+fn load_b4(i: u32) -> vec4<f32> { return b4[i]; }
+"#
+    };
+    (off) => {
+        r#"
+const VEC_B: bool = false;
+fn load_b4(i: u32) -> vec4<f32> { return vec4<f32>(0.0); }
+"#
+    };
+}
+
+/// One shader of the tile engine: its name, variant piece, vec4 views and required features.
+macro_rules! engine_shader {
+    ($name:literal, $variant:ident, $a:ident, $b:ident, $requires:expr) => {
+        Shader {
+            name: $name,
+            source: concat!(
+                include_str!("../../shaders/gemm.wgsl"),
+                include_str!("../../shaders/conv.wgsl"),
+                vec_a!($a),
+                vec_b!($b),
+                $variant!()
+            ),
+            requires: $requires,
+        }
+    };
+}
+
+/// The tile engine with the subgroup variant's entry point (scalar loads).
+pub static SUBGROUP_SHADER: Shader = engine_shader!(
+    "gemm_subgroup",
+    subgroup_variant,
+    off,
+    off,
+    wgpu::Features::SUBGROUP
+);
+/// Subgroup variant reading A through a vec4 view (reductions contiguous in A, `k % 4 == 0`).
+pub static SUBGROUP_A4_SHADER: Shader = engine_shader!(
+    "gemm_subgroup_a4",
+    subgroup_variant,
+    on,
+    off,
+    wgpu::Features::SUBGROUP
+);
+/// Subgroup variant reading A and B through vec4 views (GEMM with 4-aligned rows).
+pub static SUBGROUP_A4B4_SHADER: Shader = engine_shader!(
+    "gemm_subgroup_a4b4",
+    subgroup_variant,
+    on,
+    on,
+    wgpu::Features::SUBGROUP
+);
+/// Subgroup variant reading B through a vec4 view (convolutions with `dst_w % 8 == 0` and
+/// `src_w % 4 == 0`).
+pub static SUBGROUP_B4_SHADER: Shader = engine_shader!(
+    "gemm_subgroup_b4",
+    subgroup_variant,
+    off,
+    on,
+    wgpu::Features::SUBGROUP
+);
+/// The tile engine with the portable variant's entry point (scalar loads).
+pub static PORTABLE_SHADER: Shader = engine_shader!(
+    "gemm_portable",
+    portable_variant,
+    off,
+    off,
+    wgpu::Features::empty()
+);
+/// Portable variant reading A through a vec4 view.
+pub static PORTABLE_A4_SHADER: Shader = engine_shader!(
+    "gemm_portable_a4",
+    portable_variant,
+    on,
+    off,
+    wgpu::Features::empty()
+);
+/// Portable variant reading A and B through vec4 views.
+pub static PORTABLE_A4B4_SHADER: Shader = engine_shader!(
+    "gemm_portable_a4b4",
+    portable_variant,
+    on,
+    on,
+    wgpu::Features::empty()
+);
+
+/// Portable variant reading B through a vec4 view.
+pub static PORTABLE_B4_SHADER: Shader = engine_shader!(
+    "gemm_portable_b4",
+    portable_variant,
+    off,
+    on,
+    wgpu::Features::empty()
+);
+
+/// Which vec4 views (A, B) a shader of the tile engine binds.
+fn vec_views(shader: &Shader) -> (bool, bool) {
+    (shader.name.contains("_a4"), shader.name.contains("b4"))
+}
 
 /// Reduction steps per chunk, i.e. the subgroup lanes that share A (`CHUNK` in the shader).
 pub const CHUNK: u32 = 8;
@@ -140,9 +311,29 @@ pub static PORTABLE_GEMM: [PipelineKey; 4] = [
     tile_key!(&PORTABLE_SHADER, 0, 1, 1, 0),
 ];
 
+/// GEMM pipelines of the subgroup variant with vec4 views of A and B.
+pub static SUBGROUP_GEMM_VEC: [PipelineKey; 4] = [
+    tile_key!(&SUBGROUP_A4B4_SHADER, 0, 0, 0, 0),
+    tile_key!(&SUBGROUP_A4B4_SHADER, 0, 0, 1, 0),
+    tile_key!(&SUBGROUP_A4B4_SHADER, 0, 1, 0, 0),
+    tile_key!(&SUBGROUP_A4B4_SHADER, 0, 1, 1, 0),
+];
+/// GEMM pipelines of the portable variant with vec4 views of A and B.
+pub static PORTABLE_GEMM_VEC: [PipelineKey; 4] = [
+    tile_key!(&PORTABLE_A4B4_SHADER, 0, 0, 0, 0),
+    tile_key!(&PORTABLE_A4B4_SHADER, 0, 0, 1, 0),
+    tile_key!(&PORTABLE_A4B4_SHADER, 0, 1, 0, 0),
+    tile_key!(&PORTABLE_A4B4_SHADER, 0, 1, 1, 0),
+];
+
 /// Every GEMM pipeline.
 pub fn pipelines() -> Vec<&'static PipelineKey> {
-    SUBGROUP_GEMM.iter().chain(&PORTABLE_GEMM).collect()
+    SUBGROUP_GEMM
+        .iter()
+        .chain(&PORTABLE_GEMM)
+        .chain(&SUBGROUP_GEMM_VEC)
+        .chain(&PORTABLE_GEMM_VEC)
+        .collect()
 }
 
 /// Which implementation of the tile engine to dispatch.
@@ -281,9 +472,16 @@ pub(crate) fn launch_tiles(
         })?;
     params.tiles = tiles as u32;
     let grid = gpu.grid(op, workgroups)?;
-    let uniform = gpu.uniform(op, &params);
+    let uniform = gpu.constant_uniform(&params);
     let [a, b, c] = tensors.map(Tensor::binding);
-    let bindings = [(0, Binding::whole(&uniform)), (1, a), (2, b), (3, c)];
+    let mut bindings = vec![(0, Binding::whole(&uniform)), (1, a), (2, b), (3, c)];
+    let (vec_a, vec_b) = vec_views(key.shader);
+    if vec_a {
+        bindings.push((4, a));
+    }
+    if vec_b {
+        bindings.push((5, b));
+    }
     gpu.dispatch(encoder, key, &bindings, grid);
     Ok(())
 }
@@ -360,7 +558,15 @@ pub fn gemm(
     }
     // Every length fits a binding (< 2³² bytes), so the dimensions fit u32.
     let index = 2 * usize::from(shape.trans_a) + usize::from(shape.trans_b);
-    let key = variant.pick(&SUBGROUP_GEMM[index], &PORTABLE_GEMM[index]);
+    // vec4 views need every row of A and B (as stored) to start 16-byte aligned; tensors start
+    // at multiples of 256 bytes.
+    let a_row = if shape.trans_a { m } else { k };
+    let b_row = if shape.trans_b { k } else { n };
+    let key = if a_row.is_multiple_of(4) && b_row.is_multiple_of(4) && k > 0 {
+        variant.pick(&SUBGROUP_GEMM_VEC[index], &PORTABLE_GEMM_VEC[index])
+    } else {
+        variant.pick(&SUBGROUP_GEMM[index], &PORTABLE_GEMM[index])
+    };
     let params = TileParams {
         m: m as u32,
         n: n as u32,

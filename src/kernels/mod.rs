@@ -15,18 +15,15 @@ pub mod quant;
 
 use crate::gpu::{PipelineKey, Shader};
 
-/// Every shader module compiled into the crate.
+/// Every shader module the launchers use (the shaders of [`pipelines`], each once).
 pub fn shaders() -> Vec<&'static Shader> {
-    vec![
-        &gemm::SUBGROUP_SHADER,
-        &gemm::PORTABLE_SHADER,
-        &quant::SHADER,
-        &pool::SHADER,
-        &loss::SHADER,
-        &optim::SHADER,
-        &bn::SHADER,
-        &epilogue::SHADER,
-    ]
+    let mut shaders: Vec<&'static Shader> = Vec::new();
+    for key in pipelines() {
+        if !shaders.iter().any(|s| s.name == key.shader.name) {
+            shaders.push(key.shader);
+        }
+    }
+    shaders
 }
 
 /// Every pipeline (shader, entry point, `override` constants) the launchers can dispatch.
