@@ -172,10 +172,11 @@ struct PlanPool {
 struct PlanWeighted {
     epilogue: Epilogue,
     bn: Option<FoldedBn>,
-    act_quant: Option<Quantizer>,
+    /// The activation quantizer and its input `a` (post-ReLU), kept for the backward pass;
+    /// `None` for the logit layer, whose output is `a` itself.
+    act_quant: Option<(Quantizer, Tensor)>,
     output: Tensor,
     y: Tensor,
-    a: Tensor,
     y_fp: Option<Tensor>,
 }
 
@@ -298,7 +299,10 @@ impl Model {
             }
             argmax.push(None);
             y.push(Some(gpu.zeros(&format!("{} y", l.name), &[out_len])?));
-            a.push(Some(gpu.zeros(&format!("{} a", l.name), &[out_len])?));
+            a.push(match l.relu_quant {
+                true => Some(gpu.zeros(&format!("{} a", l.name), &[out_len])?),
+                false => None,
+            });
             y_fp.push(match l.batch_norm {
                 true => Some(gpu.zeros(&format!("{} y_fp", l.name), &[out_len])?),
                 false => None,
@@ -472,7 +476,8 @@ impl Model {
                         mac_ratio: info.mac_ratio,
                         id: info.id,
                     };
-                    Some(Quantizer::with_storage(gpu, cfg, storage.clone())?)
+                    let a = prefix(self.acts.a[i].as_ref().expect("a"), out)?;
+                    Some((Quantizer::with_storage(gpu, cfg, storage.clone())?, a))
                 }
                 None => None,
             };
@@ -482,7 +487,6 @@ impl Model {
                 act_quant,
                 output,
                 y: prefix(self.acts.y[i].as_ref().expect("y"), out)?,
-                a: prefix(self.acts.a[i].as_ref().expect("a"), out)?,
                 y_fp: match &self.acts.y_fp[i] {
                     Some(t) => Some(prefix(t, out)?),
                     None => None,
@@ -586,7 +590,7 @@ impl Model {
         }
         for l in &plan.layers {
             if let PlanLayer::Weighted(p) = l {
-                if let Some(q) = &p.act_quant {
+                if let Some((q, _)) = &p.act_quant {
                     q.sample_gates(gpu, enc, &self.step_state);
                 }
             }
@@ -635,13 +639,12 @@ impl Model {
                                 .expect("layers without BN have a bias"),
                         ),
                     };
-                    let quant = p.act_quant.as_ref().map(|q| ActQuant {
+                    let quant = p.act_quant.as_ref().map(|(q, _)| ActQuant {
                         x_max: q.x_max.binding(),
                         gates: q.gates.binding(),
                         q: p.output.binding(),
                     });
-                    // Without an activation quantizer (the logit layer) the output is `a` itself.
-                    let a = if quant.is_some() { &p.a } else { &p.output };
+                    let a = p.act_quant.as_ref().map_or(&p.output, |(_, a)| a);
                     p.epilogue.forward(
                         gpu,
                         enc,
@@ -689,9 +692,9 @@ impl Model {
                     let w = self.weights[i].as_ref().expect("weighted layer");
                     let out_len = p.y.len();
                     let da = match &p.act_quant {
-                        Some(q) => {
+                        Some((q, a)) => {
                             let da = sized(&self.acts.da, out_len)?;
-                            q.backward(gpu, enc, &self.step_state, &p.a, &dout, &da)?;
+                            q.backward(gpu, enc, &self.step_state, a, &dout, &da)?;
                             da
                         }
                         None => dout.clone(),
@@ -927,7 +930,7 @@ impl Model {
         if let Some(plan) = self.last_train_batch.and_then(|n| self.plans.get(&n)) {
             for l in &plan.layers {
                 if let PlanLayer::Weighted(p) = l {
-                    tensors.extend(p.act_quant.as_ref().map(|q| &q.reg_value));
+                    tensors.extend(p.act_quant.as_ref().map(|(q, _)| &q.reg_value));
                 }
             }
         }
