@@ -331,23 +331,13 @@ impl Gpu {
         bindings: &[(u32, Binding)],
         grid: [u32; 3],
     ) {
-        let entries = bindings
+        let entries: Vec<wgpu::BindGroupEntry> = bindings
             .iter()
             .map(|(binding, b)| wgpu::BindGroupEntry {
                 binding: *binding,
                 resource: b.resource(),
             })
             .collect();
-        self.dispatch_entries(encoder, key, entries, grid);
-    }
-
-    fn dispatch_entries(
-        &self,
-        encoder: &mut wgpu::CommandEncoder,
-        key: &PipelineKey,
-        entries: Vec<wgpu::BindGroupEntry>,
-        grid: [u32; 3],
-    ) {
         let pipeline = self.pipeline(key);
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(key.entry),
