@@ -1,6 +1,8 @@
 //! Static descriptions of the two models (spec §5.3, §5.4): layers, shapes, quantizers, MACs,
 //! and the names of their tensors in the official PyTorch implementation's `state_dict`.
 
+use crate::reference::layers::Conv2dShape;
+
 /// What one layer computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LayerKind {
@@ -74,6 +76,27 @@ impl LayerSpec {
     /// Fan-in of the weight (PyTorch's default initialisation bound is 1/√fan_in).
     pub fn fan_in(&self) -> usize {
         self.weight_shape().iter().skip(1).product()
+    }
+
+    /// The convolution's shape for a batch of `n` (`None` for linear and pooling layers).
+    pub fn conv_shape(&self, n: usize) -> Option<Conv2dShape> {
+        match self.kind {
+            LayerKind::Conv {
+                c_in,
+                c_out,
+                k,
+                pad,
+            } => Some(Conv2dShape {
+                n,
+                c_in,
+                h: self.input[1],
+                w: self.input[2],
+                c_out,
+                k,
+                pad,
+            }),
+            _ => None,
+        }
     }
 
     /// MACs for one sample, bias ignored (spec §6.1).

@@ -22,7 +22,6 @@ use crate::kernels::optim::{AdamGroup, ParamArena, ParamSlice};
 use crate::kernels::pool::MaxPool2x2;
 use crate::nn::arch::{Arch, LayerKind, LayerSpec};
 use crate::quant::{Quantizer, QuantizerConfig, QuantizerState, QuantizerStorage, StepState};
-use crate::reference::layers::Conv2dShape;
 use crate::reference::model::{self as reference, Group, Params, QuantizerInfo};
 use crate::{Error, Result};
 use std::collections::{BTreeMap, HashMap};
@@ -344,7 +343,7 @@ impl Model {
                 )),
                 false => None,
             };
-            let scratch_len = match conv_shape(l, max_batch) {
+            let scratch_len = match l.conv_shape(max_batch) {
                 Some(s) => conv::backward_weight_scratch_len(gpu, &s),
                 None => 0,
             };
@@ -726,73 +725,45 @@ impl Model {
                             sum_da,
                         },
                     )?;
-                    let dx = dinput.as_ref().map(|t| (t, false));
-                    match (&w.bn, &p.bn, &w.folded) {
-                        (Some(bn), Some(fbn), Some((folded, folded_grad))) => {
-                            let y_fp = p.y_fp.as_ref().expect("y_fp");
-                            let dy_fp = sized(&self.acts.dy_fp, out_len)?;
-                            fbn.backward(
-                                gpu,
-                                enc,
-                                &bn.bindings(),
-                                &BnBackward {
-                                    sum_g: bn.beta_grad.binding(),
-                                    sum_gy: p.epilogue.sum_da_y.binding(),
-                                    y_fp: y_fp.binding(),
-                                    dy_fp: dy_fp.binding(),
-                                    dgamma: bn.gamma_grad.binding(),
-                                },
-                            )?;
-                            // Full-precision path first: it writes dW and dx; the quantized path adds.
-                            product.backward(enc, &input, &w.weight, &dy_fp, dx, &w.weight_grad)?;
-                            let dx = dinput.as_ref().map(|t| (t, true));
-                            product.backward(
-                                enc,
-                                &input,
-                                &w.weight_q,
-                                &dy,
-                                dx,
-                                &w.weight_q_grad,
-                            )?;
-                            w.quantizer.backward(
-                                gpu,
-                                enc,
-                                &self.step_state,
-                                folded,
-                                &w.weight_q_grad,
-                                folded_grad,
-                            )?;
-                            fbn.fold_weight_backward(
-                                gpu,
-                                enc,
-                                &bn.bindings(),
-                                &FoldBackward {
-                                    dw_f: folded_grad.binding(),
-                                    w: w.weight.binding(),
-                                    dw: w.weight_grad.binding(),
-                                    dgamma: bn.gamma_grad.binding(),
-                                },
-                            )?;
-                            fbn.update_running(gpu, enc, &bn.bindings())?;
-                        }
-                        _ => {
-                            product.backward(
-                                enc,
-                                &input,
-                                &w.weight_q,
-                                &dy,
-                                dx,
-                                &w.weight_q_grad,
-                            )?;
-                            w.quantizer.backward(
-                                gpu,
-                                enc,
-                                &self.step_state,
-                                &w.weight,
-                                &w.weight_q_grad,
-                                &w.weight_grad,
-                            )?;
-                        }
+                    let folded_bn = match (&w.bn, &p.bn, &w.folded) {
+                        (Some(bn), Some(fbn), Some(folded)) => Some((bn, fbn, folded)),
+                        _ => None,
+                    };
+                    if let Some((bn, fbn, _)) = folded_bn {
+                        // Full-precision path (batch statistics): writes dW and dx.
+                        let y_fp = p.y_fp.as_ref().expect("BN layers keep y_fp");
+                        let dy_fp = sized(&self.acts.dy_fp, out_len)?;
+                        let args = BnBackward {
+                            sum_g: bn.beta_grad.binding(),
+                            sum_gy: p.epilogue.sum_da_y.binding(),
+                            y_fp: y_fp.binding(),
+                            dy_fp: dy_fp.binding(),
+                            dgamma: bn.gamma_grad.binding(),
+                        };
+                        fbn.backward(gpu, enc, &bn.bindings(), &args)?;
+                        let dx = dinput.as_ref().map(|t| (t, false));
+                        product.backward(enc, &input, &w.weight, &dy_fp, dx, &w.weight_grad)?;
+                    }
+                    // Quantized path: adds to dx when the full-precision path wrote it.
+                    let dx = dinput.as_ref().map(|t| (t, folded_bn.is_some()));
+                    product.backward(enc, &input, &w.weight_q, &dy, dx, &w.weight_q_grad)?;
+                    let (source, source_grad) = match folded_bn {
+                        Some((_, _, (folded, folded_grad))) => (folded, folded_grad),
+                        None => (&w.weight, &w.weight_grad),
+                    };
+                    let step = &self.step_state;
+                    w.quantizer
+                        .backward(gpu, enc, step, source, &w.weight_q_grad, source_grad)?;
+                    if let Some((bn, fbn, (_, folded_grad))) = folded_bn {
+                        // dL/dW_f → dW (added to the full-precision path's) and the folding part of dγ.
+                        let args = FoldBackward {
+                            dw_f: folded_grad.binding(),
+                            w: w.weight.binding(),
+                            dw: w.weight_grad.binding(),
+                            dgamma: bn.gamma_grad.binding(),
+                        };
+                        fbn.fold_weight_backward(gpu, enc, &bn.bindings(), &args)?;
+                        fbn.update_running(gpu, enc, &bn.bindings())?;
                     }
                     if let Some(d) = dinput {
                         dout = d;
@@ -960,7 +931,7 @@ impl Product<'_> {
         y: &Tensor,
     ) -> Result<()> {
         let (gpu, variant, n) = (self.gpu, self.variant, self.n);
-        match (self.side.spec.kind, conv_shape(&self.side.spec, n)) {
+        match (self.side.spec.kind, self.side.spec.conv_shape(n)) {
             (_, Some(s)) => conv::conv2d_forward(gpu, enc, variant, &s, x, w, y),
             (LayerKind::Linear { d_in, d_out }, None) => gemm::gemm(
                 gpu,
@@ -986,7 +957,7 @@ impl Product<'_> {
         dw: &Tensor,
     ) -> Result<()> {
         let (gpu, variant, n) = (self.gpu, self.variant, self.n);
-        match (self.side.spec.kind, conv_shape(&self.side.spec, n)) {
+        match (self.side.spec.kind, self.side.spec.conv_shape(n)) {
             (_, Some(s)) => {
                 conv::conv2d_backward_weight(gpu, enc, variant, &s, x, dy, dw, &self.side.scratch)?;
                 if let Some((dx, accumulate)) = dx {
@@ -1022,26 +993,6 @@ fn layer_output(l: &PlanLayer) -> &Tensor {
     match l {
         PlanLayer::Pool(p) => &p.output,
         PlanLayer::Weighted(p) => &p.output,
-    }
-}
-
-fn conv_shape(l: &LayerSpec, n: usize) -> Option<Conv2dShape> {
-    match l.kind {
-        LayerKind::Conv {
-            c_in,
-            c_out,
-            k,
-            pad,
-        } => Some(Conv2dShape {
-            n,
-            c_in,
-            h: l.input[1],
-            w: l.input[2],
-            c_out,
-            k,
-            pad,
-        }),
-        _ => None,
     }
 }
 

@@ -5,7 +5,7 @@
 //! ([`crate::nn::Arch::state_dict_shapes`]), so the GPU model, checkpoints and this reference
 //! are compared name by name.
 
-use super::layers::{self, AdamState, BnParams, Conv2dShape, LinearShape, Nchw};
+use super::layers::{self, AdamState, BnParams, LinearShape, Nchw};
 use super::quant;
 use crate::nn::{Arch, LayerKind, LayerSpec};
 use std::collections::BTreeMap;
@@ -306,28 +306,12 @@ struct BnSaved {
 
 /// y = conv/linear(x, w) for `n` samples, no bias.
 fn weighted_forward(l: &LayerSpec, n: usize, x: &[f32], w: &[f32]) -> Vec<f32> {
-    match l.kind {
-        LayerKind::Conv {
-            c_in,
-            c_out,
-            k,
-            pad,
-        } => {
-            let s = Conv2dShape {
-                n,
-                c_in,
-                h: l.input[1],
-                w: l.input[2],
-                c_out,
-                k,
-                pad,
-            };
-            layers::conv2d_forward(&s, x, w, None)
-        }
-        LayerKind::Linear { d_in, d_out } => {
+    match (l.conv_shape(n), l.kind) {
+        (Some(s), _) => layers::conv2d_forward(&s, x, w, None),
+        (None, LayerKind::Linear { d_in, d_out }) => {
             layers::linear_forward(&LinearShape::new(n, d_in, d_out), x, w, None)
         }
-        LayerKind::MaxPool => unreachable!("pooling has no weights"),
+        _ => unreachable!("pooling has no weights"),
     }
 }
 
@@ -339,32 +323,16 @@ fn weighted_backward(
     w: &[f32],
     dy: &[f32],
 ) -> (Vec<f32>, Vec<f32>) {
-    match l.kind {
-        LayerKind::Conv {
-            c_in,
-            c_out,
-            k,
-            pad,
-        } => {
-            let s = Conv2dShape {
-                n,
-                c_in,
-                h: l.input[1],
-                w: l.input[2],
-                c_out,
-                k,
-                pad,
-            };
-            (
-                layers::conv2d_backward_data(&s, dy, w),
-                layers::conv2d_backward_weight(&s, x, dy).0,
-            )
-        }
-        LayerKind::Linear { d_in, d_out } => {
+    match (l.conv_shape(n), l.kind) {
+        (Some(s), _) => (
+            layers::conv2d_backward_data(&s, dy, w),
+            layers::conv2d_backward_weight(&s, x, dy).0,
+        ),
+        (None, LayerKind::Linear { d_in, d_out }) => {
             let g = layers::linear_backward(&LinearShape::new(n, d_in, d_out), x, w, dy);
             (g.dx, g.dw)
         }
-        LayerKind::MaxPool => unreachable!("pooling has no weights"),
+        _ => unreachable!("pooling has no weights"),
     }
 }
 
