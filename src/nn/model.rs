@@ -777,7 +777,7 @@ impl Model {
 
     /// Every `state_dict` tensor (official names and layouts). **Blocking.**
     pub fn params(&self, gpu: &Gpu) -> Result<Params> {
-        let mut out = self.read_places(gpu, AdamGroup::params)?;
+        let mut out = self.read_places(gpu, AdamGroup::params, &Store::ALL)?;
         for (prefix, v) in &self.x_min {
             out.insert(format!("{prefix}.x_min"), vec![*v]);
         }
@@ -787,22 +787,24 @@ impl Model {
     /// Gradients of the last training step (cross-entropy + μ·ΣR), by parameter name; the
     /// running statistics' entries are meaningless. **Blocking.**
     pub fn grads(&self, gpu: &Gpu) -> Result<Params> {
-        self.read_places(gpu, AdamGroup::grads)
+        self.read_places(gpu, AdamGroup::grads, &Store::ALL)
     }
 
-    fn read_places(&self, gpu: &Gpu, which: fn(&AdamGroup) -> &Tensor) -> Result<Params> {
-        let tensors: Vec<&Tensor> = Store::ALL.iter().map(|s| which(&self.stores[s])).collect();
+    /// The tensors of `stores` (each read in full, in one round trip), by `state_dict` name.
+    fn read_places(
+        &self,
+        gpu: &Gpu,
+        which: fn(&AdamGroup) -> &Tensor,
+        stores: &[Store],
+    ) -> Result<Params> {
+        let tensors: Vec<&Tensor> = stores.iter().map(|s| which(&self.stores[s])).collect();
         let words = gpu.read_blocking(&tensors)?;
         let mut out = Params::new();
         for (name, place) in &self.places {
-            let i = Store::ALL
-                .iter()
-                .position(|s| *s == place.store)
-                .expect("store");
-            out.insert(
-                name.clone(),
-                words[i][place.offset..place.offset + place.len].to_vec(),
-            );
+            if let Some(i) = stores.iter().position(|s| *s == place.store) {
+                let range = place.offset..place.offset + place.len;
+                out.insert(name.clone(), words[i][range].to_vec());
+            }
         }
         Ok(out)
     }
@@ -870,7 +872,8 @@ impl Model {
 
     /// Current state of every quantizer, by `state_dict` prefix. **Blocking.**
     pub fn quantizer_states(&self, gpu: &Gpu) -> Result<BTreeMap<String, QuantizerState>> {
-        let params = self.params(gpu)?;
+        // Only the logits and ranges: the weights group is by far the largest.
+        let params = self.read_places(gpu, AdamGroup::params, &[Store::Gates, Store::Scales])?;
         Ok(self
             .infos
             .iter()
