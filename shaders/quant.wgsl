@@ -34,7 +34,8 @@ struct StepParams {
 
 const HC_BETA: f32 = 0.6666666666666666;
 const HC_OFFSET: f32 = -1.598596848532247;
-const TEST_GATE_THRESHOLD: f32 = -0.9353026311219829;
+// -0.93530256 = 0xbf6f6ffd, the official float32 boundary (spec §2.4), not the real-number one.
+const TEST_GATE_THRESHOLD: f32 = -0.93530256f;
 const LOGIT_CUTOFF: f32 = -2.0;
 const RED_WG: u32 = 256u;
 const PARTIALS: u32 = 6u;

@@ -19,8 +19,11 @@ pub const HC_STRETCH: f32 = 1.2;
 pub const HC_SHIFT: f32 = -0.1;
 /// β·ln(−γ/ζ): P(gate ≠ 0) = sigmoid(ℓ − HC_OFFSET) (spec §2.1).
 pub const HC_OFFSET: f32 = -1.598_596_8;
-/// Test-time gate is on iff ℓ > this (P(z = 0) < 0.34, spec §2.4).
-pub const TEST_GATE_THRESHOLD: f32 = -0.935_302_6;
+/// Test-time gate is on iff ℓ > this (spec §2.4): the largest float32 logit that the official
+/// float32 recipe `1 / (1 + exp(−fl32(o − ℓ))) < fl32(0.34)` turns off, −0.93530256
+/// (`0xbf6f6ffd`). The real-number threshold `o − logit(0.34) ≈ −0.9353026` is one float32 step
+/// lower and would turn this one logit on.
+pub const TEST_GATE_THRESHOLD: f32 = -0.935_302_56;
 /// Gate logits at or below this switch their gate and all higher gates off (spec §2.3).
 pub const LOGIT_CUTOFF: f32 = -2.0;
 /// Bit widths of the residual stages.
@@ -244,7 +247,7 @@ pub fn prob_nonzero(logit: f32) -> f32 {
     sigmoid(logit - HC_OFFSET)
 }
 
-/// Deterministic test-time gate: 1 iff P(z = 0) < 0.34.
+/// Deterministic test-time gate: 1 iff P(z = 0) < 0.34 in the official float32 recipe.
 pub fn test_gate(logit: f32) -> f32 {
     if logit > TEST_GATE_THRESHOLD {
         1.0
