@@ -50,6 +50,16 @@ pub enum Error {
         /// The adapter's limit.
         limit: u64,
     },
+    /// The device lacks a feature a kernel needs.
+    #[error("{op}: {what} needs the device features {features}, which the device lacks")]
+    MissingFeature {
+        /// The operation that needed the feature.
+        op: &'static str,
+        /// The kernel (shader and entry point).
+        what: String,
+        /// The missing features.
+        features: String,
+    },
     /// An argument is outside what the operation accepts.
     #[error("{op}: {msg}")]
     InvalidArgument {

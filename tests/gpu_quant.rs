@@ -314,7 +314,7 @@ fn sample(
     let g = gpu();
     step.set(g, seed, index, training, 0.0);
     let mut enc = g.encoder("sample");
-    q.sample_gates(g, &mut enc, step);
+    q.sample_gates(g, &mut enc, step).unwrap();
     g.submit(enc);
     let v = g.read_blocking(&[&q.gates, &q.gate_dlogit]).unwrap();
     (v[0].clone(), v[1].clone())

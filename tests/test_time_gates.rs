@@ -119,7 +119,7 @@ fn gpu_gate_kernel_decides_like_the_official_recipe() {
         let logits: Vec<f32> = cfg.chain_logits.iter().chain(&prune).copied().collect();
         q.set_logits(g, &logits).unwrap();
         let mut enc = g.encoder("eval gates");
-        q.sample_gates(g, &mut enc, &step);
+        q.sample_gates(g, &mut enc, &step).unwrap();
         g.submit(enc);
         let gates = g.read_blocking(&[&q.gates]).unwrap().remove(0);
         assert_eq!(

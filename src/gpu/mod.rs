@@ -8,6 +8,7 @@
 mod pipeline;
 mod tensor;
 
+use pipeline::{storage_buffers_per_entry, BoundRanges};
 pub use pipeline::{PipelineKey, Shader};
 pub use tensor::Tensor;
 
@@ -98,16 +99,16 @@ impl<'a> Binding<'a> {
         })
     }
 
-    fn resource(&self) -> wgpu::BindingResource<'a> {
+    fn buffer_binding(&self) -> wgpu::BufferBinding<'a> {
         // An empty tensor still owns a 4-byte buffer; bind at least one word.
         let bytes = (4 * self.len as u64)
             .max(4)
             .min(self.buffer.size() - self.offset);
-        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+        wgpu::BufferBinding {
             buffer: self.buffer,
             offset: self.offset,
             size: std::num::NonZeroU64::new(bytes),
-        })
+        }
     }
 }
 
@@ -136,6 +137,10 @@ pub struct Gpu {
     info: Option<wgpu::AdapterInfo>,
     pipelines: Arc<Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>>,
     modules: Arc<Mutex<HashMap<&'static str, wgpu::ShaderModule>>>,
+    bind_groups: Arc<Mutex<HashMap<(PipelineKey, BoundRanges), wgpu::BindGroup>>>,
+    /// False in a [`Gpu::preparing`] handle: dispatches create their pipeline and bind group
+    /// but record nothing.
+    records: bool,
     staging: Arc<Mutex<Vec<wgpu::Buffer>>>,
     constants: Arc<Mutex<HashMap<Vec<u8>, wgpu::Buffer>>>,
 }
@@ -240,6 +245,8 @@ impl Gpu {
             info: None,
             pipelines: Arc::default(),
             modules: Arc::default(),
+            bind_groups: Arc::default(),
+            records: true,
             staging: Arc::default(),
             constants: Arc::default(),
         }
@@ -324,26 +331,20 @@ impl Gpu {
     /// whole tensors, tensor views or ranges of packed buffers.
     ///
     /// Pipelines use automatic layouts, so exactly the bindings the entry point uses are given.
+    /// The bind group is created on the first dispatch with these ranges and reused after that
+    /// (a model's steps bind the same ranges every time); see [`Gpu::clear_caches`].
     pub fn dispatch(
         &self,
         encoder: &mut wgpu::CommandEncoder,
         key: &PipelineKey,
         bindings: &[(u32, Binding)],
         grid: [u32; 3],
-    ) {
-        let entries: Vec<wgpu::BindGroupEntry> = bindings
-            .iter()
-            .map(|(binding, b)| wgpu::BindGroupEntry {
-                binding: *binding,
-                resource: b.resource(),
-            })
-            .collect();
-        let pipeline = self.pipeline(key);
-        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(key.entry),
-            layout: &pipeline.get_bind_group_layout(0),
-            entries: &entries,
-        });
+    ) -> Result<()> {
+        let pipeline = self.pipeline(key)?;
+        let bind_group = self.bind_group(key, &pipeline, bindings);
+        if !self.records {
+            return Ok(());
+        }
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some(key.entry),
             timestamp_writes: None,
@@ -351,6 +352,76 @@ impl Gpu {
         pass.set_pipeline(&pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
+        Ok(())
+    }
+
+    fn bind_group(
+        &self,
+        key: &PipelineKey,
+        pipeline: &wgpu::ComputePipeline,
+        bindings: &[(u32, Binding)],
+    ) -> wgpu::BindGroup {
+        /// Bind groups kept before the cache starts over (bounds the buffers it keeps alive).
+        const MAX_BIND_GROUPS: usize = 8192;
+        let resources: Vec<(u32, wgpu::BufferBinding)> = bindings
+            .iter()
+            .map(|(binding, b)| (*binding, b.buffer_binding()))
+            .collect();
+        let ranges: BoundRanges = resources
+            .iter()
+            .map(|(binding, r)| {
+                (
+                    *binding,
+                    r.buffer.clone(),
+                    r.offset,
+                    r.size.map_or(0, u64::from),
+                )
+            })
+            .collect();
+        let cache_key = (key.clone(), ranges);
+        let mut cache = self.bind_groups.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(group) = cache.get(&cache_key) {
+            return group.clone();
+        }
+        let entries: Vec<wgpu::BindGroupEntry> = resources
+            .into_iter()
+            .map(|(binding, r)| wgpu::BindGroupEntry {
+                binding,
+                resource: wgpu::BindingResource::Buffer(r),
+            })
+            .collect();
+        let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(key.entry),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        if cache.len() >= MAX_BIND_GROUPS {
+            cache.clear();
+        }
+        cache.insert(cache_key, group.clone());
+        group
+    }
+
+    /// A handle on the same device and caches whose dispatches create their pipelines and bind
+    /// groups but record nothing: running a step's recording through it prepares that step.
+    pub fn preparing(&self) -> Self {
+        Self {
+            records: false,
+            ..self.clone()
+        }
+    }
+
+    /// Drops the cached bind groups, which keep the buffers they bind alive. Call it after
+    /// dropping a model (or other tensors) when the device should free their memory now.
+    pub fn clear_caches(&self) {
+        self.bind_groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.constants
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// A uniform buffer holding `value`, for kernel parameters fixed at record time.
@@ -393,52 +464,128 @@ impl Gpu {
         buffer
     }
 
-    /// The compute pipeline for `key`, compiled on first use and cached.
-    pub fn pipeline(&self, key: &PipelineKey) -> wgpu::ComputePipeline {
+    /// Creates the pipelines of `keys` now, so that the first dispatch of each does not stall.
+    pub fn prepare<'a>(&self, keys: impl IntoIterator<Item = &'a PipelineKey>) -> Result<()> {
+        keys.into_iter()
+            .try_for_each(|k| self.pipeline(k).map(drop))
+    }
+
+    /// The compute pipeline for `key`, created on first use and cached.
+    ///
+    /// Before creating it, checks the features the shader requires and the storage buffers its
+    /// entry point binds against the device; creation runs inside wgpu error scopes, so a
+    /// failure is an [`Error`], never a call of the application's uncaptured-error handler.
+    pub fn pipeline(&self, key: &PipelineKey) -> Result<wgpu::ComputePipeline> {
+        const OP: &str = "Gpu::pipeline";
         if let Some(p) = self
             .pipelines
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(key)
         {
-            return p.clone();
+            return Ok(p.clone());
         }
-        let module = {
-            let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
-            modules
-                .entry(key.shader.name)
-                .or_insert_with(|| {
-                    self.device
-                        .create_shader_module(wgpu::ShaderModuleDescriptor {
-                            label: Some(key.shader.name),
-                            source: wgpu::ShaderSource::Wgsl(key.shader.source.into()),
-                        })
-                })
-                .clone()
-        };
+        let missing = key.shader.requires - self.device.features();
+        if !missing.is_empty() {
+            return Err(Error::MissingFeature {
+                op: OP,
+                what: format!("{}::{}", key.shader.name, key.entry),
+                features: format!("{missing:?}"),
+            });
+        }
+        let storage = storage_buffers_per_entry(key.shader)?;
+        let used = storage.get(key.entry).copied().ok_or_else(|| Error::Gpu {
+            op: OP,
+            msg: format!(
+                "shader {} has no entry point {}",
+                key.shader.name, key.entry
+            ),
+        })?;
+        let limit = self.device.limits().max_storage_buffers_per_shader_stage;
+        if used > limit {
+            return Err(Error::Limit {
+                op: OP,
+                what: "storage buffers per shader stage",
+                value: u64::from(used),
+                limit: u64::from(limit),
+            });
+        }
         let constants: Vec<(&str, f64)> = key
             .constants
             .iter()
             .map(|&(n, v)| (n, f64::from(v)))
             .collect();
-        let pipeline = self
-            .device
-            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(key.entry),
-                layout: None,
-                module: &module,
-                entry_point: Some(key.entry),
-                compilation_options: wgpu::PipelineCompilationOptions {
-                    constants: &constants,
-                    zero_initialize_workgroup_memory: false,
-                },
-                cache: None,
-            });
-        self.pipelines
+        let pipeline = self.scoped(OP, || {
+            let module = self.module(key.shader);
+            self.device
+                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(key.entry),
+                    layout: None,
+                    module: &module,
+                    entry_point: Some(key.entry),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants: &constants,
+                        zero_initialize_workgroup_memory: false,
+                    },
+                    cache: None,
+                })
+        })?;
+        // Another thread may have created the same pipeline meanwhile: everyone uses the first
+        // one, since bind groups made for one pipeline's automatic layout fit no other.
+        Ok(self
+            .pipelines
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(key.clone(), pipeline.clone());
-        pipeline
+            .entry(key.clone())
+            .or_insert(pipeline)
+            .clone())
+    }
+
+    fn module(&self, shader: &'static Shader) -> wgpu::ShaderModule {
+        let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+        modules
+            .entry(shader.name)
+            .or_insert_with(|| {
+                self.device
+                    .create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(shader.name),
+                        source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+                    })
+            })
+            .clone()
+    }
+
+    /// Runs `f` inside validation, internal and out-of-memory error scopes and returns the
+    /// first error they caught. Native wgpu reports these errors synchronously, so waiting for
+    /// the scopes does not block on the GPU.
+    fn scoped<T>(&self, op: &'static str, f: impl FnOnce() -> T) -> Result<T> {
+        let scopes = [
+            wgpu::ErrorFilter::OutOfMemory,
+            wgpu::ErrorFilter::Internal,
+            wgpu::ErrorFilter::Validation,
+        ]
+        .map(|filter| self.device.push_error_scope(filter));
+        let value = f();
+        let mut error = None;
+        for scope in scopes.into_iter().rev() {
+            error = error.or(pollster::block_on(scope.pop()));
+        }
+        match error {
+            None => Ok(value),
+            Some(e) => {
+                if matches!(e, wgpu::Error::Validation { .. }) {
+                    // A module that failed to compile stays invalid: do not reuse it.
+                    self.modules
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clear();
+                }
+                Err(Error::Gpu {
+                    op,
+                    msg: e.to_string(),
+                })
+            }
+        }
     }
 
     fn take_staging(&self, bytes: u64) -> wgpu::Buffer {

@@ -236,7 +236,7 @@ impl FoldedBn {
             &FOLD_WEIGHT,
             &bindings,
             self.weight_plan.elementwise,
-        );
+        )?;
         Ok(())
     }
 
@@ -264,7 +264,7 @@ impl FoldedBn {
             (9, args.dgamma),
         ];
         let grid = self.weight_plan.channel_groups;
-        gpu.dispatch(encoder, &FOLD_WEIGHT_BACKWARD, &bindings, grid);
+        gpu.dispatch(encoder, &FOLD_WEIGHT_BACKWARD, &bindings, grid)?;
         Ok(())
     }
 
@@ -284,7 +284,7 @@ impl FoldedBn {
         let uniform = Binding::whole(&self.act_plan.uniform);
         let partials = Binding::from(&self.partials);
         let bindings = [(0, uniform), (1, partials), (6, y_fp)];
-        gpu.dispatch(encoder, &STATS_PARTIALS, &bindings, self.act_plan.slices);
+        gpu.dispatch(encoder, &STATS_PARTIALS, &bindings, self.act_plan.slices)?;
         let bindings = [
             (0, uniform),
             (1, partials),
@@ -296,7 +296,7 @@ impl FoldedBn {
             (12, Binding::from(&self.shift)),
         ];
         let grid = self.act_plan.channel_threads;
-        gpu.dispatch(encoder, &STATS_FINALIZE, &bindings, grid);
+        gpu.dispatch(encoder, &STATS_FINALIZE, &bindings, grid)?;
         Ok(())
     }
 
@@ -318,7 +318,7 @@ impl FoldedBn {
             (12, Binding::from(&self.shift)),
         ];
         let grid = self.act_plan.channel_threads;
-        gpu.dispatch(encoder, &EVAL_AFFINE, &bindings, grid);
+        gpu.dispatch(encoder, &EVAL_AFFINE, &bindings, grid)?;
         Ok(())
     }
 
@@ -339,7 +339,7 @@ impl FoldedBn {
             (10, Binding::from(&self.stats)),
         ];
         let grid = self.act_plan.channel_threads;
-        gpu.dispatch(encoder, &UPDATE_RUNNING, &bindings, grid);
+        gpu.dispatch(encoder, &UPDATE_RUNNING, &bindings, grid)?;
         Ok(())
     }
 
@@ -371,7 +371,7 @@ impl FoldedBn {
             (13, args.sum_g),
             (14, args.sum_gy),
         ];
-        gpu.dispatch(encoder, &BACKWARD, &bindings, self.act_plan.elementwise);
+        gpu.dispatch(encoder, &BACKWARD, &bindings, self.act_plan.elementwise)?;
         Ok(())
     }
 }

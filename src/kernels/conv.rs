@@ -347,6 +347,6 @@ pub fn conv2d_backward_weight(
         (1, scratch.binding()),
         (3, dw.binding()),
     ];
-    gpu.dispatch(encoder, &SUM_SPLITS, &bindings, grid);
+    gpu.dispatch(encoder, &SUM_SPLITS, &bindings, grid)?;
     Ok(())
 }

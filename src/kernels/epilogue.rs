@@ -197,7 +197,7 @@ impl Epilogue {
                 &FORWARD_QUANT
             }
         };
-        gpu.dispatch(encoder, key, &bindings, self.plan.elementwise);
+        gpu.dispatch(encoder, key, &bindings, self.plan.elementwise)?;
         Ok(())
     }
 
@@ -223,7 +223,7 @@ impl Epilogue {
             (9, args.da),
             (10, args.dy),
         ];
-        gpu.dispatch(encoder, &BACKWARD_PARTIALS, &bindings, self.plan.slices);
+        gpu.dispatch(encoder, &BACKWARD_PARTIALS, &bindings, self.plan.slices)?;
         let bindings = [
             (0, uniform),
             (1, partials),
@@ -235,7 +235,7 @@ impl Epilogue {
             &BACKWARD_SUMS,
             &bindings,
             self.plan.channel_threads,
-        );
+        )?;
         Ok(())
     }
 }

@@ -482,7 +482,7 @@ pub(crate) fn launch_tiles(
     if vec_b {
         bindings.push((5, b));
     }
-    gpu.dispatch(encoder, key, &bindings, grid);
+    gpu.dispatch(encoder, key, &bindings, grid)?;
     Ok(())
 }
 

@@ -187,7 +187,7 @@ impl SoftmaxCrossEntropy {
             (3, dlogits),
             (4, Binding::from(metrics.tensor())),
         ];
-        gpu.dispatch(encoder, &FORWARD, &bindings, [1, 1, 1]);
+        gpu.dispatch(encoder, &FORWARD, &bindings, [1, 1, 1])?;
         Ok(())
     }
 }

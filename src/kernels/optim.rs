@@ -274,7 +274,7 @@ impl AdamGroup {
             (3, Binding::from(&self.m)),
             (4, Binding::from(&self.v)),
         ];
-        gpu.dispatch(encoder, &ADAM, &bindings, self.grid);
+        gpu.dispatch(encoder, &ADAM, &bindings, self.grid)?;
         self.steps = t;
         Ok(())
     }

@@ -123,7 +123,7 @@ impl MaxPool2x2 {
             (2, y),
             (3, argmax),
         ];
-        gpu.dispatch(encoder, &FORWARD, &bindings, self.forward_grid);
+        gpu.dispatch(encoder, &FORWARD, &bindings, self.forward_grid)?;
         Ok(())
     }
 
@@ -148,7 +148,7 @@ impl MaxPool2x2 {
             (5, dy),
             (6, dx),
         ];
-        gpu.dispatch(encoder, &BACKWARD, &bindings, self.backward_grid);
+        gpu.dispatch(encoder, &BACKWARD, &bindings, self.backward_grid)?;
         Ok(())
     }
 }

@@ -124,7 +124,7 @@ pub struct QuantBuffers<'a> {
 }
 
 /// Records gate sampling.
-pub fn sample_gates(gpu: &Gpu, encoder: &mut wgpu::CommandEncoder, b: &QuantBuffers) {
+pub fn sample_gates(gpu: &Gpu, encoder: &mut wgpu::CommandEncoder, b: &QuantBuffers) -> Result<()> {
     let bindings = [
         (0, b.params),
         (1, b.step),
@@ -132,7 +132,7 @@ pub fn sample_gates(gpu: &Gpu, encoder: &mut wgpu::CommandEncoder, b: &QuantBuff
         (4, b.gates),
         (5, b.gate_dlogit),
     ];
-    gpu.dispatch(encoder, &SAMPLE_GATES, &bindings, [1, 1, 1]);
+    gpu.dispatch(encoder, &SAMPLE_GATES, &bindings, [1, 1, 1])
 }
 
 /// Records `y = z2 · Q(x)` over `len` elements.
@@ -146,7 +146,7 @@ pub fn forward(
 ) -> Result<()> {
     let grid = gpu.grid("quantizer forward", len.div_ceil(SLICE_LEN))?;
     let bindings = [(0, b.params), (2, b.x_max), (4, b.gates), (6, x), (7, y)];
-    gpu.dispatch(encoder, &FORWARD, &bindings, grid);
+    gpu.dispatch(encoder, &FORWARD, &bindings, grid)?;
     Ok(())
 }
 
@@ -171,7 +171,7 @@ pub fn backward(
         (8, dy),
         (9, b.partials),
     ];
-    gpu.dispatch(encoder, &BACKWARD_PARTIALS, &bindings, grid);
+    gpu.dispatch(encoder, &BACKWARD_PARTIALS, &bindings, grid)?;
     let bindings = [
         (0, b.params),
         (1, b.step),
@@ -182,6 +182,6 @@ pub fn backward(
         (11, b.logit_grad),
         (12, b.reg_value),
     ];
-    gpu.dispatch(encoder, &BACKWARD_FINALIZE, &bindings, [1, 1, 1]);
+    gpu.dispatch(encoder, &BACKWARD_FINALIZE, &bindings, [1, 1, 1])?;
     Ok(())
 }

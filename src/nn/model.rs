@@ -384,7 +384,7 @@ impl Model {
             dy_fp: gpu.zeros("dy_fp", &[scratch])?,
             dlogits: gpu.zeros("dlogits", &[max_batch * arch.classes])?,
         };
-        Ok(Self {
+        let mut model = Self {
             variant: Variant::best(gpu),
             arch,
             max_batch,
@@ -399,7 +399,9 @@ impl Model {
             last_train_batch: None,
             step_state: StepState::new(gpu),
             metrics: Metrics::new(gpu)?,
-        })
+        };
+        model.prepare(gpu)?;
+        Ok(model)
     }
 
     /// The architecture.
@@ -410,6 +412,21 @@ impl Model {
     /// Largest batch the model was allocated for.
     pub fn max_batch(&self) -> usize {
         self.max_batch
+    }
+
+    /// Creates every pipeline and bind group a full batch's training step and evaluation use,
+    /// by running their recording through [`Gpu::preparing`] (which records no commands), so the
+    /// first step does not stall on shader compilation. The step constants are queued only by
+    /// [`Model::train_step`] and [`Model::eval_batch`], so preparing changes no device state.
+    fn prepare(&mut self, gpu: &Gpu) -> Result<()> {
+        let n = self.max_batch;
+        self.plan(gpu, n)?;
+        let dry = gpu.preparing();
+        let mut enc = dry.encoder("prepare (records nothing)");
+        self.record_forward(&dry, &mut enc, n, true)?;
+        self.record_backward(&dry, &mut enc, n)?;
+        self.record_forward(&dry, &mut enc, n, false)?;
+        dry.prepare([&crate::kernels::optim::ADAM])
     }
 
     fn plan(&mut self, gpu: &Gpu, n: usize) -> Result<()> {
@@ -585,12 +602,12 @@ impl Model {
     ) -> Result<()> {
         let plan = &self.plans[&n];
         for w in self.weights.iter().flatten() {
-            w.quantizer.sample_gates(gpu, enc, &self.step_state);
+            w.quantizer.sample_gates(gpu, enc, &self.step_state)?;
         }
         for l in &plan.layers {
             if let PlanLayer::Weighted(p) = l {
                 if let Some((q, _)) = &p.act_quant {
-                    q.sample_gates(gpu, enc, &self.step_state);
+                    q.sample_gates(gpu, enc, &self.step_state)?;
                 }
             }
         }

@@ -260,8 +260,13 @@ impl Quantizer {
     }
 
     /// Records gate sampling for this step (hard-concrete in training, thresholds in eval).
-    pub fn sample_gates(&self, gpu: &Gpu, encoder: &mut wgpu::CommandEncoder, step: &StepState) {
-        kernel::sample_gates(gpu, encoder, &self.buffers(step));
+    pub fn sample_gates(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        step: &StepState,
+    ) -> Result<()> {
+        kernel::sample_gates(gpu, encoder, &self.buffers(step))
     }
 
     /// Records `y = z2 · Q(x)` with the current gates.

@@ -1,0 +1,108 @@
+//! Pipeline creation on devices the application owns: what a kernel needs of the device is
+//! checked first, and a failure is a typed error, never a call of wgpu's uncaptured-error
+//! handler (which panics by default on a device the library did not create).
+
+use bayesian_bits::gpu::{Gpu, PipelineKey, Shader};
+use bayesian_bits::kernels::{self, gemm};
+use bayesian_bits::Error;
+
+/// A device with only the given features and a storage-buffer budget per stage, wrapped as an
+/// application would wrap its own (wgpu's default error handler, which panics).
+fn app_gpu(features: wgpu::Features, storage_buffers: u32) -> Gpu {
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter =
+        pollster::block_on(instance.request_adapter(&Default::default())).expect("a wgpu adapter");
+    let limits = wgpu::Limits {
+        max_storage_buffers_per_shader_stage: storage_buffers,
+        ..adapter.limits()
+    };
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        label: Some("application device"),
+        required_features: features,
+        required_limits: limits,
+        ..Default::default()
+    }))
+    .expect("a device");
+    Gpu::from_device(device, queue)
+}
+
+#[test]
+fn a_missing_feature_is_a_typed_error_naming_it() {
+    let gpu = app_gpu(wgpu::Features::empty(), 8);
+    let key = &gemm::SUBGROUP_GEMM[0];
+    assert!(key.shader.requires.contains(wgpu::Features::SUBGROUP));
+    match gpu.pipeline(key) {
+        Err(Error::MissingFeature { what, features, .. }) => {
+            assert!(what.contains(key.entry), "{what}");
+            assert!(features.contains("SUBGROUP"), "{features}");
+        }
+        other => panic!("expected MissingFeature, got {other:?}"),
+    }
+    // The portable variant of the same kernel is created.
+    gpu.pipeline(&gemm::PORTABLE_GEMM[0]).unwrap();
+}
+
+#[test]
+fn too_many_storage_buffers_is_a_typed_error_naming_the_limit() {
+    let limit = 4;
+    let gpu = app_gpu(wgpu::Features::empty(), limit);
+    // The layer kernels (the tile engines' pipelines take seconds each to compile on a CPU
+    // adapter and bind few buffers).
+    let portable: Vec<&PipelineKey> = kernels::pipelines()
+        .into_iter()
+        .filter(|k| k.shader.requires.is_empty() && k.entry != "tiles")
+        .collect();
+    let mut refused = 0;
+    for key in portable {
+        match gpu.pipeline(key) {
+            Ok(_) => {}
+            Err(Error::Limit {
+                what,
+                value,
+                limit: l,
+                ..
+            }) => {
+                assert_eq!(what, "storage buffers per shader stage");
+                assert!(value > u64::from(limit), "{}: {value}", key.entry);
+                assert_eq!(l, u64::from(limit));
+                refused += 1;
+            }
+            Err(e) => panic!("{}::{}: {e}", key.shader.name, key.entry),
+        }
+    }
+    assert!(
+        refused > 0,
+        "some kernels bind more than {limit} storage buffers"
+    );
+}
+
+static BAD_WORKGROUP: Shader = Shader {
+    name: "bad_workgroup",
+    source: "override WG: u32 = 64u;\n@compute @workgroup_size(WG) fn main() {}\n",
+    requires: wgpu::Features::empty(),
+};
+
+#[test]
+fn a_pipeline_the_device_rejects_is_an_error_not_a_panic() {
+    let gpu = app_gpu(wgpu::Features::empty(), 8);
+    let good = PipelineKey {
+        shader: &BAD_WORKGROUP,
+        entry: "main",
+        constants: &[("WG", 64)],
+    };
+    gpu.pipeline(&good).unwrap();
+    let bad = PipelineKey {
+        constants: &[("WG", 0)],
+        ..good.clone()
+    };
+    match gpu.pipeline(&bad) {
+        Err(Error::Gpu { op, msg }) => assert_eq!(op, "Gpu::pipeline", "{msg}"),
+        other => panic!("expected a GPU error, got {other:?}"),
+    }
+    let missing = PipelineKey {
+        entry: "absent",
+        ..good
+    };
+    assert!(matches!(gpu.pipeline(&missing), Err(Error::Gpu { .. })));
+}
