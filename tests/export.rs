@@ -5,13 +5,13 @@
 mod common;
 
 use bayesian_bits::export::{
-    self, infer_cpu, predictions, ExportError, ExportOptions, ExportedModel, IntPlan, PruneMode,
-    SizeTable,
+    self, infer_cpu, predictions, Codes, ExportError, ExportOptions, ExportedModel, IntPlan,
+    PruneMode, SizeTable,
 };
 use bayesian_bits::kernels::int_infer::IntEngine;
 use bayesian_bits::nn::{Arch, Model};
 use bayesian_bits::reference::model::{self as reference, InitConfig, Mode, Params, StepKey};
-use bayesian_bits::reference::quant::gate_noise;
+use bayesian_bits::reference::quant::{self, gate_noise};
 use common::{gpu, uniform};
 use std::path::Path;
 
@@ -125,6 +125,30 @@ fn lenet_export_integer_inference() {
             removed += m.pruning.removed.len();
         }
         assert!(removed > 0, "some channels were pruned and removed");
+        // The first layer keeps its whole input: scale · code must be the fake-quantized weight
+        // the float evaluation uses (up to the rounding of one product vs. the nested sum).
+        let first = &model.layers[0];
+        let m = model.layer_manifest(&first.name).unwrap();
+        let prefix = "features.0.weight_quantizer.quantizer";
+        let chain = ["gamma_4", "gamma_8", "gamma_16", "gamma_32"]
+            .map(|g| params[&format!("{prefix}.{g}")][0]);
+        let gates = quant::gates(chain, &[], false, |_| 0.5).chain;
+        let w = &params["features.0.weight"];
+        let fq = quant::quantize(w, m.weight.x_max, m.weight.signed, gates, None);
+        let Codes::Int(codes) = &first.weight else {
+            panic!("features.0 has integer codes")
+        };
+        let per_row = 25;
+        for (r, &o) in first.kept.iter().enumerate() {
+            for i in 0..per_row {
+                let want = fq[o as usize * per_row + i];
+                let got = m.weight.scale * codes[r * per_row + i] as f32;
+                assert!(
+                    (got - want).abs() <= 2.0 * f32::EPSILON * want.abs(),
+                    "features.0 weight [{o}, {i}]: scale·code {got}, fake-quant {want}"
+                );
+            }
+        }
         let table = SizeTable::new(&model, bytes.len() as u64);
         assert!(table.file_bytes < table.fp32_bytes, "{}", table.format());
 
