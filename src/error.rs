@@ -96,4 +96,7 @@ pub enum Error {
     /// A training report or metrics log could not be written or read.
     #[error(transparent)]
     Report(#[from] crate::train::report::ReportError),
+    /// A model could not be exported, or an export file could not be read or run.
+    #[error(transparent)]
+    Export(#[from] crate::export::ExportError),
 }

@@ -10,11 +10,13 @@
 //! * [`quant`]: the Bayesian Bits quantizer state, gates, regulariser and bit-width readout.
 //! * [`reference`](mod@reference): the plain-Rust CPU mirror of every kernel, the test oracle.
 //! * [`data`]: dataset loaders in their official formats.
+//! * [`export`]: the trained model at its learned bit widths, and integer inference of it.
 
 #![warn(missing_docs)]
 
 pub mod data;
 pub mod error;
+pub mod export;
 pub mod gpu;
 pub mod kernels;
 pub mod nn;

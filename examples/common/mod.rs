@@ -45,8 +45,16 @@ enum Command {
     /// Evaluate a checkpoint: test accuracy, per-layer bits and relative BOPs.
     Evaluate {
         /// A checkpoint written by this project or exported from the official code.
+        #[arg(long, required_unless_present = "export")]
+        checkpoint: Option<PathBuf>,
+        /// Run an export (written by the `export` subcommand) with integer inference instead;
+        /// with --checkpoint as well, also count how often its predictions agree with the
+        /// checkpoint's fake-quantized float evaluation.
         #[arg(long)]
-        checkpoint: PathBuf,
+        export: Option<PathBuf>,
+        /// Evaluate on the first N test images only.
+        #[arg(long)]
+        images: Option<usize>,
         /// Dataset directory.
         #[arg(long, default_value = "data")]
         data: PathBuf,
@@ -56,6 +64,19 @@ enum Command {
         /// Adapter name substring (as WGPU_ADAPTER_NAME).
         #[arg(long)]
         adapter: Option<String>,
+    },
+    /// Export a checkpoint at its learned bit widths with pruned channels removed (one
+    /// safetensors file); prints the size table and writes it to export.json next to OUT.
+    Export {
+        /// The checkpoint to export.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Output file, e.g. model.bb.safetensors.
+        #[arg(long)]
+        out: PathBuf,
+        /// Remove every pruned channel, even where zero padding makes that inexact.
+        #[arg(long)]
+        remove_all_pruned: bool,
     },
 }
 
@@ -160,10 +181,32 @@ pub fn main(exp: Experiment) -> Result<(), Box<dyn Error>> {
     match cli.command {
         Some(Command::Evaluate {
             checkpoint,
+            export: Some(file),
+            images,
+            data,
+            adapter,
+            ..
+        }) => evaluate_export(&exp, &file, checkpoint.as_deref(), &data, images, &adapter),
+        Some(Command::Evaluate {
+            checkpoint,
             data,
             json,
             adapter,
-        }) => evaluate(&exp, &checkpoint, &data, json, &adapter),
+            ..
+        }) => evaluate(
+            &exp,
+            checkpoint
+                .as_deref()
+                .ok_or("--checkpoint or --export is required")?,
+            &data,
+            json,
+            &adapter,
+        ),
+        Some(Command::Export {
+            checkpoint,
+            out,
+            remove_all_pruned,
+        }) => export(&exp, &checkpoint, &out, remove_all_pruned),
         None => train(&exp, &cli.train),
     }
 }
@@ -293,6 +336,114 @@ fn evaluate(
         println!("{}", report.to_json());
     } else {
         print!("{}", report.table());
+    }
+    Ok(())
+}
+
+fn export(
+    exp: &Experiment,
+    checkpoint: &Path,
+    out: &Path,
+    remove_all_pruned: bool,
+) -> Result<(), Box<dyn Error>> {
+    use bayesian_bits::export::{self as bb_export, ExportOptions, PruneMode, SizeTable};
+    let ckpt = Checkpoint::load(checkpoint)?;
+    ckpt.validate_against(&exp.arch)?;
+    let options = ExportOptions {
+        prune: if remove_all_pruned {
+            PruneMode::All
+        } else {
+            PruneMode::Exact
+        },
+        note: format!(
+            "from checkpoint {}",
+            checkpoint.file_name().unwrap_or_default().to_string_lossy()
+        ),
+    };
+    let model = bb_export::export(&exp.arch, &bb_export::params_of(&ckpt), &options)?;
+    let bytes = model.save(out)?;
+    let table = SizeTable::new(&model, bytes);
+    print!("{}", table.format());
+    let json = out.with_file_name("export.json");
+    std::fs::write(&json, table.to_json())?;
+    println!("wrote {} and {}", out.display(), json.display());
+    Ok(())
+}
+
+fn evaluate_export(
+    exp: &Experiment,
+    file: &Path,
+    checkpoint: Option<&Path>,
+    data: &Path,
+    images: Option<usize>,
+    adapter: &Option<String>,
+) -> Result<(), Box<dyn Error>> {
+    use bayesian_bits::export::{predictions, ExportedModel, IntPlan, SizeTable};
+    use bayesian_bits::kernels::int_infer::IntEngine;
+    let gpu = gpu(adapter)?;
+    let model = ExportedModel::load(file)?;
+    let plan = IntPlan::new(&model)?;
+    let batch = 128;
+    let engine = IntEngine::new(&gpu, &plan, batch)?;
+    let mut fake_quant = match checkpoint {
+        Some(c) => {
+            let ckpt = Checkpoint::load(c)?;
+            ckpt.validate_against(&exp.arch)?;
+            let params = bayesian_bits::export::params_of(&ckpt);
+            Some(Model::new(&gpu, exp.arch.clone(), batch, &params)?)
+        }
+        None => None,
+    };
+    let test_set = load(exp, data, true, &[Split::Test])?
+        .pop()
+        .expect("test split");
+    let test_set = match images {
+        Some(n) => Arc::new(test_set.head(n)?),
+        None => test_set,
+    };
+    let classes = plan.classes;
+    let (mut total, mut correct, mut correct_fq, mut agree) = (0, 0, 0, 0);
+    let (mut seconds, mut seconds_fq) = (0.0, 0.0);
+    for b in data::Batcher::eval(test_set, batch)? {
+        let start = std::time::Instant::now();
+        let logits = engine.infer(&gpu, &b.images, b.n)?;
+        seconds += start.elapsed().as_secs_f64();
+        let p = predictions(&logits, classes);
+        correct += p
+            .iter()
+            .zip(&b.labels)
+            .filter(|(a, l)| **a == **l as usize)
+            .count();
+        if let Some(m) = fake_quant.as_mut() {
+            let start = std::time::Instant::now();
+            m.eval_batch(&gpu, &b.images, &b.labels)?;
+            let fq = predictions(&gpu.read(&m.logits(b.n)?)?, classes);
+            seconds_fq += start.elapsed().as_secs_f64();
+            agree += p.iter().zip(&fq).filter(|(a, f)| a == f).count();
+            correct_fq += fq
+                .iter()
+                .zip(&b.labels)
+                .filter(|(a, l)| **a == **l as usize)
+                .count();
+        }
+        total += b.n;
+    }
+    let size = std::fs::metadata(file)?.len();
+    print!("{}", SizeTable::new(&model, size).format());
+    println!(
+        "integer inference ({}): test accuracy {:.2} % on {total} images, {:.0} images/s",
+        gpu.adapter_name(),
+        100.0 * correct as f64 / total.max(1) as f64,
+        total as f64 / seconds.max(1e-9)
+    );
+    if fake_quant.is_some() {
+        println!(
+            "fake-quantized float evaluation of the checkpoint: test accuracy {:.2} %, {:.0} images/s; \
+             predictions agree on {agree}/{total} images ({:.3} %)",
+            100.0 * correct_fq as f64 / total.max(1) as f64,
+            total as f64 / seconds_fq.max(1e-9),
+            100.0 * agree as f64 / total.max(1) as f64
+        );
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ pub mod channels;
 pub mod conv;
 pub mod epilogue;
 pub mod gemm;
+pub mod int_infer;
 pub mod loss;
 pub mod optim;
 pub mod pool;
@@ -36,5 +37,6 @@ pub fn pipelines() -> Vec<&'static PipelineKey> {
     keys.extend(optim::PIPELINES);
     keys.extend(bn::PIPELINES);
     keys.extend(epilogue::PIPELINES);
+    keys.extend(int_infer::PIPELINES);
     keys
 }

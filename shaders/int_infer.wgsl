@@ -1,0 +1,319 @@
+// Integer inference of an exported Bayesian Bits model, mirroring src/export/infer.rs bit for
+// bit. Activations are NHWC with channels padded to 4: packed u8 codes (4 per u32) or f32.
+// One invocation computes 4 output channels of one output pixel.
+//
+// Integer path: acc = sum over the window of dot4I8Packed(w, a ^ 0x80808080) + 128 * sum(w),
+// i.e. sum w*a with unsigned activations a (a ^ 0x80 = a - 128 as i8), exact in i32. Weight rows
+// are packed at 2, 4 or 8 bits (4 lanes of one window position and channel group are 4*wbits
+// consecutive bits of a row); 2- and 4-bit codes are sign-extended into 8-bit lanes here.
+// Float path: f32 sum, in window order, of products of operands split into 12-bit halves
+// (exact products, so fused and unfused multiply-adds agree).
+
+requires packed_4x8_integer_dot_product;
+
+struct Params {
+    n: u32,
+    h: u32,
+    w: u32,
+    cin4: u32,
+    k: u32,
+    pad: u32,
+    oh: u32,
+    ow: u32,
+    cout: u32,
+    cout4: u32,
+    row_words: u32,
+    wbits: u32,
+    // 0: code clamp(rne(t*m), 0, max_code); 1: real clamp(t*m, 0, hi); 2: logits t*m.
+    out_mode: u32,
+    max_code: u32,
+    total: u32,
+    _pad0: u32,
+    m: f32,
+    hi: f32,
+    flush_below: f32,
+    _pad1: u32,
+}
+
+const WG: u32 = 64u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x_packed: array<u32>;
+@group(0) @binding(2) var<storage, read> x_f32: array<f32>;
+@group(0) @binding(3) var<storage, read> w_packed: array<u32>;
+@group(0) @binding(4) var<storage, read> w_f32: array<f32>;
+@group(0) @binding(5) var<storage, read> bias: array<f32>;
+@group(0) @binding(6) var<storage, read> wsum: array<i32>;
+@group(0) @binding(7) var<storage, read_write> y_packed: array<u32>;
+@group(0) @binding(8) var<storage, read_write> y_f32: array<f32>;
+
+struct Pixel {
+    valid: bool,
+    n: u32,
+    oy: u32,
+    ox: u32,
+    o4: u32,
+    index: u32,
+}
+
+fn pixel(wg: vec3<u32>, nwg: vec3<u32>, t: u32) -> Pixel {
+    let index = (wg.x + wg.y * nwg.x) * WG + t;
+    var px: Pixel;
+    px.valid = index < p.total;
+    px.index = index;
+    px.o4 = index % p.cout4;
+    let pix = index / p.cout4;
+    px.ox = pix % p.ow;
+    px.oy = (pix / p.ow) % p.oh;
+    px.n = pix / (p.ow * p.oh);
+    return px;
+}
+
+// Input word index of window position (ky, kx), or -1 where the window reads padding.
+fn input_base(px: Pixel, ky: u32, kx: u32) -> i32 {
+    let iy = i32(px.oy + ky) - i32(p.pad);
+    let ix = i32(px.ox + kx) - i32(p.pad);
+    if iy < 0 || ix < 0 || iy >= i32(p.h) || ix >= i32(p.w) {
+        return -1;
+    }
+    return ((i32(px.n) * i32(p.h) + iy) * i32(p.w) + ix) * i32(p.cin4);
+}
+
+// Four i8 lanes of weight group g (window position * cin4 + channel group) of row o.
+fn weight_lanes(o: u32, g: u32) -> u32 {
+    if p.wbits == 8u {
+        return w_packed[o * p.row_words + g];
+    }
+    let bit = g * 4u * p.wbits;
+    let word = bitcast<i32>(w_packed[o * p.row_words + bit / 32u]);
+    let s = bit % 32u;
+    let b = p.wbits;
+    return pack4xI8(vec4<i32>(
+        extractBits(word, s, b),
+        extractBits(word, s + b, b),
+        extractBits(word, s + 2u * b, b),
+        extractBits(word, s + 3u * b, b),
+    ));
+}
+
+fn acc_int(px: Pixel) -> vec4<f32> {
+    var acc = vec4<i32>(0);
+    for (var ky = 0u; ky < p.k; ky++) {
+        for (var kx = 0u; kx < p.k; kx++) {
+            let base = input_base(px, ky, kx);
+            for (var c4 = 0u; c4 < p.cin4; c4++) {
+                var a = 0u;
+                if base >= 0 {
+                    a = x_packed[u32(base) + c4];
+                }
+                // Padding reads code 0 as well, so the 128 * sum(w) correction covers every lane.
+                a = a ^ 0x80808080u;
+                let g = (ky * p.k + kx) * p.cin4 + c4;
+                for (var j = 0u; j < 4u; j++) {
+                    let o = px.o4 * 4u + j;
+                    if o < p.cout {
+                        acc[j] += dot4I8Packed(weight_lanes(o, g), a);
+                    }
+                }
+            }
+        }
+    }
+    var out = vec4<f32>(0.0);
+    for (var j = 0u; j < 4u; j++) {
+        let o = px.o4 * 4u + j;
+        if o < p.cout {
+            out[j] = f32(acc[j] + 128 * wsum[o]);
+        }
+    }
+    return out;
+}
+
+fn hi12(x: f32) -> f32 {
+    return bitcast<f32>(bitcast<u32>(x) & 0xFFFFF000u);
+}
+
+fn mac_split(acc: f32, w: f32, x: f32) -> f32 {
+    let wh = hi12(w);
+    let wl = w - wh;
+    let xh = hi12(x);
+    let xl = x - xh;
+    var a = acc + wh * xh;
+    a += wh * xl;
+    a += wl * xh;
+    return a + wl * xl;
+}
+
+// Adds window lanes lane0..lane0+3 (input values xv) to the 4 output channels' sums.
+fn float_lanes(px: Pixel, acc_in: vec4<f32>, lane0: u32, xv: vec4<f32>) -> vec4<f32> {
+    var acc = acc_in;
+    let row = p.k * p.k * p.cin4 * 4u;
+    for (var j = 0u; j < 4u; j++) {
+        let o = px.o4 * 4u + j;
+        if o < p.cout {
+            let wb = o * row + lane0;
+            var a = acc[j];
+            for (var l = 0u; l < 4u; l++) {
+                a = mac_split(a, w_f32[wb + l], xv[l]);
+            }
+            acc[j] = a;
+        }
+    }
+    return acc;
+}
+
+// Each entry point reads only its own input binding (automatic layouts list what is used).
+fn acc_float_packed(px: Pixel) -> vec4<f32> {
+    var acc = vec4<f32>(0.0);
+    for (var ky = 0u; ky < p.k; ky++) {
+        for (var kx = 0u; kx < p.k; kx++) {
+            let base = input_base(px, ky, kx);
+            if base < 0 {
+                continue;
+            }
+            for (var c4 = 0u; c4 < p.cin4; c4++) {
+                let xv = vec4<f32>(unpack4xU8(x_packed[u32(base) + c4]));
+                acc = float_lanes(px, acc, ((ky * p.k + kx) * p.cin4 + c4) * 4u, xv);
+            }
+        }
+    }
+    return acc;
+}
+
+fn acc_float_f32(px: Pixel) -> vec4<f32> {
+    var acc = vec4<f32>(0.0);
+    for (var ky = 0u; ky < p.k; ky++) {
+        for (var kx = 0u; kx < p.k; kx++) {
+            let base = input_base(px, ky, kx);
+            if base < 0 {
+                continue;
+            }
+            for (var c4 = 0u; c4 < p.cin4; c4++) {
+                let i = 4u * (u32(base) + c4);
+                let xv = vec4<f32>(x_f32[i], x_f32[i + 1u], x_f32[i + 2u], x_f32[i + 3u]);
+                acc = float_lanes(px, acc, ((ky * p.k + kx) * p.cin4 + c4) * 4u, xv);
+            }
+        }
+    }
+    return acc;
+}
+
+fn finish(px: Pixel, acc: vec4<f32>) -> vec4<f32> {
+    var out = vec4<f32>(0.0);
+    for (var j = 0u; j < 4u; j++) {
+        let o = px.o4 * 4u + j;
+        if o < p.cout {
+            let y = (acc[j] + bias[o]) * p.m;
+            // Non-positive (and -0) results become +0 explicitly: min/max of signed zeros is
+            // implementation-defined.
+            if p.out_mode == 0u {
+                let r = round(y);
+                out[j] = select(0.0, min(r, f32(p.max_code)), r > 0.0);
+            } else if p.out_mode == 1u {
+                let v = min(y, p.hi);
+                out[j] = select(0.0, v, v >= p.flush_below);
+            } else {
+                out[j] = y;
+            }
+        }
+    }
+    return out;
+}
+
+fn store_packed(px: Pixel, v: vec4<f32>) {
+    y_packed[px.index] = pack4xU8(vec4<u32>(v));
+}
+
+fn store_f32(px: Pixel, v: vec4<f32>) {
+    let i = 4u * px.index;
+    y_f32[i] = v.x;
+    y_f32[i + 1u] = v.y;
+    y_f32[i + 2u] = v.z;
+    y_f32[i + 3u] = v.w;
+}
+
+@compute @workgroup_size(64)
+fn int_to_packed(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let px = pixel(wg, nwg, t);
+    if px.valid {
+        store_packed(px, finish(px, acc_int(px)));
+    }
+}
+
+@compute @workgroup_size(64)
+fn int_to_f32(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let px = pixel(wg, nwg, t);
+    if px.valid {
+        store_f32(px, finish(px, acc_int(px)));
+    }
+}
+
+@compute @workgroup_size(64)
+fn float_packed_to_packed(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let px = pixel(wg, nwg, t);
+    if px.valid {
+        store_packed(px, finish(px, acc_float_packed(px)));
+    }
+}
+
+@compute @workgroup_size(64)
+fn float_packed_to_f32(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let px = pixel(wg, nwg, t);
+    if px.valid {
+        store_f32(px, finish(px, acc_float_packed(px)));
+    }
+}
+
+@compute @workgroup_size(64)
+fn float_f32_to_packed(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let px = pixel(wg, nwg, t);
+    if px.valid {
+        store_packed(px, finish(px, acc_float_f32(px)));
+    }
+}
+
+@compute @workgroup_size(64)
+fn float_f32_to_f32(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let px = pixel(wg, nwg, t);
+    if px.valid {
+        store_f32(px, finish(px, acc_float_f32(px)));
+    }
+}
+
+// 2x2 max-pool over NHWC; p.h, p.w: input size, p.oh, p.ow: output, p.cin4: words (packed) or
+// vec4s (f32) per pixel, p.total = n * oh * ow * cin4.
+fn pool_source(index: u32) -> u32 {
+    let c4 = index % p.cin4;
+    let pix = index / p.cin4;
+    let ox = pix % p.ow;
+    let oy = (pix / p.ow) % p.oh;
+    let n = pix / (p.ow * p.oh);
+    return ((n * p.h + 2u * oy) * p.w + 2u * ox) * p.cin4 + c4;
+}
+
+@compute @workgroup_size(64)
+fn pool_packed(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let index = (wg.x + wg.y * nwg.x) * WG + t;
+    if index >= p.total {
+        return;
+    }
+    let s = pool_source(index);
+    let row = p.w * p.cin4;
+    let m = max(max(unpack4xU8(x_packed[s]), unpack4xU8(x_packed[s + p.cin4])),
+                max(unpack4xU8(x_packed[s + row]), unpack4xU8(x_packed[s + row + p.cin4])));
+    y_packed[index] = pack4xU8(m);
+}
+
+@compute @workgroup_size(64)
+fn pool_f32(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let index = (wg.x + wg.y * nwg.x) * WG + t;
+    if index >= p.total {
+        return;
+    }
+    let s = pool_source(index);
+    let row = p.w * p.cin4;
+    for (var l = 0u; l < 4u; l++) {
+        let a = max(x_f32[4u * s + l], x_f32[4u * (s + p.cin4) + l]);
+        let b = max(x_f32[4u * (s + row) + l], x_f32[4u * (s + row + p.cin4) + l]);
+        y_f32[4u * index + l] = max(a, b);
+    }
+}

@@ -1,0 +1,476 @@
+//! [`export`]: a model's parameters → [`ExportedModel`] at the learned bit widths.
+
+use super::format::{
+    weight_dtype, ActQuant, Codes, ExportError, ExportedLayer, ExportedModel, LayerManifest,
+    Manifest, Pruning, WeightQuant, WeightedManifest, FORMAT_NAME, FORMAT_VERSION,
+};
+use super::pack;
+use crate::nn::{Arch, LayerKind, LayerSpec};
+use crate::quant::{relative_bops, LayerBops};
+use crate::reference::layers::{fold_bias, fold_weight, BnParams};
+use crate::reference::model::Params;
+use crate::reference::quant;
+use std::collections::BTreeSet;
+
+/// What to do with pruned channels.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PruneMode {
+    /// Remove a pruned channel only where that is exact; keep it (zero weights, bias only)
+    /// where its non-zero constant output feeds a zero-padded convolution.
+    #[default]
+    Exact,
+    /// Remove every pruned channel, folding its constant into the next layer's bias even
+    /// where padding makes that inexact at the borders (recorded as `removal_exact: false`).
+    All,
+}
+
+/// Options of [`export`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ExportOptions {
+    /// Pruned-channel handling.
+    pub prune: PruneMode,
+    /// Free text added to the manifest description (e.g. the checkpoint it came from).
+    pub note: String,
+}
+
+/// One quantizer read from the parameters, with test-time gates.
+struct QuantRead {
+    x_max: f32,
+    signed: bool,
+    chain: [f32; 4],
+    prune: Vec<f32>,
+    bits: u32,
+    stages: usize,
+}
+
+fn read_quantizer(params: &Params, prefix: &str, model: &str) -> Result<QuantRead, ExportError> {
+    let get = |leaf: &str| -> Result<&Vec<f32>, ExportError> {
+        params
+            .get(&format!("{prefix}.{leaf}"))
+            .ok_or_else(|| ExportError::Params {
+                model: model.to_string(),
+                msg: format!("missing {prefix}.{leaf}"),
+            })
+    };
+    let x_max = get("x_max")?[0];
+    if !(x_max.is_finite() && x_max > 0.0) {
+        return Err(ExportError::Params {
+            model: model.to_string(),
+            msg: format!("{prefix}.x_max is {x_max}; a range must be positive and finite"),
+        });
+    }
+    let signed = get("x_min")?[0] < 0.0;
+    let chain = ["gamma_4", "gamma_8", "gamma_16", "gamma_32"]
+        .map(|g| get(g).map(|v| v[0]))
+        .into_iter()
+        .collect::<Result<Vec<f32>, _>>()?;
+    let prune_logits = params
+        .get(&format!("{prefix}.gamma_2"))
+        .cloned()
+        .unwrap_or_default();
+    // Test-time gates: the crate's deterministic gate rule (spec §2.4) with the ≤ −2 break.
+    let g = quant::gates(
+        [chain[0], chain[1], chain[2], chain[3]],
+        &prune_logits,
+        false,
+        |_| 0.5,
+    );
+    let stages = quant::evaluated_stages(g.chain);
+    Ok(QuantRead {
+        x_max,
+        signed,
+        chain: g.chain,
+        prune: g.prune,
+        bits: quant::STAGE_BITS[stages - 1],
+        stages,
+    })
+}
+
+/// Everything about one weighted layer before channel selection.
+struct Prepared<'a> {
+    spec: &'a LayerSpec,
+    wq: QuantRead,
+    act: Option<QuantRead>,
+    /// Per element: integer code (≤ 16 bits) — or 0 at 32 bits.
+    codes: Vec<i64>,
+    /// Per element: the fake-quantized value the float evaluation multiplies (z2 not applied).
+    fq: Vec<f32>,
+    /// BN-folded bias (f64 so that folds accumulate without extra rounding).
+    bias: Vec<f64>,
+    codes_clamped: usize,
+}
+
+fn param<'a>(
+    params: &'a Params,
+    name: &str,
+    len: usize,
+    model: &str,
+) -> Result<&'a [f32], ExportError> {
+    match params.get(name) {
+        Some(v) if v.len() == len => Ok(v),
+        Some(v) => Err(ExportError::Params {
+            model: model.to_string(),
+            msg: format!("{name} has {} elements, expected {len}", v.len()),
+        }),
+        None => Err(ExportError::Params {
+            model: model.to_string(),
+            msg: format!("missing {name}"),
+        }),
+    }
+}
+
+fn prepare<'a>(
+    spec: &'a LayerSpec,
+    params: &Params,
+    model: &str,
+) -> Result<Prepared<'a>, ExportError> {
+    let name = spec.name;
+    let c_out = spec.out_channels();
+    let numel: usize = spec.weight_shape().iter().product();
+    let raw = param(params, &format!("{name}.weight"), numel, model)?;
+    let (w, bias): (Vec<f32>, Vec<f32>) = if spec.batch_norm {
+        let get = |t: &str| param(params, &format!("{name}.{t}"), c_out, model);
+        let (gamma, beta, mean, var) = (
+            get("gamma")?,
+            get("beta")?,
+            get("running_mean")?,
+            get("running_var")?,
+        );
+        let p = BnParams {
+            gamma,
+            beta,
+            running_mean: mean,
+            running_var: var,
+        };
+        (fold_weight(raw, gamma, var), fold_bias(&p))
+    } else if spec.bias {
+        (
+            raw.to_vec(),
+            param(params, &format!("{name}.bias"), c_out, model)?.to_vec(),
+        )
+    } else {
+        (raw.to_vec(), vec![0.0; c_out])
+    };
+    let wq = read_quantizer(params, &format!("{name}.weight_quantizer.quantizer"), model)?;
+    let act = if spec.relu_quant {
+        Some(read_quantizer(
+            params,
+            &format!("{name}.activation_quantizer.quantizer"),
+            model,
+        )?)
+    } else {
+        None
+    };
+    let (lo, hi) = if wq.bits < 32 {
+        pack::code_range(wq.bits, wq.signed)
+    } else {
+        (0, 0)
+    };
+    let mut codes = Vec::with_capacity(numel);
+    let mut fq = Vec::with_capacity(numel);
+    let mut codes_clamped = 0;
+    for &v in &w {
+        let d = quant::decompose(v, wq.x_max, wq.signed, wq.chain);
+        fq.push(quant::combine(d.parts, wq.chain));
+        if wq.bits < 32 {
+            // The code from the stage integers, never a re-rounding of y / s_b (spec §1.7).
+            let n = pack::code_from_stages(&d.k[..d.stages]);
+            if n < lo || n > hi {
+                codes_clamped += 1;
+            }
+            codes.push(n.clamp(lo, hi));
+        } else {
+            codes.push(0);
+        }
+    }
+    Ok(Prepared {
+        spec,
+        wq,
+        act,
+        codes,
+        fq,
+        bias: bias.into_iter().map(f64::from).collect(),
+        codes_clamped,
+    })
+}
+
+/// Exports `params` (official `state_dict` names, e.g. from a checkpoint) of `arch` with
+/// test-time gates: per conv/linear layer the weight codes at the learned bit width, the
+/// BN-folded bias, the kept output channels, and in the manifest every quantizer's bits,
+/// signedness, range and step (see the [module docs](super)).
+pub fn export(
+    arch: &Arch,
+    params: &Params,
+    options: &ExportOptions,
+) -> Result<ExportedModel, ExportError> {
+    let model = arch.name;
+    let positions: Vec<usize> = (0..arch.layers.len())
+        .filter(|&i| arch.layers[i].is_weighted())
+        .collect();
+    let mut prep = positions
+        .iter()
+        .map(|&i| prepare(&arch.layers[i], params, model))
+        .collect::<Result<Vec<_>, _>>()?;
+    let count = prep.len();
+
+    // Channel decisions, layer by layer.
+    let mut kept: Vec<Vec<usize>> = Vec::with_capacity(count);
+    let mut pruning: Vec<Pruning> = Vec::with_capacity(count);
+    // Per layer j: (input channel removed from layer j−1, its constant) to fold into j's bias.
+    let mut folds: Vec<Vec<(usize, f64)>> = vec![Vec::new(); count];
+    for j in 0..count {
+        let p = &prep[j];
+        let c_out = p.spec.out_channels();
+        let z2 = &p.wq.prune;
+        if !p.spec.prune || z2.is_empty() || j + 1 == count {
+            kept.push((0..c_out).collect());
+            pruning.push(Pruning {
+                removal_exact: true,
+                ..Pruning::default()
+            });
+            continue;
+        }
+        let next = prep[j + 1].spec;
+        let padded_next = matches!(next.kind, LayerKind::Conv { pad, .. } if pad > 0);
+        let act = p.act.as_ref();
+        let mut pr = Pruning {
+            removal_exact: true,
+            ..Pruning::default()
+        };
+        let mut live: BTreeSet<usize> = BTreeSet::new();
+        for (c, &z) in z2.iter().enumerate() {
+            if z > 0.0 {
+                live.insert(c);
+                continue;
+            }
+            pr.pruned.push(c);
+            // The constant the pruned channel emits: quantize(ReLU(bias)) (spec §5.2, P12).
+            let relu = (p.bias[c] as f32).max(0.0);
+            let constant = match act {
+                Some(a) => quant::quantize(&[relu], a.x_max, a.signed, a.chain, None)[0],
+                None => relu,
+            };
+            let exact = constant == 0.0 || !padded_next;
+            if exact || options.prune == PruneMode::All {
+                pr.removed.push(c);
+                if constant != 0.0 {
+                    pr.folded_into_next.push(c);
+                    folds[j + 1].push((c, f64::from(constant)));
+                }
+                pr.removal_exact &= exact;
+            } else {
+                pr.kept_for_exactness.push(c);
+            }
+        }
+        let mut k: BTreeSet<usize> = live;
+        k.extend(pr.kept_for_exactness.iter().copied());
+        if k.is_empty() {
+            // Every channel removed: keep the first as a constant channel so the next layer
+            // keeps a (constant) input.
+            let c = pr.removed.remove(0);
+            pr.folded_into_next.retain(|&x| x != c);
+            folds[j + 1].retain(|&(x, _)| x != c);
+            pr.kept_for_exactness.push(c);
+            k.insert(c);
+        }
+        kept.push(k.into_iter().collect());
+        pruning.push(pr);
+    }
+
+    // Fold removed channels' constants into the next layer's bias (before row selection).
+    for j in 1..count {
+        if folds[j].is_empty() {
+            continue;
+        }
+        let spec = prep[j].spec;
+        let c_out = spec.out_channels();
+        let row: usize = spec.fan_in();
+        let c_in_prev = prep[j - 1].spec.out_channels();
+        let per_channel = row / c_in_prev;
+        let z2 = prep[j].wq.prune.clone();
+        let fq = prep[j].fq.clone();
+        for o in 0..c_out {
+            if !z2.is_empty() && z2[o] == 0.0 {
+                continue; // Zero weights: nothing to fold.
+            }
+            let mut add = 0.0f64;
+            for &(c, v) in &folds[j] {
+                let base = o * row + c * per_channel;
+                add += fq[base..base + per_channel]
+                    .iter()
+                    .map(|&w| f64::from(w))
+                    .sum::<f64>()
+                    * v;
+            }
+            prep[j].bias[o] += add;
+        }
+    }
+
+    // Tensors and manifest.
+    let mut layers = Vec::with_capacity(count);
+    let mut manifests = Vec::with_capacity(arch.layers.len());
+    let mut bops = Vec::with_capacity(count);
+    let mut input_bits = 8;
+    let mut wi = 0;
+    for spec in &arch.layers {
+        let kind = match spec.kind {
+            LayerKind::Conv { .. } => "conv",
+            LayerKind::Linear { .. } => "linear",
+            LayerKind::MaxPool => "maxpool2x2",
+        };
+        if !spec.is_weighted() {
+            manifests.push(LayerManifest {
+                name: spec.name.to_string(),
+                kind: kind.to_string(),
+                input: spec.input,
+                output: spec.output,
+                weighted: None,
+            });
+            continue;
+        }
+        let p = &prep[wi];
+        let c_out = spec.out_channels();
+        let row = spec.fan_in();
+        // Input columns kept: all for the first layer, else the previous layer's kept channels
+        // (each spanning `per_channel` columns of the row).
+        let (in_cols, in_kept): (Vec<usize>, usize) = if wi == 0 {
+            ((0..row).collect(), spec.weight_shape()[1])
+        } else {
+            let per_channel = row / prep[wi - 1].spec.out_channels();
+            let cols = kept[wi - 1]
+                .iter()
+                .flat_map(|&c| c * per_channel..(c + 1) * per_channel)
+                .collect();
+            let columns_per_channel = match spec.kind {
+                LayerKind::Linear { .. } => per_channel,
+                _ => 1,
+            };
+            (cols, kept[wi - 1].len() * columns_per_channel)
+        };
+        let z2 = &p.wq.prune;
+        let rows = &kept[wi];
+        let zero_row = |o: usize| !z2.is_empty() && z2[o] == 0.0;
+        let weight = if p.wq.bits == 32 {
+            let mut v = Vec::with_capacity(rows.len() * in_cols.len());
+            for &o in rows {
+                for &c in &in_cols {
+                    v.push(if zero_row(o) { 0.0 } else { p.fq[o * row + c] });
+                }
+            }
+            Codes::Float(v)
+        } else {
+            let mut v = Vec::with_capacity(rows.len() * in_cols.len());
+            for &o in rows {
+                for &c in &in_cols {
+                    v.push(if zero_row(o) {
+                        0
+                    } else {
+                        p.codes[o * row + c] as i32
+                    });
+                }
+            }
+            Codes::Int(v)
+        };
+        let shape = match spec.kind {
+            LayerKind::Conv { k, .. } => vec![rows.len(), in_kept, k, k],
+            _ => vec![rows.len(), in_kept],
+        };
+        let scale = if p.wq.bits == 32 {
+            1.0
+        } else {
+            quant::scales(p.wq.x_max, p.wq.signed)[p.wq.stages - 1]
+        };
+        let act = p.act.as_ref().map(|a| ActQuant {
+            bits: a.bits,
+            signed: a.signed,
+            x_max: a.x_max,
+            scale: if a.bits == 32 {
+                1.0
+            } else {
+                quant::scales(a.x_max, a.signed)[a.stages - 1]
+            },
+            clip: quant::CLIP_SHRINK * a.x_max,
+        });
+        let (kernel, padding) = match spec.kind {
+            LayerKind::Conv { k, pad, .. } => (k, pad),
+            _ => (1, 0),
+        };
+        manifests.push(LayerManifest {
+            name: spec.name.to_string(),
+            kind: kind.to_string(),
+            input: spec.input,
+            output: spec.output,
+            weighted: Some(WeightedManifest {
+                kernel,
+                padding,
+                stride: 1,
+                out_channels: c_out,
+                kept_out: rows.len(),
+                in_kept,
+                weight: WeightQuant {
+                    bits: p.wq.bits,
+                    signed: p.wq.signed,
+                    x_max: p.wq.x_max,
+                    scale,
+                    dtype: weight_dtype(p.wq.bits, p.wq.signed).to_string(),
+                    shape,
+                    codes_clamped: p.codes_clamped,
+                },
+                batch_norm_folded: spec.batch_norm,
+                relu: spec.relu_quant,
+                activation: act,
+                pruning: pruning[wi].clone(),
+            }),
+        });
+        let live = if z2.is_empty() {
+            c_out
+        } else {
+            z2.iter().filter(|&&z| z > 0.0).count()
+        };
+        bops.push(LayerBops {
+            macs: spec.macs(),
+            weight_bits: p.wq.bits,
+            input_bits,
+            keep_out: if spec.prune {
+                live as f64 / c_out as f64
+            } else {
+                1.0
+            },
+        });
+        input_bits = p.act.as_ref().map_or(32, |a| a.bits);
+        layers.push(ExportedLayer {
+            name: spec.name.to_string(),
+            weight,
+            bias: rows.iter().map(|&o| p.bias[o] as f32).collect(),
+            kept: rows.iter().map(|&o| o as u32).collect(),
+        });
+        wi += 1;
+    }
+    let mut description = format!(
+        "{model} exported by bayesian-bits {}: per conv/linear layer the weight codes at the learned \
+         bit width (value = scale * code; 2/4-bit codes packed LSB-first, 32-bit layers as f32), the bias \
+         with batch norm folded in (f32), and the kept output-channel indices; activation quantizers \
+         are ReLU then unsigned quantization with the listed bits and range",
+        env!("CARGO_PKG_VERSION")
+    );
+    if !options.note.is_empty() {
+        description.push_str("; ");
+        description.push_str(&options.note);
+    }
+    let mut exported = ExportedModel {
+        manifest: Manifest {
+            format: FORMAT_NAME.to_string(),
+            format_version: FORMAT_VERSION,
+            description,
+            model: model.to_string(),
+            input: arch.input,
+            classes: arch.classes,
+            relative_bops_percent: relative_bops(&bops),
+            layers: manifests,
+            checksums: Default::default(),
+        },
+        layers,
+    };
+    exported.manifest.checksums = exported.checksums()?;
+    Ok(exported)
+}

@@ -1,0 +1,536 @@
+//! Integer inference of an export: the plan shared by the CPU reference ([`infer_cpu`]) and the
+//! WGSL engine ([`crate::kernels::int_infer`]), and the CPU reference itself.
+//!
+//! # Arithmetic (identical on CPU and GPU, bit for bit)
+//!
+//! Activations are stored NHWC with channels padded to a multiple of 4. A layer whose weights
+//! and input activations both have ≤ 8 bits (and signed weights) runs on the **integer path**:
+//! `acc = Σ w·a` over the kernel window in exact `i32` (on the GPU,
+//! `dot4I8Packed(w, a − 128) + 128·Σw` on 4×8-bit packed words, 2- and 4-bit weight codes
+//! unpacked into 8-bit lanes in registers). Every other layer (the first layer, whose input is
+//! the unquantized image; 16- and 32-bit weights or activations) runs on the **float path**:
+//! `acc` is an f32 sum in a fixed order (kernel row, column, channel) of products of operands
+//! split into 12-bit halves, so every product is exact and a fused multiply-add gives the
+//! same bits as a separate multiply and add. Operands below 2⁻⁴⁰ in magnitude are flushed to 0
+//! so that no driver's denormal handling matters.
+//!
+//! Requantization uses the exported scales: with `s_w` the weight step, `s_in` the input
+//! activation step (1 for real-valued inputs) and `s_out` the output activation step,
+//! `t = f32(acc) + bias/(s_w·s_in)` and
+//! * a ≤ 16-bit activation code is `clamp(rne(t · s_w·s_in/s_out), 0, 2^b − 1)` (ReLU included),
+//! * a 32-bit activation is the real value `clamp(t · s_w·s_in, 0, clip)`,
+//! * logits are `t · s_w·s_in`;
+//!
+//! each constant is computed once on the host in f64 and rounded to f32. Max-pooling acts on
+//! codes (quantization is monotone, so the max of codes is the code of the max).
+//!
+//! This differs from the fake-quantized float evaluation only by float rounding (the order of
+//! sums, and which side of a rounding tie an activation lands on); the tests count how often
+//! that changes a prediction.
+
+use super::format::{Codes, ExportError, ExportedModel};
+use std::path::PathBuf;
+
+/// Operands smaller than this in magnitude are treated as 0 on the float path.
+pub const FLUSH_BELOW: f32 = 1.0 / 1_099_511_627_776.0; // 2^-40
+
+/// Storage of an activation tensor between layers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Repr {
+    /// Unsigned 8-bit codes, 4 channels per `u32` word, `[n][h][w][c/4]`.
+    Packed8,
+    /// f32 values (codes or real values), `[n][h][w][c padded to 4]`.
+    F32,
+}
+
+/// What a layer writes per output channel.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum OutMode {
+    /// Activation code `clamp(rne(t·m), 0, max)`.
+    Code {
+        /// Largest code, `2^b − 1`.
+        max: u32,
+    },
+    /// Real activation `clamp(t·m, 0, hi)` (32-bit activation quantizer).
+    Real {
+        /// Clip bound.
+        hi: f32,
+    },
+    /// Logits `t·m`.
+    Logits,
+}
+
+/// One conv/linear layer of the plan (a linear layer is a 1×1 convolution on a 1×1 map whose
+/// channels are the flattened `h·w·c_pad` input).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerPlan {
+    /// Layer name.
+    pub name: String,
+    /// Input height and width.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Input channels / 4 (padded).
+    pub cin4: usize,
+    /// Kernel size.
+    pub k: usize,
+    /// Zero padding.
+    pub pad: usize,
+    /// Output height.
+    pub oh: usize,
+    /// Output width.
+    pub ow: usize,
+    /// Output channels (kept).
+    pub cout: usize,
+    /// Integer path (else float path).
+    pub int_path: bool,
+    /// Weight bits on the integer path (2, 4 or 8).
+    pub wbits: u32,
+    /// Integer path: codes `[cout][k][k][4·cin4]` (zero in padded channels).
+    pub weights_int: Vec<i32>,
+    /// Float path: values `[cout][k][k][4·cin4]` (codes as floats, or real 32-bit values).
+    pub weights_f32: Vec<f32>,
+    /// Integer path: Σ of each output channel's codes.
+    pub wsum: Vec<i32>,
+    /// `bias / (s_w·s_in)` per output channel.
+    pub bias: Vec<f32>,
+    /// Requantization multiplier.
+    pub m: f32,
+    /// What is written.
+    pub out: OutMode,
+    /// Input storage.
+    pub input: Repr,
+    /// Output storage.
+    pub output: Repr,
+}
+
+impl LayerPlan {
+    /// Lanes per output channel row: `k·k·4·cin4`.
+    pub fn row_len(&self) -> usize {
+        self.k * self.k * 4 * self.cin4
+    }
+
+    /// Output channels / 4 (padded).
+    pub fn cout4(&self) -> usize {
+        self.cout.div_ceil(4)
+    }
+}
+
+/// One step of the plan.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// 2×2 max-pool, stride 2.
+    Pool {
+        /// Input height.
+        h: usize,
+        /// Input width.
+        w: usize,
+        /// Channels / 4 (padded).
+        c4: usize,
+        /// Storage (unchanged by pooling).
+        repr: Repr,
+    },
+    /// Conv or linear layer.
+    Layer(Box<LayerPlan>),
+}
+
+/// An export compiled for integer inference.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IntPlan {
+    /// Input shape (C, H, W) of one image (NCHW, as the datasets give it).
+    pub input: [usize; 3],
+    /// Number of classes.
+    pub classes: usize,
+    /// Steps in order.
+    pub steps: Vec<Step>,
+}
+
+/// What the values of an activation tensor mean.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Values {
+    /// Real values (the image, or a 32-bit activation).
+    Real,
+    /// Integer codes with this step and bit width.
+    Codes(f64, u32),
+}
+
+fn plan_err(msg: String) -> ExportError {
+    ExportError::Manifest {
+        path: PathBuf::from("<model>"),
+        msg,
+    }
+}
+
+fn flush(v: f32) -> f32 {
+    if v.abs() < FLUSH_BELOW {
+        0.0
+    } else {
+        v
+    }
+}
+
+impl IntPlan {
+    /// Compiles an export (validated by [`ExportedModel::from_bytes`] or made by
+    /// [`super::export`]).
+    pub fn new(model: &ExportedModel) -> Result<Self, ExportError> {
+        let man = &model.manifest;
+        let [mut c, mut h, mut w] = man.input;
+        let mut values = Values::Real;
+        let mut repr = Repr::F32;
+        let mut steps = Vec::new();
+        let mut layers = model.layers.iter();
+        for lm in &man.layers {
+            let Some(m) = &lm.weighted else {
+                if lm.kind != "maxpool2x2" {
+                    return Err(plan_err(format!(
+                        "{}: unknown layer kind {}",
+                        lm.name, lm.kind
+                    )));
+                }
+                steps.push(Step::Pool {
+                    h,
+                    w,
+                    c4: c.div_ceil(4),
+                    repr,
+                });
+                h /= 2;
+                w /= 2;
+                continue;
+            };
+            let l = layers
+                .next()
+                .filter(|l| l.name == lm.name)
+                .ok_or_else(|| plan_err(format!("{}: no tensors", lm.name)))?;
+            let linear = lm.kind == "linear";
+            let cpad = 4 * c.div_ceil(4);
+            // Geometry: a linear layer is a 1×1 conv over the flattened h·w·c_pad channels.
+            let (gh, gw, cin4, k, pad) = if linear {
+                if m.in_kept != c * h * w {
+                    return Err(plan_err(format!(
+                        "{}: {} input features, the previous layer gives {}",
+                        lm.name,
+                        m.in_kept,
+                        c * h * w
+                    )));
+                }
+                (1, 1, h * w * cpad / 4, 1, 0)
+            } else {
+                if m.in_kept != c {
+                    return Err(plan_err(format!(
+                        "{}: {} input channels, the previous layer gives {c}",
+                        lm.name, m.in_kept
+                    )));
+                }
+                (h, w, cpad / 4, m.kernel, m.padding)
+            };
+            if gh + 2 * pad < k || gw + 2 * pad < k {
+                return Err(plan_err(format!(
+                    "{}: kernel {k} larger than the padded input",
+                    lm.name
+                )));
+            }
+            let (oh, ow) = (gh + 2 * pad + 1 - k, gw + 2 * pad + 1 - k);
+            let cout = m.kept_out;
+            let q = &m.weight;
+            let s_w = if q.bits == 32 {
+                1.0
+            } else {
+                f64::from(q.scale)
+            };
+            let (s_in, in_bits) = match values {
+                Values::Real => (1.0, 32),
+                Values::Codes(s, b) => (s, b),
+            };
+            let int_path = q.bits <= 8 && q.signed && in_bits <= 8;
+            // Reorder the logical weights [out][in][k][k] (conv) or [out][in] (linear, in = c·h·w
+            // in (C, H, W) order) into rows [k][k][c_pad] (conv) or [h][w][c_pad] (linear).
+            let row_len = k * k * 4 * cin4;
+            let mut order = vec![usize::MAX; row_len]; // position in row → logical column
+            let logical_row = m.in_kept * if linear { 1 } else { k * k };
+            for col in 0..logical_row {
+                let pos = if linear {
+                    let (ci, hw) = (col / (h * w), col % (h * w));
+                    hw * cpad + ci
+                } else {
+                    let (ci, r) = (col / (k * k), col % (k * k));
+                    r * cpad + ci
+                };
+                order[pos] = col;
+            }
+            let mut weights_int = Vec::new();
+            let mut weights_f32 = Vec::new();
+            let mut wsum = Vec::new();
+            for o in 0..cout {
+                let base = o * logical_row;
+                let mut sum = 0i64;
+                for &col in &order {
+                    let (vi, vf) = match (&l.weight, col) {
+                        (_, usize::MAX) => (0, 0.0),
+                        (Codes::Int(codes), col) => (codes[base + col], codes[base + col] as f32),
+                        (Codes::Float(v), col) => (0, flush(v[base + col])),
+                    };
+                    sum += i64::from(vi);
+                    if int_path {
+                        weights_int.push(vi);
+                    } else {
+                        weights_f32.push(vf);
+                    }
+                }
+                if int_path {
+                    wsum.push(sum as i32);
+                }
+            }
+            let unit = s_w * s_in;
+            let bias = l
+                .bias
+                .iter()
+                .map(|&b| (f64::from(b) / unit) as f32)
+                .collect();
+            let (out, m_mul, next_values, next_repr) = match &m.activation {
+                Some(a) if a.signed => {
+                    return Err(plan_err(format!(
+                        "{}: signed activation quantizers are not supported",
+                        lm.name
+                    )))
+                }
+                Some(a) if a.bits <= 16 => (
+                    OutMode::Code {
+                        max: ((1u64 << a.bits) - 1) as u32,
+                    },
+                    unit / f64::from(a.scale),
+                    Values::Codes(f64::from(a.scale), a.bits),
+                    if a.bits <= 8 {
+                        Repr::Packed8
+                    } else {
+                        Repr::F32
+                    },
+                ),
+                Some(a) => (OutMode::Real { hi: a.clip }, unit, Values::Real, Repr::F32),
+                None => (OutMode::Logits, unit, Values::Real, Repr::F32),
+            };
+            if !(m_mul.is_finite() && m_mul > 0.0) {
+                return Err(plan_err(format!(
+                    "{}: requantization multiplier {m_mul}",
+                    lm.name
+                )));
+            }
+            steps.push(Step::Layer(Box::new(LayerPlan {
+                name: lm.name.clone(),
+                h: gh,
+                w: gw,
+                cin4,
+                k,
+                pad,
+                oh,
+                ow,
+                cout,
+                int_path,
+                wbits: if int_path { q.bits } else { 0 },
+                weights_int,
+                weights_f32,
+                wsum,
+                bias,
+                m: m_mul as f32,
+                out,
+                input: repr,
+                output: next_repr,
+            })));
+            c = cout;
+            h = oh;
+            w = ow;
+            values = next_values;
+            repr = next_repr;
+        }
+        match steps.last() {
+            Some(Step::Layer(l)) if l.out == OutMode::Logits && l.cout == man.classes => {}
+            _ => {
+                return Err(plan_err(
+                    "the last layer must give the logits of every class".into(),
+                ))
+            }
+        }
+        Ok(Self {
+            input: man.input,
+            classes: man.classes,
+            steps,
+        })
+    }
+
+    /// Images `[n, C, H, W]` → the flushed NHWC input `[n, H, W, C padded to 4]`.
+    pub fn input_nhwc(&self, images: &[f32], n: usize) -> Vec<f32> {
+        let [c, h, w] = self.input;
+        let cpad = 4 * c.div_ceil(4);
+        let mut out = vec![0.0; n * h * w * cpad];
+        for b in 0..n {
+            for ch in 0..c {
+                for y in 0..h {
+                    for x in 0..w {
+                        out[((b * h + y) * w + x) * cpad + ch] =
+                            flush(images[((b * c + ch) * h + y) * w + x]);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// One element's split into a 12-bit high part and the exact remainder.
+#[inline]
+pub fn split(x: f32) -> (f32, f32) {
+    let hi = f32::from_bits(x.to_bits() & 0xFFFF_F000);
+    (hi, x - hi)
+}
+
+/// `acc + w·x` as four exact partial products in a fixed order.
+#[inline]
+pub fn mac_split(acc: f32, w: f32, x: f32) -> f32 {
+    let (wh, wl) = split(w);
+    let (xh, xl) = split(x);
+    let mut a = acc + wh * xh;
+    a += wh * xl;
+    a += wl * xh;
+    a + wl * xl
+}
+
+/// The value a layer writes for output channel `o` from its accumulator.
+#[inline]
+pub fn finish(l: &LayerPlan, o: usize, acc: f32) -> f32 {
+    let y = (acc + l.bias[o]) * l.m;
+    match l.out {
+        // Non-positive results (and -0) become +0 explicitly, as in the shader.
+        OutMode::Code { max } => {
+            let r = y.round_ties_even();
+            if r > 0.0 {
+                r.min(max as f32)
+            } else {
+                0.0
+            }
+        }
+        OutMode::Real { hi } => {
+            let v = y.min(hi);
+            if v >= FLUSH_BELOW {
+                v
+            } else {
+                0.0
+            }
+        }
+        OutMode::Logits => y,
+    }
+}
+
+/// Runs one layer on the CPU; `x` and the result are f32 NHWC with padded channels (codes as
+/// floats: the packed storage of the GPU is lossless).
+pub fn layer_cpu(l: &LayerPlan, x: &[f32], n: usize) -> Vec<f32> {
+    let cpad_in = 4 * l.cin4;
+    let cpad_out = 4 * l.cout4();
+    let row = l.row_len();
+    let mut y = vec![0.0f32; n * l.oh * l.ow * cpad_out];
+    for b in 0..n {
+        for oy in 0..l.oh {
+            for ox in 0..l.ow {
+                let out_base = ((b * l.oh + oy) * l.ow + ox) * cpad_out;
+                for o in 0..l.cout {
+                    let acc = if l.int_path {
+                        let mut acc = 0i64;
+                        for ky in 0..l.k {
+                            for kx in 0..l.k {
+                                let (iy, ix) = (
+                                    (oy + ky) as isize - l.pad as isize,
+                                    (ox + kx) as isize - l.pad as isize,
+                                );
+                                if iy < 0 || ix < 0 || iy >= l.h as isize || ix >= l.w as isize {
+                                    continue;
+                                }
+                                let xb = ((b * l.h + iy as usize) * l.w + ix as usize) * cpad_in;
+                                let wb = o * row + (ky * l.k + kx) * cpad_in;
+                                for c in 0..cpad_in {
+                                    acc += i64::from(l.weights_int[wb + c]) * x[xb + c] as i64;
+                                }
+                            }
+                        }
+                        (acc as i32) as f32
+                    } else {
+                        let mut acc = 0.0f32;
+                        for ky in 0..l.k {
+                            for kx in 0..l.k {
+                                let (iy, ix) = (
+                                    (oy + ky) as isize - l.pad as isize,
+                                    (ox + kx) as isize - l.pad as isize,
+                                );
+                                if iy < 0 || ix < 0 || iy >= l.h as isize || ix >= l.w as isize {
+                                    continue;
+                                }
+                                let xb = ((b * l.h + iy as usize) * l.w + ix as usize) * cpad_in;
+                                let wb = o * row + (ky * l.k + kx) * cpad_in;
+                                for c in 0..cpad_in {
+                                    acc = mac_split(acc, l.weights_f32[wb + c], x[xb + c]);
+                                }
+                            }
+                        }
+                        acc
+                    };
+                    y[out_base + o] = finish(l, o, acc);
+                }
+            }
+        }
+    }
+    y
+}
+
+/// 2×2 max-pool of f32 NHWC `[n, h, w, 4·c4]`.
+pub fn pool_cpu(x: &[f32], n: usize, h: usize, w: usize, c4: usize) -> Vec<f32> {
+    let (oh, ow, cp) = (h / 2, w / 2, 4 * c4);
+    let mut y = vec![0.0f32; n * oh * ow * cp];
+    for b in 0..n {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for c in 0..cp {
+                    let at = |dy: usize, dx: usize| {
+                        x[((b * h + 2 * oy + dy) * w + 2 * ox + dx) * cp + c]
+                    };
+                    y[((b * oh + oy) * ow + ox) * cp + c] =
+                        at(0, 0).max(at(0, 1)).max(at(1, 0)).max(at(1, 1));
+                }
+            }
+        }
+    }
+    y
+}
+
+/// The plain-Rust integer reference: logits `[n, classes]` of images `[n, C, H, W]`.
+pub fn infer_cpu(plan: &IntPlan, images: &[f32], n: usize) -> Vec<f32> {
+    let mut x = plan.input_nhwc(images, n);
+    let mut last_cpad = 0;
+    for step in &plan.steps {
+        match step {
+            Step::Pool { h, w, c4, .. } => x = pool_cpu(&x, n, *h, *w, *c4),
+            Step::Layer(l) => {
+                x = layer_cpu(l, &x, n);
+                last_cpad = 4 * l.cout4();
+            }
+        }
+    }
+    (0..n)
+        .flat_map(|b| x[b * last_cpad..b * last_cpad + plan.classes].to_vec())
+        .collect()
+}
+
+/// Index of the largest logit of each row (the first on ties).
+pub fn predictions(logits: &[f32], classes: usize) -> Vec<usize> {
+    logits
+        .chunks_exact(classes)
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
+                    if v > bv {
+                        (i, v)
+                    } else {
+                        (bi, bv)
+                    }
+                })
+                .0
+        })
+        .collect()
+}
