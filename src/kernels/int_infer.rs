@@ -289,7 +289,7 @@ impl IntEngine {
                         s.key,
                         &bindings,
                         gpu.grid(OP, (total as u32).div_ceil(WORKGROUP))?,
-                    );
+                    )?;
                     prev = (&s.output, s.out_words_per_image);
                 }
                 GpuStep::Layer(l) => {
@@ -320,7 +320,7 @@ impl IntEngine {
                         l.key,
                         &bindings,
                         gpu.grid(OP, (total as u32).div_ceil(WORKGROUP))?,
-                    );
+                    )?;
                     prev = (&l.output, l.out_words_per_image);
                 }
             }
