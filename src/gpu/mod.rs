@@ -138,6 +138,7 @@ pub struct Gpu {
     modules: Arc<Mutex<HashMap<&'static str, wgpu::ShaderModule>>>,
     staging: Arc<Mutex<Vec<wgpu::Buffer>>>,
     constants: Arc<Mutex<HashMap<Vec<u8>, wgpu::Buffer>>>,
+    submissions: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -242,6 +243,7 @@ impl Gpu {
             modules: Arc::default(),
             staging: Arc::default(),
             constants: Arc::default(),
+            submissions: Arc::default(),
         }
     }
 
@@ -285,7 +287,15 @@ impl Gpu {
 
     /// Submits an encoder's commands.
     pub fn submit(&self, encoder: wgpu::CommandEncoder) -> wgpu::SubmissionIndex {
+        self.submissions
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.queue.submit([encoder.finish()])
+    }
+
+    /// Queue submissions made through this handle (and its clones) so far, e.g. to check that
+    /// an operation records into one command buffer.
+    pub fn submissions(&self) -> u64 {
+        self.submissions.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Blocks until all submitted work has finished. **Blocking.**
