@@ -6,8 +6,10 @@ use bayesian_bits::data::{self, Augment, Dataset, Split};
 use bayesian_bits::gpu::Gpu;
 use bayesian_bits::nn::{Arch, Model};
 use bayesian_bits::train::checkpoint::Checkpoint;
+use bayesian_bits::train::metrics::layer_gates;
 use bayesian_bits::train::report::{
-    plot_svg, redraw, relative_bops_percent, EpochReport, MetricsLog, Report,
+    format_table_with_flips, plot_svg, redraw, relative_bops_percent, EpochReport, MetricsLog,
+    Report,
 };
 use bayesian_bits::train::trainer::layer_reports;
 use bayesian_bits::train::{TrainConfig, Trainer};
@@ -327,7 +329,16 @@ fn evaluate(
     if json {
         println!("{}", report.to_json());
     } else {
-        print!("{}", report.table());
+        let gates = layer_gates(&exp.arch, &model.quantizer_states(&gpu)?);
+        print!(
+            "{}",
+            format_table_with_flips(
+                &report.layers,
+                &gates,
+                report.relative_bops_percent,
+                report.test_accuracy
+            )
+        );
     }
     Ok(())
 }
