@@ -256,12 +256,18 @@ fn next_flip_is_the_gate_nearest_the_test_time_threshold() {
     let f = next_flip(&state([6.0, 6.0, -1.0, -6.0], &[])).unwrap();
     assert_eq!((f.gate.as_str(), f.on), ("g16", false));
     // Gates after the first one that is off do not count, however near they are.
-    let f = next_flip(&state([6.0, -3.0, t + 1e-3, -6.0], &[])).unwrap();
+    let f = next_flip(&state([6.0, -1.5, t + 1e-3, -6.0], &[])).unwrap();
     assert_eq!((f.gate.as_str(), f.on), ("g8", false));
+    // A gate at or below the cut-off (ℓ ≤ −2) is off for good: the paper's MNIST start
+    // (6, 6, −6, −6) next flips g8 off, although g16 is nearer the threshold.
+    let f = next_flip(&state([6.0, 6.0, -6.0, -6.0], &[])).unwrap();
+    assert_eq!((f.gate.as_str(), f.on), ("g8", true));
+    let f = next_flip(&state([6.0, -3.0, t + 1e-3, -6.0], &[])).unwrap();
+    assert_eq!((f.gate.as_str(), f.on), ("g4", true));
     // A pruning gate nearer than the chain gates wins; its on/off decision is the crate's.
-    let f = next_flip(&state([6.0, 6.0, -6.0, -6.0], &[6.0, -1.0, 3.0])).unwrap();
+    let f = next_flip(&state([6.0, 6.0, -6.0, -6.0], &[6.0, -1.0, 7.5])).unwrap();
     assert_eq!((f.gate.as_str(), f.on), ("z2[1]", false));
-    let f = next_flip(&state([6.0, 6.0, -6.0, -6.0], &[6.0, 0.0, -3.0])).unwrap();
+    let f = next_flip(&state([6.0, 6.0, -6.0, -6.0], &[6.0, 0.0, -3.0, 7.0])).unwrap();
     assert_eq!((f.gate.as_str(), f.on), ("z2[1]", true));
     // Either side of the threshold, decided by the crate's test-time gate.
     let above = next_flip(&state([6.0, t.next_up(), -6.0, -6.0], &[])).unwrap();

@@ -15,7 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::nn::Arch;
 use crate::quant::QuantizerState;
-use crate::reference::quant::{prob_nonzero, test_gate, TEST_GATE_THRESHOLD};
+use crate::reference::quant::{prob_nonzero, test_gate, LOGIT_CUTOFF, TEST_GATE_THRESHOLD};
 
 fn nan_if_null<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<f32, D::Error> {
     Ok(Option::<f32>::deserialize(d)?.unwrap_or(f32::NAN))
@@ -98,8 +98,10 @@ pub struct QuantizerMetrics {
     pub bits: u32,
     /// Pruning gates (`null` for a quantizer without them).
     pub prune: Option<PruneMetrics>,
-    /// The gate nearest to flipping: the highest chain gate that is on, the first that is
-    /// off, or the pruning gates nearest the threshold from either side.
+    /// The gate whose logit is nearest the test-time threshold among those whose flip would
+    /// change the quantizer: the highest of the leading chain gates that are on, the first
+    /// chain gate after them unless it is at or below the cut-off ℓ ≤ −2 (constant 0 in
+    /// training, spec §2.3), and the pruning gates nearest the threshold from either side.
     pub next_flip: Option<GateFlip>,
 }
 
@@ -149,7 +151,9 @@ pub fn next_flip(state: &QuantizerState) -> Option<GateFlip> {
     if leading > 0 {
         candidates.push(flip(CHAIN_GATES[leading - 1].into(), l[leading - 1]));
     }
-    if leading < 4 {
+    // A chain gate at or below the cut-off is a constant 0 in training (spec §2.3): no data
+    // gradient reaches its logit and the regulariser only lowers it, so it cannot turn on.
+    if leading < 4 && l[leading] > LOGIT_CUTOFF {
         candidates.push(flip(CHAIN_GATES[leading].into(), l[leading]));
     }
     let nearest = |want_on: bool| {
