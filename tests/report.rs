@@ -48,6 +48,7 @@ fn epoch(e: u64, arch: &Arch) -> EpochReport {
         regularizer: 10.0 / e as f64,
         images_per_second: 1234.5,
         layers,
+        gates: vec![],
     }
 }
 
@@ -295,7 +296,12 @@ fn svg_plot_is_written_with_layer_names() {
     for l in arch.weighted_layers() {
         assert!(svg.contains(l.name), "{} missing", l.name);
     }
-    for title in ["weight bits", "activation bits", "relative BOPs"] {
+    for title in [
+        "weight bits",
+        "activation bits",
+        "relative BOPs",
+        "test accuracy vs relative BOPs",
+    ] {
         assert!(svg.contains(title), "{title} missing");
     }
     assert!(svg.contains("<polyline"), "no lines drawn");

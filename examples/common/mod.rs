@@ -1,12 +1,15 @@
 //! The command line shared by the `cifar10` and `mnist` examples: train with the paper's recipe
-//! (progress bar, per-epoch table, checkpoint, metrics, report and plot), resume, or evaluate.
+//! (progress bar, per-epoch table, checkpoint, metrics, report and plots), resume, evaluate, or
+//! redraw the plots of a (running) training's `metrics.jsonl`.
 
 use bayesian_bits::data::{self, Augment, Dataset, Split};
 use bayesian_bits::gpu::Gpu;
 use bayesian_bits::nn::{Arch, Model};
 use bayesian_bits::train::checkpoint::Checkpoint;
+use bayesian_bits::train::metrics::layer_gates;
 use bayesian_bits::train::report::{
-    format_table, plot_svg, relative_bops_percent, EpochReport, MetricsLog, Report,
+    format_table_with_flips, plot_svg, redraw, relative_bops_percent, EpochReport, MetricsLog,
+    Report,
 };
 use bayesian_bits::train::trainer::layer_reports;
 use bayesian_bits::train::{TrainConfig, Trainer};
@@ -78,6 +81,15 @@ enum Command {
         #[arg(long)]
         remove_all_pruned: bool,
     },
+    /// Redraw bits.svg and gates.svg from a metrics.jsonl (also while a run is writing it).
+    Plot {
+        /// The metrics.jsonl of a run.
+        #[arg(long, default_value = "out/metrics.jsonl")]
+        metrics: PathBuf,
+        /// Where to write the plots [default: the directory of --metrics].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -85,7 +97,8 @@ struct TrainArgs {
     /// Dataset directory (downloaded there when empty).
     #[arg(long, default_value = "data")]
     data: PathBuf,
-    /// Output directory: checkpoint.safetensors, metrics.jsonl, report.json, bits.svg.
+    /// Output directory: checkpoint.safetensors, metrics.jsonl, report.json, bits.svg,
+    /// gates.svg.
     #[arg(long, default_value = "out")]
     out: PathBuf,
     /// Epochs [default: the paper's].
@@ -121,9 +134,12 @@ struct TrainArgs {
     /// Evaluate on the first N test images only (quick runs on slow adapters).
     #[arg(long)]
     eval_images: Option<usize>,
-    /// Read loss and accuracy back every N steps.
+    /// Read loss, accuracy and gate probabilities back every N steps (a metrics.jsonl line).
     #[arg(long)]
     log_every: Option<usize>,
+    /// Leave the gate probabilities out: no step lines in metrics.jsonl, no gates.svg.
+    #[arg(long)]
+    no_gate_metrics: bool,
     /// Continue from OUT/checkpoint.safetensors.
     #[arg(long)]
     resume: bool,
@@ -207,6 +223,7 @@ pub fn main(exp: Experiment) -> Result<(), Box<dyn Error>> {
             out,
             remove_all_pruned,
         }) => export(&exp, &checkpoint, &out, remove_all_pruned),
+        Some(Command::Plot { metrics, out }) => plot(&metrics, out.as_deref()),
         None => train(&exp, &cli.train),
     }
 }
@@ -255,14 +272,14 @@ fn train(exp: &Experiment, args: &TrainArgs) -> Result<(), Box<dyn Error>> {
         )?;
         (trainer, MetricsLog::create(&metrics_path)?)
     };
-    let mut history = MetricsLog::read(&metrics_path)?;
+    let mut last = MetricsLog::read(&metrics_path)?.pop();
     let style = ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}")?
         .progress_chars("=> ");
     while trainer.epoch() < cfg.epochs {
         let bar = ProgressBar::new(0)
             .with_style(style.clone())
             .with_prefix(format!("{}/{}", trainer.epoch() + 1, cfg.epochs));
-        let report = trainer.train_epoch(|p| {
+        let progress = |p: &bayesian_bits::train::Progress| {
             let msg = format!(
                 "loss {:.4}  acc {:.2}%  {:.0} img/s",
                 p.loss, p.accuracy, p.images_per_second
@@ -274,7 +291,12 @@ fn train(exp: &Experiment, args: &TrainArgs) -> Result<(), Box<dyn Error>> {
             bar.set_length(p.steps as u64);
             bar.set_position(p.step as u64);
             bar.set_message(msg);
-        })?;
+        };
+        let report = if args.no_gate_metrics {
+            trainer.train_epoch(progress)?
+        } else {
+            trainer.train_epoch_logged(progress, |s| Ok(metrics.append_step(s)?))?
+        };
         bar.finish();
         println!(
             "epoch {}: train loss {:.4}, train acc {:.2}%, {:.0} img/s\n{}",
@@ -282,22 +304,37 @@ fn train(exp: &Experiment, args: &TrainArgs) -> Result<(), Box<dyn Error>> {
             report.train_loss,
             report.train_accuracy,
             report.images_per_second,
-            format_table(
-                &report.layers,
-                report.relative_bops_percent,
-                report.test_accuracy
-            )
+            report.table()
         );
         trainer.checkpoint()?.save(&ckpt_path)?;
         metrics.append(&report)?;
-        history.push(report);
-        plot_svg(&history, args.out.join("bits.svg"))?;
+        if args.no_gate_metrics {
+            plot_svg(&MetricsLog::read(&metrics_path)?, args.out.join("bits.svg"))?;
+        } else {
+            redraw(&metrics_path, &args.out)?;
+        }
+        last = Some(report);
     }
-    let last: &EpochReport = history
-        .last()
+    let last: &EpochReport = last
+        .as_ref()
         .ok_or("no epoch was trained (is --epochs 0?)")?;
     last.report().write_json(args.out.join("report.json"))?;
     println!("wrote {}", args.out.join("report.json").display());
+    Ok(())
+}
+
+fn plot(metrics: &Path, out: Option<&Path>) -> Result<(), Box<dyn Error>> {
+    let dir = match out {
+        Some(d) => d.to_path_buf(),
+        None => match metrics.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        },
+    };
+    std::fs::create_dir_all(&dir)?;
+    for path in redraw(metrics, &dir)? {
+        println!("wrote {}", path.display());
+    }
     Ok(())
 }
 
@@ -335,7 +372,16 @@ fn evaluate(
     if json {
         println!("{}", report.to_json());
     } else {
-        print!("{}", report.table());
+        let gates = layer_gates(&exp.arch, &model.quantizer_states(&gpu)?);
+        print!(
+            "{}",
+            format_table_with_flips(
+                &report.layers,
+                &gates,
+                report.relative_bops_percent,
+                report.test_accuracy
+            )
+        );
     }
     Ok(())
 }

@@ -143,6 +143,7 @@ pub struct Gpu {
     records: bool,
     staging: Arc<Mutex<Vec<wgpu::Buffer>>>,
     constants: Arc<Mutex<HashMap<Vec<u8>, wgpu::Buffer>>>,
+    submissions: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -249,6 +250,7 @@ impl Gpu {
             records: true,
             staging: Arc::default(),
             constants: Arc::default(),
+            submissions: Arc::default(),
         }
     }
 
@@ -292,7 +294,15 @@ impl Gpu {
 
     /// Submits an encoder's commands.
     pub fn submit(&self, encoder: wgpu::CommandEncoder) -> wgpu::SubmissionIndex {
+        self.submissions
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.queue.submit([encoder.finish()])
+    }
+
+    /// Queue submissions made through this handle (and its clones) so far, e.g. to check that
+    /// an operation records into one command buffer.
+    pub fn submissions(&self) -> u64 {
+        self.submissions.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Blocks until all submitted work has finished. **Blocking.**

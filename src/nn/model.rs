@@ -60,6 +60,19 @@ pub struct AdamState {
     pub v: Vec<f32>,
 }
 
+/// What [`Model::snapshot_async`] reads back in one round trip.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Snapshot {
+    /// Loss and accuracy sums since the previous reset.
+    pub metrics: MetricValues,
+    /// x_max of every quantizer, by `state_dict` prefix.
+    pub ranges: BTreeMap<String, f32>,
+    /// Every quantizer's state by `state_dict` prefix, when asked for.
+    pub quantizers: Option<BTreeMap<String, QuantizerState>>,
+    /// Σ_q R_q of the last training step (before μ); 0 before any training step.
+    pub regularizer: f64,
+}
+
 /// Learning rates of one step (the weights rate after the schedule).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LearningRates {
@@ -908,6 +921,108 @@ impl Model {
                 (q.prefix.clone(), state)
             })
             .collect())
+    }
+
+    /// Copies the loss and accuracy sums, every range, with `quantizers` every gate logit, and
+    /// the regulariser values of the last training step into one staging buffer, then resets
+    /// the sums: two submissions (the copy, then the reset), no waiting.
+    ///
+    /// Returns the future of the [`Snapshot`] (it resolves once the device has been polled past
+    /// the copy, e.g. by `Device::poll`) and the index of the reset submission, after which the
+    /// copy is done.
+    pub fn snapshot_async(
+        &self,
+        gpu: &Gpu,
+        quantizers: bool,
+    ) -> (
+        impl std::future::Future<Output = Result<Snapshot>> + use<>,
+        wgpu::SubmissionIndex,
+    ) {
+        let mut tensors: Vec<&Tensor> =
+            vec![self.metrics.tensor(), self.stores[&Store::Scales].params()];
+        if quantizers {
+            tensors.push(self.stores[&Store::Gates].params());
+        }
+        let regs = self.regularizer_tensors();
+        let num_regs = regs.len();
+        tensors.extend(regs);
+        let read = gpu.read_async(&tensors);
+        let mut enc = gpu.encoder("reset metrics");
+        self.metrics.reset(&mut enc);
+        let index = gpu.submit(enc);
+        let offset = |name: String| self.places[&name].offset;
+        let layout: Vec<(String, usize, [usize; 4], usize, usize)> = self
+            .infos
+            .iter()
+            .map(|q| {
+                let p = &q.prefix;
+                (
+                    p.clone(),
+                    offset(format!("{p}.x_max")),
+                    ["gamma_4", "gamma_8", "gamma_16", "gamma_32"]
+                        .map(|g| offset(format!("{p}.{g}"))),
+                    if q.prune_channels > 0 {
+                        offset(format!("{p}.gamma_2"))
+                    } else {
+                        0
+                    },
+                    q.prune_channels,
+                )
+            })
+            .collect();
+        let future = async move {
+            let words = read.await?;
+            let metrics = Metrics::values_from(&words[0])?;
+            let scales = &words[1];
+            let ranges = layout
+                .iter()
+                .map(|(p, x, ..)| (p.clone(), scales[*x]))
+                .collect();
+            let states = quantizers.then(|| {
+                let gates = &words[2];
+                layout
+                    .iter()
+                    .map(|(p, x, chain, prune, channels)| {
+                        let state = QuantizerState {
+                            x_max: scales[*x],
+                            chain_logits: chain.map(|o| gates[o]),
+                            prune_logits: gates[*prune..*prune + *channels].to_vec(),
+                        };
+                        (p.clone(), state)
+                    })
+                    .collect()
+            });
+            let regularizer = words[words.len() - num_regs..]
+                .iter()
+                .map(|v| f64::from(v[0]))
+                .sum();
+            Ok(Snapshot {
+                metrics,
+                ranges,
+                quantizers: states,
+                regularizer,
+            })
+        };
+        (future, index)
+    }
+
+    /// `R_q` of every weight quantizer and of the activation quantizers of the last training
+    /// batch size.
+    fn regularizer_tensors(&self) -> Vec<&Tensor> {
+        let mut tensors: Vec<&Tensor> = self
+            .weights
+            .iter()
+            .flatten()
+            .map(|w| &w.quantizer.reg_value)
+            .collect();
+        if let Some(plan) = self.last_train_batch.and_then(|n| self.plans.get(&n)) {
+            for l in &plan.layers {
+                if let PlanLayer::Weighted(p) = l {
+                    tensors.extend(p.act_quant.as_ref().map(|(q, _)| &q.reg_value));
+                }
+            }
+        }
+        tensors
     }
 
     /// Σ_q R_q of the last training step (before μ). **Blocking.**

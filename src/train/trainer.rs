@@ -2,17 +2,51 @@
 //! initialisation, epochs with the weights-only schedule, evaluation, checkpoints and resume.
 
 use super::checkpoint::{Checkpoint, EPOCH, MODEL, SEED, STEP};
+use super::metrics::{layer_gates, StepMetrics};
 use super::report::{relative_bops_percent, EpochReport, LayerReport};
 use super::schedule::LrSchedule;
 use crate::data::{Augment, Batcher, Dataset, Prefetcher};
 use crate::gpu::Gpu;
 use crate::kernels::loss::MetricValues;
-use crate::nn::model::AdamState;
+use crate::nn::model::{AdamState, Snapshot};
 use crate::nn::{Arch, LearningRates, Model, StepConfig};
+use crate::quant::QuantizerState;
 use crate::reference::model::{self as reference, InitConfig};
 use crate::{Error, Result};
+use futures::FutureExt;
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
+
+/// Where an epoch hands its step lines.
+type StepSink<'a> = dyn FnMut(&StepMetrics) -> Result<()> + 'a;
+
+/// Readbacks a training epoch lets the device owe before it waits for the oldest.
+pub const READBACKS_IN_FLIGHT: usize = 2;
+
+/// A readback on its way.
+struct Pending {
+    step_in_epoch: usize,
+    /// Training steps completed when it was recorded.
+    step: u32,
+    /// Images trained this epoch when it was recorded.
+    images: usize,
+    submission: wgpu::SubmissionIndex,
+    future: Pin<Box<dyn Future<Output = Result<Snapshot>>>>,
+}
+
+/// What an epoch accumulates from its readbacks.
+struct Sums {
+    epoch: u64,
+    steps: usize,
+    start: Instant,
+    loss_sum: f64,
+    correct: u64,
+    seen: u64,
+    regularizer: f64,
+}
 
 /// Hyper-parameters of a run; the constructors give the paper's recipes (spec §7.2, §7.3).
 #[derive(Clone, Debug, PartialEq)]
@@ -216,7 +250,36 @@ impl Trainer {
     }
 
     /// Trains one epoch, then evaluates; `progress` is called after every metrics readback.
-    pub fn train_epoch(&mut self, mut progress: impl FnMut(&Progress)) -> Result<EpochReport> {
+    ///
+    /// Same as [`Trainer::train_epoch_logged`] without step lines: the readbacks then copy
+    /// only the loss, accuracy, ranges and regulariser, not the gate logits.
+    pub fn train_epoch(&mut self, progress: impl FnMut(&Progress)) -> Result<EpochReport> {
+        self.run_epoch(progress, None)
+    }
+
+    /// Trains one epoch, then evaluates. Every `log_every` steps (and after the epoch's last)
+    /// the loss and accuracy sums, ranges, gate logits and regulariser are copied out with
+    /// [`Gpu::read_async`]; when a copy has arrived, `progress` is called and then `on_step`
+    /// with the [`StepMetrics`] of that step (e.g. to append it to `metrics.jsonl`).
+    ///
+    /// Training never waits for a readback: copies are collected when the device has passed
+    /// them, so the lines arrive late by up to [`READBACKS_IN_FLIGHT`] intervals. The loop
+    /// waits for the device only when it is more than that many intervals ahead (bounded
+    /// queued uploads), and at the end of the epoch. A step is still one submission; each
+    /// readback adds two (the copy and the reset of the sums).
+    pub fn train_epoch_logged(
+        &mut self,
+        progress: impl FnMut(&Progress),
+        mut on_step: impl FnMut(&StepMetrics) -> Result<()>,
+    ) -> Result<EpochReport> {
+        self.run_epoch(progress, Some(&mut on_step))
+    }
+
+    fn run_epoch(
+        &mut self,
+        mut progress: impl FnMut(&Progress),
+        mut on_step: Option<&mut StepSink<'_>>,
+    ) -> Result<EpochReport> {
         let epoch = self.epoch + 1;
         let lr = LearningRates {
             weights: self
@@ -236,8 +299,18 @@ impl Trainer {
             .len()
             .min(self.cfg.max_steps_per_epoch.unwrap_or(usize::MAX));
         let start = Instant::now();
-        let (mut images, mut loss_sum, mut correct, mut seen) = (0usize, 0f64, 0u64, 0u64);
-        let mut regularizer = 0.0;
+        let mut images = 0usize;
+        let mut sums = Sums {
+            epoch: u64::from(epoch),
+            steps,
+            start,
+            loss_sum: 0.0,
+            correct: 0,
+            seen: 0,
+            regularizer: 0.0,
+        };
+        let mut pending: VecDeque<Pending> = VecDeque::new();
+        let gates = on_step.is_some();
         for (i, batch) in Prefetcher::new(batcher)?.take(steps).enumerate() {
             let cfg = StepConfig {
                 seed: self.cfg.seed,
@@ -250,52 +323,119 @@ impl Trainer {
             self.step += 1;
             images += batch.n;
             if (i + 1) % self.cfg.log_every.max(1) == 0 || i + 1 == steps {
-                let m = self.model.take_metrics(&self.gpu)?;
-                self.check_health(&m)?;
-                regularizer = self.model.regularizer(&self.gpu)?;
-                loss_sum += f64::from(m.loss_sum);
-                correct += u64::from(m.correct);
-                seen += u64::from(m.examples);
-                progress(&Progress {
-                    step: i + 1,
-                    steps,
-                    loss: m.mean_loss(),
-                    accuracy: 100.0 * m.accuracy(),
-                    images_per_second: images as f64 / start.elapsed().as_secs_f64(),
+                let (future, submission) = self.model.snapshot_async(&self.gpu, gates);
+                pending.push_back(Pending {
+                    step_in_epoch: i + 1,
+                    step: self.step,
+                    images,
+                    submission,
+                    future: Box::pin(future),
                 });
+                // Collect what has arrived without waiting; wait only when too far ahead.
+                self.poll()?;
+                loop {
+                    let too_far = pending.len() > READBACKS_IN_FLIGHT;
+                    let Some(p) = pending.front_mut() else { break };
+                    let ready = p.future.as_mut().now_or_never();
+                    let ready = match ready {
+                        Some(r) => r,
+                        None if too_far => {
+                            self.wait_for(p.submission.clone())?;
+                            pollster::block_on(p.future.as_mut())
+                        }
+                        None => break,
+                    };
+                    let p = pending.pop_front().expect("front exists");
+                    self.collect(&p, ready?, &mut sums, &mut progress, &mut on_step)?;
+                }
             }
+        }
+        self.gpu.wait()?;
+        while let Some(mut p) = pending.pop_front() {
+            let snapshot = pollster::block_on(p.future.as_mut());
+            self.collect(&p, snapshot?, &mut sums, &mut progress, &mut on_step)?;
         }
         let images_per_second = images as f64 / start.elapsed().as_secs_f64();
         self.epoch = epoch;
-        let layers = self.layer_reports()?;
+        let states = self.model.quantizer_states(&self.gpu)?;
+        let layers = layer_reports_from(&self.model, &states);
+        let gates = layer_gates(&self.arch, &states);
         let test = self.evaluate()?;
         Ok(EpochReport {
             epoch: u64::from(epoch),
-            train_loss: loss_sum / seen.max(1) as f64,
-            train_accuracy: 100.0 * correct as f64 / seen.max(1) as f64,
+            train_loss: sums.loss_sum / sums.seen.max(1) as f64,
+            train_accuracy: 100.0 * sums.correct as f64 / sums.seen.max(1) as f64,
             test_accuracy: 100.0 * f64::from(test.accuracy()),
             relative_bops_percent: relative_bops_percent(&self.arch, &layers)?,
-            regularizer,
+            regularizer: sums.regularizer,
             images_per_second,
             layers,
+            gates,
         })
     }
 
-    /// A NaN/inf loss or a range that left (0, ∞) stops training, naming the quantizer.
-    fn check_health(&self, m: &MetricValues) -> Result<()> {
-        let ranges = self.model.ranges(&self.gpu)?;
-        let culprit = ranges.iter().find(|(_, x)| !(x.is_finite() && **x > 0.0));
-        let detail = match culprit {
-            Some((name, x)) => format!(
-                "{name}.x_max = {x} (ranges must stay positive and finite; lower the range learning rate)"
-            ),
-            None if !m.loss_sum.is_finite() => format!("the training loss is {}", m.loss_sum),
-            None => return Ok(()),
-        };
-        Err(Error::Diverged {
-            step: self.step,
-            detail,
-        })
+    /// Polls the device once without blocking (fires the callbacks of finished copies).
+    fn poll(&self) -> Result<()> {
+        self.gpu
+            .device()
+            .poll(wgpu::PollType::Poll)
+            .map(drop)
+            .map_err(|e| Error::Gpu {
+                op: "poll",
+                msg: e.to_string(),
+            })
+    }
+
+    /// Blocks until `submission` has finished. **Blocking.**
+    fn wait_for(&self, submission: wgpu::SubmissionIndex) -> Result<()> {
+        self.gpu
+            .device()
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(submission),
+                timeout: None,
+            })
+            .map(drop)
+            .map_err(|e| Error::Gpu {
+                op: "wait",
+                msg: e.to_string(),
+            })
+    }
+
+    /// Checks and accumulates one arrived readback, then reports it.
+    fn collect(
+        &self,
+        p: &Pending,
+        snapshot: Snapshot,
+        sums: &mut Sums,
+        progress: &mut impl FnMut(&Progress),
+        on_step: &mut Option<&mut StepSink<'_>>,
+    ) -> Result<()> {
+        let m = &snapshot.metrics;
+        check_health(p.step, &snapshot)?;
+        sums.regularizer = snapshot.regularizer;
+        sums.loss_sum += f64::from(m.loss_sum);
+        sums.correct += u64::from(m.correct);
+        sums.seen += u64::from(m.examples);
+        let images_per_second = p.images as f64 / sums.start.elapsed().as_secs_f64();
+        progress(&Progress {
+            step: p.step_in_epoch,
+            steps: sums.steps,
+            loss: m.mean_loss(),
+            accuracy: 100.0 * m.accuracy(),
+            images_per_second,
+        });
+        if let (Some(on_step), Some(states)) = (on_step.as_mut(), &snapshot.quantizers) {
+            on_step(&StepMetrics {
+                epoch: sums.epoch,
+                step: u64::from(p.step),
+                loss: f64::from(m.mean_loss()),
+                accuracy: 100.0 * f64::from(m.accuracy()),
+                regularizer: snapshot.regularizer,
+                images_per_second,
+                layers: layer_gates(&self.arch, states),
+            })?;
+        }
+        Ok(())
     }
 
     /// Test-set loss and accuracy with deterministic gates and BN running statistics.
@@ -339,8 +479,31 @@ impl Trainer {
 
 /// Test-time bit widths and kept channels of a model's weighted layers. **Blocking.**
 pub fn layer_reports(gpu: &Gpu, model: &Model) -> Result<Vec<LayerReport>> {
-    let states = model.quantizer_states(gpu)?;
-    Ok(model
+    Ok(layer_reports_from(model, &model.quantizer_states(gpu)?))
+}
+
+/// A NaN/inf loss or a range that left (0, ∞) stops training, naming the quantizer.
+fn check_health(step: u32, snapshot: &Snapshot) -> Result<()> {
+    let culprit = snapshot
+        .ranges
+        .iter()
+        .find(|(_, x)| !(x.is_finite() && **x > 0.0));
+    let loss = snapshot.metrics.loss_sum;
+    let detail = match culprit {
+        Some((name, x)) => format!(
+            "{name}.x_max = {x} (ranges must stay positive and finite; lower the range learning rate)"
+        ),
+        None if !loss.is_finite() => format!("the training loss is {loss}"),
+        None => return Ok(()),
+    };
+    Err(Error::Diverged { step, detail })
+}
+
+fn layer_reports_from(
+    model: &Model,
+    states: &BTreeMap<String, QuantizerState>,
+) -> Vec<LayerReport> {
+    model
         .arch()
         .weighted_layers()
         .map(|l| {
@@ -348,7 +511,7 @@ pub fn layer_reports(gpu: &Gpu, model: &Model) -> Result<Vec<LayerReport>> {
             let act = states.get(&format!("{}.activation_quantizer.quantizer", l.name));
             LayerReport::from_states(l.name, l.out_channels(), weight, act)
         })
-        .collect())
+        .collect()
 }
 
 fn check_data(arch: &Arch, data: &Dataset) -> Result<()> {
