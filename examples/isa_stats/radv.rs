@@ -167,10 +167,16 @@ pub fn collect(pipelines: &[&PipelineKey], child_args: &[String]) -> Result<Vec<
     let icd = icd()?;
     let exe = std::env::current_exe().map_err(|e| format!("current executable: {e}"))?;
     let exe = &exe;
+    // Each child gets an empty cache directory: RADV keeps its internal (meta) pipelines in
+    // `$XDG_CACHE_HOME/radv_builtin_shaders64`, and when that file holds a family's pipelines,
+    // Mesa 22.3 builds them all at device creation, which on the null device of `REMBRANDT`
+    // divides by zero (SIGFPE).
+    let caches = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
     let outputs: Vec<Result<std::process::Output, String>> = std::thread::scope(|s| {
         let handles: Vec<_> = FAMILIES
             .iter()
             .map(|family| {
+                let cache = caches.path().join(family);
                 let mut cmd = Command::new(exe);
                 cmd.args(child_args)
                     .env(CHILD_ENV, family)
@@ -180,11 +186,14 @@ pub fn collect(pipelines: &[&PipelineKey], child_args: &[String]) -> Result<Vec<
                     // Mesa's device-select layer gets in the way of the null device.
                     .env("NODEVICE_SELECT", "1")
                     // Compile for real instead of reading Mesa's on-disk cache.
-                    .env("MESA_SHADER_CACHE_DISABLE", "true");
+                    .env("MESA_SHADER_CACHE_DISABLE", "true")
+                    .env("XDG_CACHE_HOME", &cache);
                 if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
                     cmd.env("XDG_RUNTIME_DIR", std::env::temp_dir());
                 }
                 s.spawn(move || {
+                    std::fs::create_dir(&cache)
+                        .map_err(|e| format!("{family}: {}: {e}", cache.display()))?;
                     cmd.output()
                         .map_err(|e| format!("{family}: starting {}: {e}", exe.display()))
                 })
