@@ -40,7 +40,8 @@ fn gpu_engine_fits_registers_on_amd_families() {
     ]
     .map(String::from);
     let start = std::time::Instant::now();
-    let records = radv::collect(&pipelines, &child_args).unwrap_or_else(|e| panic!("{e}"));
+    let records =
+        radv::collect(&pipelines, &radv::FAMILIES, &child_args).unwrap_or_else(|e| panic!("{e}"));
     eprintln!(
         "{} pipelines x {} families compiled in {:.1} s",
         pipelines.len(),

@@ -28,6 +28,9 @@ struct Cli {
     /// Leave out pipelines whose label contains this text (e.g. `::tiles`).
     #[arg(long)]
     exclude: Option<String>,
+    /// Only this family (repeatable; default: all four).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(radv::FAMILIES))]
+    family: Vec<String>,
     /// Print a markdown table (one row per pipeline, one column per family).
     #[arg(long)]
     markdown: bool,
@@ -61,7 +64,11 @@ fn main() {
         .collect();
     let start = Instant::now();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let records = match radv::collect(&pipelines, &args) {
+    let families: Vec<&'static str> = radv::FAMILIES
+        .into_iter()
+        .filter(|f| cli.family.is_empty() || cli.family.iter().any(|c| c == f))
+        .collect();
+    let records = match radv::collect(&pipelines, &families, &args) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
@@ -71,7 +78,6 @@ fn main() {
     let elapsed = start.elapsed();
 
     // cells[pipeline][family]
-    let families = radv::FAMILIES;
     let mut cells = vec![vec![String::new(); families.len()]; pipelines.len()];
     let mut spilling: Vec<(usize, &str, String)> = Vec::new();
     let mut failed = 0;
@@ -112,7 +118,7 @@ fn main() {
             .max()
             .unwrap_or(8);
         print!("\n{:width$}", "pipeline");
-        for f in families {
+        for f in &families {
             print!("  {f:>26}");
         }
         println!();

@@ -147,13 +147,17 @@ fn icd() -> Result<PathBuf, String> {
         })
 }
 
-/// Compiles `pipelines` for every family in [`FAMILIES`] and returns one record per pipeline and
-/// family, in family order.
+/// Compiles `pipelines` for every family in `families` (e.g. [`FAMILIES`]) and returns one
+/// record per pipeline and family, in family order.
 ///
 /// The families run in child processes: the current executable is started again with
 /// `child_args` (the arguments that make it reach this call with the same `pipelines`) and
 /// [`CHILD_ENV`] set. In such a child this function compiles, prints and exits the process.
-pub fn collect(pipelines: &[&PipelineKey], child_args: &[String]) -> Result<Vec<Record>, String> {
+pub fn collect(
+    pipelines: &[&PipelineKey],
+    families: &[&'static str],
+    child_args: &[String],
+) -> Result<Vec<Record>, String> {
     if let Ok(family) = std::env::var(CHILD_ENV) {
         let code = match child(&family, pipelines) {
             Ok(()) => 0,
@@ -173,7 +177,7 @@ pub fn collect(pipelines: &[&PipelineKey], child_args: &[String]) -> Result<Vec<
     // divides by zero (SIGFPE).
     let caches = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
     let outputs: Vec<Result<std::process::Output, String>> = std::thread::scope(|s| {
-        let handles: Vec<_> = FAMILIES
+        let handles: Vec<_> = families
             .iter()
             .map(|family| {
                 let cache = caches.path().join(family);
@@ -208,7 +212,7 @@ pub fn collect(pipelines: &[&PipelineKey], child_args: &[String]) -> Result<Vec<
             .collect()
     });
     let mut records = Vec::new();
-    for (family, output) in FAMILIES.iter().zip(outputs) {
+    for (family, output) in families.iter().zip(outputs) {
         let output = output?;
         let stdout = String::from_utf8_lossy(&output.stdout);
         let stderr = String::from_utf8_lossy(&output.stderr);
