@@ -563,13 +563,9 @@ impl Compiler {
         key: &PipelineKey,
     ) -> Result<(u32, Vec<(String, String)>), String> {
         let entry = CString::new(key.entry).map_err(|e| e.to_string())?;
-        let mut flags = vk::PipelineShaderStageCreateFlags::empty();
-        if key.shader.requires.contains(wgpu::Features::SUBGROUP) {
-            // As wgpu does on devices with subgroups.
-            flags |= vk::PipelineShaderStageCreateFlags::ALLOW_VARYING_SUBGROUP_SIZE;
-        }
         let stage = vk::PipelineShaderStageCreateInfo::default()
-            .flags(flags)
+            // wgpu sets this for every pipeline on a device with subgroups (every AMD GPU).
+            .flags(vk::PipelineShaderStageCreateFlags::ALLOW_VARYING_SUBGROUP_SIZE)
             .stage(vk::ShaderStageFlags::COMPUTE)
             .module(module)
             .name(&entry);
