@@ -7,7 +7,8 @@
 //! ```sh
 //! cargo run --release --example isa_stats                    # plain table
 //! cargo run --release --example isa_stats -- --markdown      # table for BENCHMARKS.md
-//! cargo run --release --example isa_stats -- --exclude ::tiles --only bn
+//! cargo run --release --example isa_stats -- --exclude ::tiles --only bn --family NAVI21
+//! cargo run --release --example isa_stats -- --list                   # labels only
 //! ```
 //!
 //! Needs Mesa's RADV driver (`mesa-vulkan-drivers` on Debian/Ubuntu), no GPU.
@@ -31,6 +32,9 @@ struct Cli {
     /// Only this family (repeatable; default: all four).
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(radv::FAMILIES))]
     family: Vec<String>,
+    /// Only list the pipelines that would be compiled.
+    #[arg(long)]
+    list: bool,
     /// Print a markdown table (one row per pipeline, one column per family).
     #[arg(long)]
     markdown: bool,
@@ -62,6 +66,12 @@ fn main() {
                     .is_none_or(|t| !label.contains(t.as_str()))
         })
         .collect();
+    if cli.list {
+        for p in &pipelines {
+            println!("{}", radv::label(p));
+        }
+        return;
+    }
     let start = Instant::now();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let families: Vec<&'static str> = radv::FAMILIES
