@@ -8,7 +8,7 @@
 //! cargo run --release --example isa_stats                    # plain table
 //! cargo run --release --example isa_stats -- --markdown      # table for BENCHMARKS.md
 //! cargo run --release --example isa_stats -- --exclude ::tiles --only bn --family NAVI21
-//! cargo run --release --example isa_stats -- --list                   # labels only
+//! cargo run --release --example isa_stats -- --list          # labels only
 //! ```
 //!
 //! Needs Mesa's RADV driver (`mesa-vulkan-drivers` on Debian/Ubuntu), no GPU.

@@ -229,7 +229,7 @@ pub fn collect(
             let Some((_, rest)) = line.split_once(&tag) else {
                 continue;
             };
-            let record = parse(family, rest, pipelines.len())
+            let record = parse(family, rest, pipelines)
                 .map_err(|e| format!("{family}: bad line {line:?}: {e}"))?;
             seen[record.pipeline] = true;
             records.push(record);
@@ -244,14 +244,19 @@ pub fn collect(
     Ok(records)
 }
 
-/// Parses `index \t ok \t subgroup \t name=value...` or `index \t err \t message`.
-fn parse(family: &'static str, line: &str, count: usize) -> Result<Record, String> {
+/// Parses `index \t label \t ok \t subgroup \t name=value...` or
+/// `index \t label \t err \t message`, checking that the child saw the same pipeline.
+fn parse(family: &'static str, line: &str, pipelines: &[&PipelineKey]) -> Result<Record, String> {
     let mut parts = line.split('\t');
     let pipeline: usize = parts
         .next()
         .and_then(|i| i.parse().ok())
-        .filter(|&i| i < count)
+        .filter(|&i| i < pipelines.len())
         .ok_or("no pipeline index")?;
+    let expected = label(pipelines[pipeline]);
+    if parts.next() != Some(expected.as_str()) {
+        return Err(format!("pipeline {pipeline} should be {expected}"));
+    }
     let stats = match parts.next() {
         Some("ok") => {
             let subgroup_size = parts
@@ -279,6 +284,7 @@ fn child(family: &str, pipelines: &[&PipelineKey]) -> Result<(), String> {
     let compiler = Compiler::new(family)?;
     let mut modules: BTreeMap<&str, (naga::Module, naga::valid::ModuleInfo)> = BTreeMap::new();
     for (i, key) in pipelines.iter().enumerate() {
+        let name = label(key);
         let result = spirv(key, &mut modules).and_then(|(spv, layout)| {
             // SAFETY: the device is alive and the SPIR-V comes from naga's writer.
             unsafe { compiler.compile(&spv, &layout, key) }
@@ -286,9 +292,9 @@ fn child(family: &str, pipelines: &[&PipelineKey]) -> Result<(), String> {
         match result {
             Ok((subgroup, fields)) => {
                 let fields: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                println!("{TAG}\t{i}\tok\t{subgroup}\t{}", fields.join("\t"));
+                println!("{TAG}\t{i}\t{name}\tok\t{subgroup}\t{}", fields.join("\t"));
             }
-            Err(e) => println!("{TAG}\t{i}\terr\t{}", e.replace(['\t', '\n'], " ")),
+            Err(e) => println!("{TAG}\t{i}\t{name}\terr\t{}", e.replace(['\t', '\n'], " ")),
         }
     }
     Ok(())
