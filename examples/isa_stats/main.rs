@@ -11,7 +11,9 @@
 //! cargo run --release --example isa_stats -- --list          # labels only
 //! ```
 //!
-//! Needs Mesa's RADV driver (`mesa-vulkan-drivers` on Debian/Ubuntu), no GPU.
+//! Needs Mesa's RADV driver (`mesa-vulkan-drivers` on Debian/Ubuntu), no GPU. The CPU engine's
+//! `tiles` pipelines spill so much that ACO takes about a CPU minute and several GB of memory for
+//! each on `GFX1103_R1`; `--exclude ::tiles` or `--family` keeps a run short.
 
 #[path = "radv.rs"]
 mod radv;
