@@ -229,6 +229,7 @@ pub(crate) fn launch(
 }
 
 /// Records `dst = Σ_z scratch[z]` over `splits` partial sums of `len = m · n` elements, in order.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn sum_splits(
     gpu: &Gpu,
     encoder: &mut wgpu::CommandEncoder,
