@@ -1,12 +1,16 @@
 //! Throughput of the GEMM and convolution kernels (GFLOP/s).
 //!
 //! `cargo run --release --example bench [-- --json] [--batch N] [--quick] [--large] [--portable]
-//! [--seconds S] [--only TEXT]`
+//! [--engine cpu|gpu] [--seconds S] [--only TEXT]`
+//!
+//! Covers GEMM, every pass of the LeNet-5 and VGG-7 convolutions and the fully connected layers
+//! (`fc`, GEMMs at the conv batch size), with the kernel configuration chosen for the adapter
+//! (`BAYESIAN_BITS_ENGINE` or `--engine` override the engine).
 //!
 //! Times with timestamp queries when the adapter has them, else with the wall clock around
 //! submit-and-wait; every shape is warmed up (pipeline compilation) first.
 
-use bayesian_bits::gpu::{Gpu, Tensor};
+use bayesian_bits::gpu::{Engine, Gpu, Tensor};
 use bayesian_bits::kernels::conv;
 use bayesian_bits::kernels::gemm::{self, GemmShape, Variant};
 use bayesian_bits::reference::layers::Conv2dShape;
@@ -32,6 +36,9 @@ struct Args {
     /// Time the portable variant instead of the best one for the device.
     #[arg(long)]
     portable: bool,
+    /// Force a tile engine (`cpu` or `gpu`) instead of the adapter's choice.
+    #[arg(long)]
+    engine: Option<String>,
     /// Seconds of measurement each shape aims for (after warm-up).
     #[arg(long, default_value_t = 0.5)]
     seconds: f64,
@@ -175,10 +182,21 @@ const LAYERS: [ConvLayer; 8] = [
     layer("vgg7", "conv6", 512, 512, 8, 3, 1),
 ];
 
+/// Fully connected layers: (model, layer, d_in, d_out).
+const FC_LAYERS: [(&str, &str, usize, usize); 4] = [
+    ("lenet5", "fc1", 1024, 512),
+    ("lenet5", "fc2", 512, 10),
+    ("vgg7", "fc1", 8192, 1024),
+    ("vgg7", "fc2", 1024, 10),
+];
+
 fn main() -> Result<()> {
     env_logger::init();
     let args = Args::parse();
-    let gpu = Gpu::new_blocking()?;
+    let mut gpu = Gpu::new_blocking()?;
+    if let Some(engine) = &args.engine {
+        gpu = gpu.with_engine(Engine::parse(engine)?);
+    }
     let info = gpu.device().adapter_info();
     let variant = if args.portable {
         Variant::Portable
@@ -196,6 +214,7 @@ fn main() -> Result<()> {
             info.device_type,
             timer.method()
         );
+        println!("kernels: {}", gpu.kernel_config());
     }
 
     let mut gemm_rows = Vec::new();
@@ -271,6 +290,41 @@ fn main() -> Result<()> {
         }
     }
 
+    // Fully connected layers at the conv batch size: forward y = x·wᵀ, backward data dx = dy·w,
+    // backward weight dw = dyᵀ·x (the model's GEMMs).
+    let mut fc_rows = Vec::new();
+    for (model, layer, d_in, d_out) in FC_LAYERS {
+        let passes = [
+            ("forward", GemmShape::new(batch, d_out, d_in, false, true)),
+            (
+                "backward_data",
+                GemmShape::new(batch, d_in, d_out, false, false),
+            ),
+            (
+                "backward_weight",
+                GemmShape::new(d_out, d_in, batch, true, false),
+            ),
+        ];
+        for (pass, shape) in passes {
+            if !wanted(&format!("{model} {layer} {pass}")) {
+                continue;
+            }
+            let a = filled(&gpu, "a", shape.m * shape.k)?;
+            let b = filled(&gpu, "b", shape.k * shape.n)?;
+            let c = gpu.zeros("c", &[shape.m * shape.n])?;
+            let flops = 2.0 * (shape.m * shape.n * shape.k) as f64;
+            let gflops = timer.gflops(&gpu, flops, args.seconds, &|e| {
+                gemm::gemm(&gpu, e, variant, &shape, &a, &b, &c)
+            })?;
+            if !args.json {
+                println!("{model:7} {layer:6} {pass:16} batch {batch:4}: {gflops:8.1} GFLOP/s");
+            }
+            fc_rows.push(serde_json::json!({
+                "model": model, "layer": layer, "pass": pass, "batch": batch, "gflops": gflops
+            }));
+        }
+    }
+
     if args.json {
         let report = serde_json::json!({
             "adapter": {
@@ -280,8 +334,11 @@ fn main() -> Result<()> {
             },
             "timing": timer.method(),
             "variant": format!("{variant:?}"),
+            "engine": gpu.engine().name(),
+            "kernels": gpu.kernel_config().to_string(),
             "gemm": gemm_rows,
             "conv": conv_rows,
+            "fc": fc_rows,
         });
         println!("{report}");
     }

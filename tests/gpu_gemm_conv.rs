@@ -3,9 +3,10 @@
 
 mod common;
 
-use bayesian_bits::gpu::{Gpu, Tensor};
+use bayesian_bits::gpu::{Engine, Gpu, KernelConfig, Tensor, TileShape};
 use bayesian_bits::kernels::conv::{self, backward_weight_scratch_len};
 use bayesian_bits::kernels::gemm::{self, GemmShape, Variant};
+use bayesian_bits::kernels::tiles_gpu;
 use bayesian_bits::reference::layers::{self as reference, Conv2dShape};
 use bayesian_bits::Error;
 use common::{assert_close, gpu, uniform};
@@ -38,6 +39,32 @@ fn variants() -> Vec<Variant> {
     if Variant::Subgroup.supported(gpu()) {
         v.push(Variant::Subgroup);
     }
+    v
+}
+
+/// The default device with the CPU engine forced.
+fn cpu_engine() -> Gpu {
+    gpu().with_engine(Engine::Cpu)
+}
+
+/// The default device with the GPU engine forced, using `large` for big products and a
+/// split-K target low enough that the small test products reach it (so every tile shape runs).
+fn gpu_engine(large: TileShape) -> Gpu {
+    let g = gpu().with_engine(Engine::Gpu);
+    let config = KernelConfig {
+        large_tile: large,
+        split_k_workgroups: 4,
+        ..g.kernel_config().clone()
+    };
+    g.with_kernel_config(config)
+}
+
+/// Every (handle, variant) to test: the CPU engine with each variant the device runs, and the
+/// GPU engine (which uses no subgroup operations) with the 128×128 large tile, falling back to
+/// 64×64, 32×32, 16×128 or 128×16 by shape, so that every tile shape runs.
+fn setups() -> Vec<(Gpu, Variant)> {
+    let mut v: Vec<(Gpu, Variant)> = variants().into_iter().map(|v| (cpu_engine(), v)).collect();
+    v.push((gpu_engine(TileShape::XL), Variant::best(gpu())));
     v
 }
 
@@ -76,12 +103,13 @@ fn check_gemm(g: &Gpu, variant: Variant, shape: GemmShape, seed: u64) {
         }
         expected.extend(part);
     }
-    let what = format!("{variant:?} gemm {shape:?}");
+    let what = format!("{} engine {variant:?} gemm {shape:?}", g.engine());
     assert_close(&g.read(&tc).unwrap(), &expected, REL, &what);
 }
 
-const GEMM_SIZES: [(usize, usize, usize); 8] = [
+const GEMM_SIZES: [(usize, usize, usize); 9] = [
     (1, 1, 1),
+    (131, 129, 19),
     (7, 33, 65),
     (65, 100, 7),
     (33, 1, 100),
@@ -93,11 +121,11 @@ const GEMM_SIZES: [(usize, usize, usize); 8] = [
 
 #[test]
 fn gemm_matches_reference_all_transposes() {
-    for variant in variants() {
+    for (g, variant) in setups() {
         for (i, &(m, n, k)) in GEMM_SIZES.iter().enumerate() {
             for t in 0..4 {
                 let shape = GemmShape::new(m, n, k, t & 2 != 0, t & 1 != 0);
-                check_gemm(gpu(), variant, shape, 10 * i as u64 + t as u64);
+                check_gemm(&g, variant, shape, 10 * i as u64 + t as u64);
             }
         }
     }
@@ -105,16 +133,16 @@ fn gemm_matches_reference_all_transposes() {
 
 #[test]
 fn gemm_batched_and_accumulating() {
-    for variant in variants() {
-        for &(m, n, k) in &GEMM_SIZES[1..5] {
+    for (g, variant) in setups() {
+        for &(m, n, k) in &GEMM_SIZES[2..6] {
             let shape = GemmShape {
                 batch: 3,
                 accumulate: true,
                 ..GemmShape::new(m, n, k, false, true)
             };
-            check_gemm(gpu(), variant, shape, 7);
+            check_gemm(&g, variant, shape, 7);
             check_gemm(
-                gpu(),
+                &g,
                 variant,
                 GemmShape {
                     batch: 2,
@@ -130,7 +158,7 @@ fn gemm_batched_and_accumulating() {
 fn gemm_vec4_views_all_transposes_and_edges() {
     // Every dimension a multiple of 4 (the vec4 loads), with edge tiles, steps past the end of
     // the last chunk (k % 8 == 4) and batches.
-    for variant in variants() {
+    for (g, variant) in setups() {
         for (i, &(m, n, k)) in [(68, 516, 12), (4, 4, 4), (132, 8, 36)].iter().enumerate() {
             for t in 0..4 {
                 let shape = GemmShape {
@@ -138,7 +166,7 @@ fn gemm_vec4_views_all_transposes_and_edges() {
                     accumulate: t == 1,
                     ..GemmShape::new(m, n, k, t & 2 != 0, t & 1 != 0)
                 };
-                check_gemm(gpu(), variant, shape, 40 + 10 * i as u64 + t as u64);
+                check_gemm(&g, variant, shape, 40 + 10 * i as u64 + t as u64);
             }
         }
     }
@@ -148,36 +176,59 @@ fn gemm_vec4_views_all_transposes_and_edges() {
 fn gemm_long_reductions() {
     // Long reductions run past the loop-iteration limits of software adapters when the inner
     // loops are not unrolled.
+    let g = cpu_engine();
     for variant in variants() {
-        check_gemm(
-            gpu(),
-            variant,
-            GemmShape::new(3, 5, 20_001, false, false),
-            11,
-        );
-        check_gemm(gpu(), variant, GemmShape::new(2, 9, 4_000, true, true), 12);
+        check_gemm(&g, variant, GemmShape::new(3, 5, 20_001, false, false), 11);
+        check_gemm(&g, variant, GemmShape::new(2, 9, 4_000, true, true), 12);
         // Dimensions that are multiples of 4 take the vec4 loads (and a reduction of 20 000).
-        check_gemm(
-            gpu(),
-            variant,
-            GemmShape::new(4, 12, 20_000, false, false),
-            13,
-        );
-        check_gemm(gpu(), variant, GemmShape::new(8, 4, 4_004, true, true), 14);
+        check_gemm(&g, variant, GemmShape::new(4, 12, 20_000, false, false), 13);
+        check_gemm(&g, variant, GemmShape::new(8, 4, 4_004, true, true), 14);
     }
-    let t = gpu().zeros("t", &[gemm::MAX_REDUCTION + 1]).unwrap();
-    let mut e = gpu().encoder("test");
-    let shape = GemmShape::new(1, 1, gemm::MAX_REDUCTION + 1, false, false);
-    let one = gpu().zeros("one", &[1]).unwrap();
-    let err = gemm::gemm(gpu(), &mut e, Variant::Portable, &shape, &t, &t, &one);
-    assert!(matches!(err, Err(Error::Limit { .. })), "{err:?}");
+    // The GPU engine spends more loop iterations per step: its budget is a 16th.
+    let gg = gpu().with_engine(Engine::Gpu);
+    let gpu_limit = gg.kernel_config().reduction_limit(Engine::Gpu);
+    if let Some(limit) = gpu_limit {
+        assert_eq!(limit, gemm::MAX_REDUCTION / 16);
+    }
+    check_gemm(
+        &gg,
+        Variant::Portable,
+        GemmShape::new(3, 5, 16_001, false, false),
+        15,
+    );
+    check_gemm(
+        &gg,
+        Variant::Portable,
+        GemmShape::new(2, 9, 4_000, true, true),
+        16,
+    );
+    let cpu_limit = g.kernel_config().reduction_limit(Engine::Cpu);
+    for (g, limit) in [(g, cpu_limit), (gg, gpu_limit)] {
+        let Some(limit) = limit else { continue };
+        let t = g.zeros("t", &[limit + 1]).unwrap();
+        let mut e = g.encoder("test");
+        let shape = GemmShape::new(1, 1, limit + 1, false, false);
+        let one = g.zeros("one", &[1]).unwrap();
+        let err = gemm::gemm(&g, &mut e, Variant::Portable, &shape, &t, &t, &one);
+        assert!(matches!(err, Err(Error::Limit { .. })), "{err:?}");
+    }
 }
 
 #[test]
 fn gemm_beyond_65535_workgroups_uses_a_2d_grid() {
     // 65 537 row tiles: more than one grid dimension holds.
+    let g = cpu_engine();
     let shape = GemmShape::new(gemm::TILE_M as usize * 65_536 + 5, 1, 1, false, false);
-    check_gemm(gpu(), Variant::best(gpu()), shape, 3);
+    check_gemm(&g, Variant::best(&g), shape, 3);
+    // The GPU engine's tile for one column has TALL's rows.
+    let g = gpu().with_engine(Engine::Gpu);
+    let rows = TileShape::TALL.bm as usize * 65_536 + 5;
+    check_gemm(
+        &g,
+        Variant::Portable,
+        GemmShape::new(rows, 1, 1, false, false),
+        4,
+    );
 }
 
 fn conv_shapes() -> Vec<Conv2dShape> {
@@ -227,7 +278,7 @@ fn check_conv(g: &Gpu, variant: Variant, s: &Conv2dShape, seed: u64) {
         conv::conv2d_backward_weight(g, e, variant, s, &tx, &tdy, &dw, &scratch)
     });
     let out = g.read_blocking(&[&y, &dx, &dw]).unwrap();
-    let what = format!("{variant:?} {s:?}");
+    let what = format!("{} engine {variant:?} {s:?}", g.engine());
     assert_close(
         &out[0],
         &reference::conv2d_forward(s, &x, &w, None),
@@ -254,9 +305,9 @@ fn check_conv(g: &Gpu, variant: Variant, s: &Conv2dShape, seed: u64) {
 
 #[test]
 fn conv_matches_reference() {
-    for variant in variants() {
+    for (g, variant) in setups() {
         for (i, s) in conv_shapes().iter().enumerate() {
-            check_conv(gpu(), variant, s, 100 + i as u64);
+            check_conv(&g, variant, s, 100 + i as u64);
         }
     }
 }
@@ -273,29 +324,43 @@ fn conv_backward_weight_with_many_splits_is_deterministic() {
         k: 3,
         pad: 1,
     };
-    let g = gpu();
-    assert!(conv::backward_weight_splits(g, &s).0 > 1);
-    check_conv(g, Variant::best(g), &s, 5);
-    let x = upload(g, &uniform(1, s.input().len(), -1.0, 1.0));
-    let dy = upload(g, &uniform(2, s.output().len(), -1.0, 1.0));
-    let scratch = g
-        .zeros("scratch", &[backward_weight_scratch_len(g, &s)])
-        .unwrap();
-    let results: Vec<Vec<f32>> = (0..2)
-        .map(|_| {
-            let dw = g.zeros("dw", &[s.weight_len()]).unwrap();
-            run(g, |e| {
-                conv::conv2d_backward_weight(g, e, Variant::best(g), &s, &x, &dy, &dw, &scratch)
-            });
-            g.read(&dw).unwrap()
-        })
-        .collect();
-    assert_eq!(results[0], results[1]);
+    for g in [cpu_engine(), gpu().with_engine(Engine::Gpu)] {
+        let g = &g;
+        assert!(conv::backward_weight_splits(g, &s).0 > 1);
+        check_conv(g, Variant::best(g), &s, 5);
+        let x = upload(g, &uniform(1, s.input().len(), -1.0, 1.0));
+        let dy = upload(g, &uniform(2, s.output().len(), -1.0, 1.0));
+        let scratch = g
+            .zeros("scratch", &[backward_weight_scratch_len(g, &s)])
+            .unwrap();
+        let results: Vec<Vec<f32>> = (0..2)
+            .map(|_| {
+                let dw = g.zeros("dw", &[s.weight_len()]).unwrap();
+                run(g, |e| {
+                    let v = Variant::best(g);
+                    conv::conv2d_backward_weight(g, e, v, &s, &x, &dy, &dw, &scratch)
+                });
+                g.read(&dw).unwrap()
+            })
+            .collect();
+        assert_eq!(results[0], results[1], "{} engine", g.engine());
+    }
 }
 
 #[test]
 fn portable_variant_on_a_device_without_subgroups() {
-    let g = portable_gpu();
+    // The GPU engine uses no subgroup operations: it runs here with either variant argument.
+    let gg = portable_gpu().with_engine(Engine::Gpu);
+    for (i, s) in conv_shapes().iter().enumerate().step_by(3) {
+        check_conv(&gg, Variant::Subgroup, s, 300 + i as u64);
+    }
+    check_gemm(
+        &gg,
+        Variant::Subgroup,
+        GemmShape::new(65, 100, 33, false, true),
+        3,
+    );
+    let g = &portable_gpu().with_engine(Engine::Cpu);
     assert!(!g.has_subgroups());
     assert_eq!(Variant::best(g), Variant::Portable);
     check_gemm(
@@ -369,11 +434,79 @@ fn host_tile_constants_match_the_shader() {
             assert!(key.constants.contains(&("WG", gemm::WORKGROUP)), "{key:?}");
         }
     }
+    // The GPU engine: every row of pipelines carries its tile's constants, and sum_splits the
+    // host's workgroup size.
+    let module = naga::front::wgsl::parse_str(tiles_gpu::SHADER.source).expect("parses");
+    let sum = module
+        .entry_points
+        .iter()
+        .find(|ep| ep.name == "sum_splits")
+        .expect("sum_splits");
+    assert_eq!(sum.workgroup_size, [tiles_gpu::SUM_WORKGROUP, 1, 1]);
+    for (tile, row) in tiles_gpu::TILES.iter().zip(&tiles_gpu::PIPELINES) {
+        assert!(tile.is_valid(), "{tile}");
+        for key in row {
+            for (name, value) in [
+                ("BM", tile.bm),
+                ("BN", tile.bn),
+                ("BK", tile.bk),
+                ("TM", tile.tm),
+                ("TN", tile.tn),
+                ("WG", tile.workgroup()),
+                ("A_LEN", tile.a_len()),
+                ("B_LEN", tile.b_len()),
+            ] {
+                assert!(key.constants.contains(&(name, value)), "{name} {key:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn engines_list_their_pipelines() {
+    use bayesian_bits::kernels;
+    let cpu = kernels::pipelines_for(Engine::Cpu);
+    let gpu_keys = kernels::pipelines_for(Engine::Gpu);
+    let all = kernels::pipelines();
+    // The union, and the elementwise kernels in both.
+    assert_eq!(
+        all.len(),
+        cpu.len() + gpu_keys.len()
+            - kernels::quant::PIPELINES.len()
+            - kernels::pool::PIPELINES.len()
+            - kernels::loss::PIPELINES.len()
+            - kernels::optim::PIPELINES.len()
+            - kernels::bn::PIPELINES.len()
+            - kernels::epilogue::PIPELINES.len()
+            - kernels::int_infer::PIPELINES.len()
+    );
+    for key in cpu.iter().chain(&gpu_keys) {
+        assert!(all.contains(key), "{key:?}");
+    }
+    for key in kernels::quant::PIPELINES
+        .iter()
+        .chain(&kernels::bn::PIPELINES)
+    {
+        assert!(cpu.contains(key) && gpu_keys.contains(key), "{key:?}");
+    }
+    // Neither engine's tile pipelines are in the other's list.
+    assert!(gpu_keys.iter().all(|k| !gemm::pipelines().contains(k)));
+    assert!(cpu.iter().all(|k| k.shader.name != tiles_gpu::SHADER.name));
+    for row in &tiles_gpu::PIPELINES {
+        for key in row {
+            assert!(gpu_keys.contains(&key), "{key:?}");
+        }
+    }
 }
 
 #[test]
 fn bad_shapes_are_typed_errors() {
-    let g = gpu();
+    for g in [cpu_engine(), gpu().with_engine(Engine::Gpu)] {
+        bad_shapes(&g);
+    }
+}
+
+fn bad_shapes(g: &Gpu) {
     let v = Variant::best(g);
     let t = g.zeros("t", &[10]).unwrap();
     let mut e = g.encoder("test");

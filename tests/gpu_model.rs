@@ -3,6 +3,7 @@
 
 mod common;
 
+use bayesian_bits::gpu::{Engine, Gpu};
 use bayesian_bits::nn::{Arch, LearningRates, Model, StepConfig};
 use bayesian_bits::reference::layers::softmax_cross_entropy;
 use bayesian_bits::reference::model::{self as reference, InitConfig, Mode, Params, StepKey};
@@ -20,8 +21,7 @@ fn rel_err(a: &[f32], b: &[f32]) -> f64 {
     diff / norm.max(1e-6)
 }
 
-fn check_step(arch: Arch, init: InitConfig, n: usize, mu: f32) {
-    let g = gpu();
+fn check_step(g: &Gpu, arch: Arch, init: InitConfig, n: usize, mu: f32) {
     let image_len: usize = arch.input.iter().product();
     let images = uniform(11, n * image_len, -1.0, 1.0);
     let labels: Vec<u32> = (0..n as u32)
@@ -134,7 +134,47 @@ fn lenet_step_matches_reference() {
         prune_logit: 6.0,
         seed: 3,
     };
-    check_step(Arch::lenet5(), init, 5, 0.1);
+    for engine in [Engine::Cpu, Engine::Gpu] {
+        check_step(&gpu().with_engine(engine), Arch::lenet5(), init, 5, 0.1);
+    }
+}
+
+#[test]
+fn lenet_step_on_webgpu_default_limits_with_the_gpu_engine() {
+    // A device that grants only WebGPU's default limits and no optional features, wrapped as an
+    // application would: the GPU engine (16 KiB of workgroup memory, 256 invocations, 8
+    // storage buffers per stage) trains a LeNet-5 step that matches the reference.
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter =
+        pollster::block_on(instance.request_adapter(&Default::default())).expect("an adapter");
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        label: Some("webgpu defaults"),
+        required_features: wgpu::Features::empty(),
+        required_limits: wgpu::Limits::default(),
+        ..Default::default()
+    }))
+    .expect("a device with the default limits");
+    let g = Gpu::from_device(device, queue).with_engine(Engine::Gpu);
+    assert_eq!(g.limits().max_compute_workgroup_storage_size, 16 * 1024);
+    assert!(!g.has_subgroups());
+    let init = InitConfig {
+        chain_logits: [6.0, 6.0, -6.0, -6.0],
+        prune_logit: 6.0,
+        seed: 5,
+    };
+    let errors = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = errors.clone();
+    g.device()
+        .on_uncaptured_error(std::sync::Arc::new(move |e: wgpu::Error| {
+            sink.lock().unwrap().push(e.to_string())
+        }));
+    check_step(&g, Arch::lenet5(), init, 4, 0.1);
+    assert!(
+        errors.lock().unwrap().is_empty(),
+        "{:?}",
+        errors.lock().unwrap()
+    );
 }
 
 #[test]
@@ -148,7 +188,9 @@ fn vgg_step_matches_reference() {
         prune_logit: 6.0,
         seed: 4,
     };
-    check_step(Arch::vgg7(), init, 2, 0.01);
+    for engine in [Engine::Cpu, Engine::Gpu] {
+        check_step(&gpu().with_engine(engine), Arch::vgg7(), init, 2, 0.01);
+    }
 }
 
 #[test]

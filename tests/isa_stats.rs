@@ -15,16 +15,9 @@ use bayesian_bits::kernels;
 /// Apple and Intel Xe (SIMD8) give a thread.
 const MAX_VGPRS: u64 = 128;
 
-/// Every pipeline the GPU engine dispatches.
-///
-/// For now: every pipeline of `kernels::pipelines()` except the CPU engine's tiles (entry point
-/// `tiles`, shaped for CPU adapters, which spill on GPUs by design). To be replaced by
-/// `kernels::pipelines_for(kernels::Engine::Gpu)` once the GPU engine provides it.
+/// Every pipeline the GPU engine dispatches, elementwise kernels included.
 fn gpu_engine_pipelines() -> Vec<&'static PipelineKey> {
-    kernels::pipelines()
-        .into_iter()
-        .filter(|k| k.entry != "tiles")
-        .collect()
+    kernels::pipelines_for(kernels::Engine::Gpu)
 }
 
 #[test]

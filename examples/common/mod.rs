@@ -174,7 +174,9 @@ impl TrainArgs {
 }
 
 fn gpu(adapter: &Option<String>) -> Result<Gpu, Box<dyn Error>> {
-    Ok(Gpu::new_blocking_with(adapter.as_deref())?)
+    let gpu = Gpu::new_blocking_with(adapter.as_deref())?;
+    eprintln!("{}: {}", gpu.adapter_name(), gpu.kernel_config());
+    Ok(gpu)
 }
 
 fn load(

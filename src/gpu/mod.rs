@@ -5,9 +5,11 @@
 //! the ones an application already owns ([`Gpu::from_device`]); in the second case the library
 //! creates no instance and never blocks outside functions documented as blocking.
 
+pub mod config;
 mod pipeline;
 mod tensor;
 
+pub use config::{Engine, KernelConfig, TileShape};
 use pipeline::{storage_buffers_per_entry, BoundRanges};
 pub use pipeline::{PipelineKey, Shader};
 pub use tensor::Tensor;
@@ -144,6 +146,7 @@ pub struct Gpu {
     staging: Arc<Mutex<Vec<wgpu::Buffer>>>,
     constants: Arc<Mutex<HashMap<Vec<u8>, wgpu::Buffer>>>,
     submissions: Arc<std::sync::atomic::AtomicU64>,
+    config: KernelConfig,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -167,6 +170,8 @@ impl Gpu {
     /// [`Gpu::new`] with the adapter chosen by a name substring instead of `WGPU_ADAPTER_NAME`
     /// (`None`: wgpu's default choice under `WGPU_POWER_PREF`).
     pub async fn with_adapter_name(name: Option<&str>) -> Result<Self> {
+        // A mistyped BAYESIAN_BITS_ENGINE is an error before any device is created.
+        Engine::from_env()?;
         let instance =
             wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapter = Self::choose_adapter(&instance, name).await?;
@@ -239,7 +244,18 @@ impl Gpu {
 
     /// Wraps a device and queue owned by the application. The library uses whatever features
     /// the application enabled (portable kernels where `SUBGROUP` is absent).
+    ///
+    /// The [`KernelConfig`] is chosen from the device's adapter information and limits, and
+    /// `BAYESIAN_BITS_ENGINE`; an invalid value of that variable is logged as an error and
+    /// ignored here (use [`Gpu::with_engine`] to choose in code).
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
+        let info = device.adapter_info();
+        let limits = device.limits();
+        let config = KernelConfig::from_env(&info, &limits).unwrap_or_else(|e| {
+            log::error!("{e}; choosing the engine from the adapter");
+            KernelConfig::choose(&info, &limits)
+        });
+        log::info!("kernels for {}: {config}", info.name);
         Self {
             device,
             queue,
@@ -251,7 +267,38 @@ impl Gpu {
             staging: Arc::default(),
             constants: Arc::default(),
             submissions: Arc::default(),
+            config,
         }
+    }
+
+    /// The kernel configuration (engine, tile shapes, split-K targets) this handle dispatches.
+    pub fn kernel_config(&self) -> &KernelConfig {
+        &self.config
+    }
+
+    /// The tile engine this handle dispatches.
+    pub fn engine(&self) -> Engine {
+        self.config.engine
+    }
+
+    /// A handle on the same device (sharing its caches) that dispatches `engine`.
+    pub fn with_engine(&self, engine: Engine) -> Self {
+        self.with_kernel_config(self.config.with_engine(engine))
+    }
+
+    /// A handle on the same device (sharing its caches) with another kernel configuration.
+    pub fn with_kernel_config(&self, config: KernelConfig) -> Self {
+        log::info!("kernels for {}: {config}", self.adapter_name());
+        Self {
+            config,
+            ..self.clone()
+        }
+    }
+
+    /// Replaces this handle's kernel configuration (other clones keep theirs).
+    pub fn set_kernel_config(&mut self, config: KernelConfig) {
+        log::info!("kernels for {}: {config}", self.adapter_name());
+        self.config = config;
     }
 
     /// The device.

@@ -6,14 +6,13 @@
 //! described by the reference's [`Conv2dShape`]. Every output is a fixed-order sum, so results
 //! are bit-reproducible on one adapter.
 
-use super::gemm::{
-    check_tensor, launch_tiles, tile_key, TileParams, Variant, CHUNK, MAX_REDUCTION,
-};
+use super::gemm::{check_tensor, launch_tiles, tile_key, TileParams, Variant, CHUNK};
 use super::gemm::{
     PORTABLE_A4B4_SHADER, PORTABLE_A4_SHADER, PORTABLE_B4_SHADER, PORTABLE_SHADER,
     SUBGROUP_A4B4_SHADER, SUBGROUP_A4_SHADER, SUBGROUP_B4_SHADER, SUBGROUP_SHADER,
 };
-use crate::gpu::{Binding, Gpu, PipelineKey, Tensor};
+use super::tiles_gpu::{self, Pass};
+use crate::gpu::{Binding, Engine, Gpu, PipelineKey, Tensor};
 use crate::reference::layers::Conv2dShape;
 use crate::{Error, Result};
 
@@ -83,10 +82,6 @@ pub static PIPELINES: [&PipelineKey; 17] = [
     &SUM_SPLITS,
 ];
 
-/// Workgroups the backward-weight pass aims for by splitting the images (enough to keep every
-/// core of a CPU adapter and the units of a small GPU busy).
-const TARGET_WORKGROUPS: usize = 256;
-
 /// Whether a correlation can read its source through a vec4 view: each lane's `TILE_N` = 8
 /// columns lie in one destination row (`dst_w % 8 == 0`) and source rows start 16-byte aligned
 /// (`src_w % 4 == 0`; tensors start at multiples of 256 bytes).
@@ -119,7 +114,9 @@ fn check_tensors(
     weight: &Tensor,
     y: &Tensor,
 ) -> Result<()> {
-    variant.check(gpu, op)?;
+    if gpu.engine() == Engine::Cpu {
+        variant.check(gpu, op)?;
+    }
     output_size(op, s)?;
     check_tensor(gpu, op, x, s.input().len())?;
     check_tensor(gpu, op, weight, s.weight_len())?;
@@ -177,6 +174,9 @@ pub fn conv2d_forward(
     let (h_out, w_out) = output_size(OP, s)?;
     let params = correlation(s, s.c_out, [s.c_in, s.h, s.w], [h_out, w_out], s.pad);
     // The weights are [c_out, c_in·k·k], rows 16-byte aligned when c_in·k·k is a multiple of 4.
+    if gpu.engine() == Engine::Gpu {
+        return tiles_gpu::launch(gpu, encoder, OP, Pass::Forward, params, [weight, x, y]);
+    }
     let key = if params.k > 0 && params.k.is_multiple_of(4) && source_rows_aligned(&params) {
         variant.pick(&SUBGROUP_FORWARD_VEC2, &PORTABLE_FORWARD_VEC2)
     } else if params.k > 0 && params.k.is_multiple_of(4) {
@@ -219,6 +219,10 @@ pub fn conv2d_backward_data(
             s.k - 1 - s.pad,
         )
     };
+    if gpu.engine() == Engine::Gpu {
+        let tensors = [weight, dy, dx];
+        return tiles_gpu::launch(gpu, encoder, OP, Pass::BackwardData, params, tensors);
+    }
     let key = if source_rows_aligned(&params) {
         variant.pick(&SUBGROUP_BACKWARD_DATA_VEC, &PORTABLE_BACKWARD_DATA_VEC)
     } else {
@@ -229,10 +233,17 @@ pub fn conv2d_backward_data(
 
 /// How the backward-weight pass splits the images: `(splits, images per split)`.
 ///
-/// Enough splits for about 256 workgroups and for every split's reduction to stay within
-/// [`MAX_REDUCTION`], no more than there are images, and (within
-/// those bounds) few enough that the partial sums fit one storage binding.
+/// Enough splits for the kernel configuration's split-K target (256 workgroups on CPU
+/// adapters) and for every split's reduction to stay within the software adapters' budget
+/// ([`MAX_REDUCTION`](super::gemm::MAX_REDUCTION) for the CPU engine), no more than there are images, and (within
+/// those bounds) few enough that the partial sums fit one storage binding. Depends on the
+/// [`Gpu`]'s engine.
 pub fn backward_weight_splits(gpu: &Gpu, s: &Conv2dShape) -> (usize, usize) {
+    if gpu.engine() == Engine::Gpu {
+        let (h_out, w_out) = (s.h_out(), s.w_out());
+        let cols = s.weight_len() / s.c_out.max(1);
+        return tiles_gpu::backward_weight_splits(gpu, s.c_out, cols, h_out * w_out, s.n);
+    }
     let tiles = s.c_out.div_ceil(super::gemm::TILE_M as usize).max(1)
         * (s.weight_len() / s.c_out.max(1))
             .div_ceil(super::gemm::TILE_COLS as usize)
@@ -245,8 +256,13 @@ pub fn backward_weight_splits(gpu: &Gpu, s: &Conv2dShape) -> (usize, usize) {
     // Each split's reduction must stay within MAX_REDUCTION (one chunk of slack per image).
     let hw = (s.h + 2 * s.pad + 1).saturating_sub(s.k) * (s.w + 2 * s.pad + 1).saturating_sub(s.k);
     let per_image = (hw.div_ceil(CHUNK as usize) + 1) * CHUNK as usize;
-    let most_per_split = (MAX_REDUCTION / per_image).max(1);
-    let wanted = TARGET_WORKGROUPS
+    let most_per_split = match gpu.kernel_config().reduction_limit(Engine::Cpu) {
+        Some(limit) => (limit / per_image).max(1),
+        None => usize::MAX,
+    };
+    let wanted = gpu
+        .kernel_config()
+        .split_k_workgroups
         .div_ceil(tiles)
         .min(fit)
         .max(s.n.div_ceil(most_per_split))
@@ -330,6 +346,21 @@ pub fn conv2d_backward_weight(
         variant.pick(&SUBGROUP_BACKWARD_WEIGHT, &PORTABLE_BACKWARD_WEIGHT)
     };
     let target = if splits == 1 { dw } else { scratch };
+    if gpu.engine() == Engine::Gpu {
+        tiles_gpu::launch(
+            gpu,
+            encoder,
+            OP,
+            Pass::BackwardWeight,
+            params,
+            [dy, x, target],
+        )?;
+        if splits > 1 {
+            let (m, n) = (s.c_out as u32, cols as u32);
+            tiles_gpu::sum_splits(gpu, encoder, OP, m, n, splits as u32, scratch, dw)?;
+        }
+        return Ok(());
+    }
     launch_tiles(gpu, encoder, OP, key, params, [dy, x, target])?;
     if splits == 1 {
         return Ok(());

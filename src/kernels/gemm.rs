@@ -10,7 +10,8 @@
 //! `*_A4B4_SHADER`): the launchers use them when the rows they read start 16-byte aligned
 //! (dimensions multiples of 4), which on CPU adapters makes the loads several times cheaper.
 
-use crate::gpu::{Binding, Gpu, PipelineKey, Shader, Tensor};
+use super::tiles_gpu::{self, Pass};
+use crate::gpu::{Binding, Engine, Gpu, PipelineKey, Shader, Tensor};
 use crate::{Error, Result};
 
 /// Entry point and helpers of the subgroup variant (appended to the engine).
@@ -270,11 +271,13 @@ pub const WORKGROUP: u32 = 64;
 /// Columns per workgroup tile.
 pub const TILE_COLS: u32 = WORKGROUP * TILE_N;
 
-/// Longest reduction one dispatch accepts (reduction steps per output, summed over the images
-/// of a weight-gradient split). Software adapters stop any shader after 65 535 loop iterations
-/// (Mesa's llvmpipe), and the engine spends one iteration per [`CHUNK`] steps; longer
-/// reductions fail with [`Error::Limit`] instead of silently stopping early.
-pub const MAX_REDUCTION: usize = 1 << 18;
+/// Longest reduction one dispatch of this engine accepts on a software adapter (reduction
+/// steps per output, summed over the images of a weight-gradient split). Software adapters stop
+/// any shader after 65 535 loop iterations (Mesa's llvmpipe), and the engine spends one
+/// iteration per [`CHUNK`] steps; longer reductions fail with [`Error::Limit`] instead of
+/// silently stopping early. Other adapters have no such budget
+/// ([`KernelConfig::max_reduction`](crate::gpu::KernelConfig::max_reduction) is `None`).
+pub const MAX_REDUCTION: usize = crate::gpu::config::MAX_REDUCTION;
 
 /// A pipeline of the tile engine: the shader, the operand view (`MODE`), transposes and flip.
 macro_rules! tile_key {
@@ -449,13 +452,15 @@ pub(crate) fn launch_tiles(
 ) -> Result<()> {
     let segments = u64::from(params.images_per_split.max(1));
     let steps = segments * u64::from(params.k.div_ceil(CHUNK) + 1) * u64::from(CHUNK);
-    if steps > MAX_REDUCTION as u64 {
-        return Err(Error::Limit {
-            op,
-            what: "reduction steps per dispatch",
-            value: steps,
-            limit: MAX_REDUCTION as u64,
-        });
+    if let Some(limit) = gpu.kernel_config().reduction_limit(Engine::Cpu) {
+        if steps > limit as u64 {
+            return Err(Error::Limit {
+                op,
+                what: "reduction steps per dispatch",
+                value: steps,
+                limit: limit as u64,
+            });
+        }
     }
     params.tiles_n = params.n.div_ceil(TILE_COLS);
     let tiles = u64::from(params.m.div_ceil(TILE_M)) * u64::from(params.tiles_n);
@@ -538,6 +543,9 @@ impl GemmShape {
 /// summed over `p = 0, 1, …, k−1` in that order. Fails with [`Error::Shape`] when a tensor has the
 /// wrong length, [`Error::Limit`] when one exceeds a storage binding or the dispatch the adapter's
 /// workgroup limit, and [`Error::InvalidArgument`] when the device cannot run `variant`.
+///
+/// The [`Gpu`]'s engine decides the kernel: with [`Engine::Gpu`] the workgroup-memory engine of
+/// [`super::tiles_gpu`] runs, which uses no subgroup operations and so ignores `variant`.
 pub fn gemm(
     gpu: &Gpu,
     encoder: &mut wgpu::CommandEncoder,
@@ -548,7 +556,9 @@ pub fn gemm(
     c: &Tensor,
 ) -> Result<()> {
     const OP: &str = "gemm";
-    variant.check(gpu, OP)?;
+    if gpu.engine() == Engine::Cpu {
+        variant.check(gpu, OP)?;
+    }
     let GemmShape { batch, m, n, k, .. } = *shape;
     check_tensor(gpu, OP, a, batch * m * k)?;
     check_tensor(gpu, OP, b, batch * k * n)?;
@@ -578,5 +588,12 @@ pub fn gemm(
         accumulate: u32::from(shape.accumulate),
         ..TileParams::default()
     };
+    if gpu.engine() == Engine::Gpu {
+        let pass = Pass::Gemm {
+            trans_a: shape.trans_a,
+            trans_b: shape.trans_b,
+        };
+        return tiles_gpu::launch(gpu, encoder, OP, pass, params, [a, b, c]);
+    }
     launch_tiles(gpu, encoder, OP, key, params, [a, b, c])
 }

@@ -13,7 +13,9 @@ pub mod loss;
 pub mod optim;
 pub mod pool;
 pub mod quant;
+pub mod tiles_gpu;
 
+pub use crate::gpu::Engine;
 use crate::gpu::{PipelineKey, Shader};
 
 /// Every shader module the launchers use (the shaders of [`pipelines`], each once).
@@ -27,11 +29,31 @@ pub fn shaders() -> Vec<&'static Shader> {
     shaders
 }
 
-/// Every pipeline (shader, entry point, `override` constants) the launchers can dispatch.
+/// Every pipeline (shader, entry point, `override` constants) the launchers can dispatch: the
+/// union of [`pipelines_for`] over both engines.
 pub fn pipelines() -> Vec<&'static PipelineKey> {
-    let mut keys = quant::PIPELINES.to_vec();
-    keys.extend(gemm::pipelines());
-    keys.extend(conv::PIPELINES);
+    let mut keys = pipelines_for(Engine::Cpu);
+    for key in pipelines_for(Engine::Gpu) {
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    keys
+}
+
+/// Every pipeline a [`Gpu`](crate::gpu::Gpu) whose kernel configuration says `engine` can
+/// dispatch, with the override constants it is created with: the engine's GEMM and
+/// convolution pipelines and every elementwise and reduction kernel (shared by both engines).
+pub fn pipelines_for(engine: Engine) -> Vec<&'static PipelineKey> {
+    let mut keys = match engine {
+        Engine::Cpu => {
+            let mut keys = gemm::pipelines();
+            keys.extend(conv::PIPELINES);
+            keys
+        }
+        Engine::Gpu => tiles_gpu::pipelines(),
+    };
+    keys.extend(quant::PIPELINES);
     keys.extend(pool::PIPELINES);
     keys.extend(loss::PIPELINES);
     keys.extend(optim::PIPELINES);

@@ -1,0 +1,292 @@
+//! The GPU tile engine (`shaders/tiles_gpu.wgsl`): GEMM and implicit-GEMM convolutions with
+//! workgroup-memory tiles and a 4×4 (8×8 for large tiles on discrete GPUs) register block per
+//! invocation, for adapters that are real GPUs ([`Engine::Gpu`]).
+//!
+//! [`super::gemm::gemm`] and the launchers of [`super::conv`] dispatch here when the [`Gpu`]'s
+//! [`KernelConfig`](crate::gpu::KernelConfig) says [`Engine::Gpu`]; this module picks the tile
+//! shape per call: [`TileShape::WIDE`] for few rows (convolutions with few output channels),
+//! [`TileShape::TALL`] for few columns (small fully connected layers), the configuration's
+//! large tile for big products, [`TileShape::SMALL`] otherwise. The engine uses no subgroup
+//! operations, so one set of pipelines serves every subgroup size (or none).
+
+use super::gemm::TileParams;
+use crate::gpu::{Binding, Engine, Gpu, PipelineKey, Shader, Tensor, TileShape};
+use crate::{Error, Result};
+
+/// The GPU engine's shader (entry points `tiles` and `sum_splits`).
+pub static SHADER: Shader = Shader {
+    name: "tiles_gpu",
+    source: include_str!("../../shaders/tiles_gpu.wgsl"),
+    requires: wgpu::Features::empty(),
+};
+
+/// The tile shapes the engine has pipelines for, in the order of [`PIPELINES`].
+pub const TILES: [TileShape; 5] = [
+    TileShape::SMALL,
+    TileShape::LARGE,
+    TileShape::XL,
+    TileShape::WIDE,
+    TileShape::TALL,
+];
+
+/// What a pipeline computes; its index in a row of [`PIPELINES`] is [`Pass::index`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pass {
+    /// GEMM with the given transposes (A stored `[k, m]`, B stored `[n, k]`).
+    Gemm {
+        /// A is stored transposed.
+        trans_a: bool,
+        /// B is stored transposed.
+        trans_b: bool,
+    },
+    /// Convolution forward (correlation of `x` with the weights).
+    Forward,
+    /// Convolution backward data (correlation of `dy` with the rotated, transposed weights).
+    BackwardData,
+    /// Convolution weight gradient, per-split partial sums.
+    BackwardWeight,
+}
+
+impl Pass {
+    /// Index of the pass in a row of [`PIPELINES`].
+    pub fn index(self) -> usize {
+        match self {
+            Self::Gemm { trans_a, trans_b } => 2 * usize::from(trans_a) + usize::from(trans_b),
+            Self::Forward => 4,
+            Self::BackwardData => 5,
+            Self::BackwardWeight => 6,
+        }
+    }
+}
+
+/// A pipeline of the engine: the pass (`MODE`, transposes, flip) and the tile shape.
+macro_rules! gpu_key {
+    ($tile:expr, $mode:expr, $trans_a:expr, $trans_b:expr, $flip:expr) => {
+        PipelineKey {
+            shader: &SHADER,
+            entry: "tiles",
+            constants: &[
+                ("MODE", $mode),
+                ("TRANS_A", $trans_a),
+                ("TRANS_B", $trans_b),
+                ("FLIP", $flip),
+                ("BM", $tile.bm),
+                ("BN", $tile.bn),
+                ("BK", $tile.bk),
+                ("TM", $tile.tm),
+                ("TN", $tile.tn),
+                ("WG", $tile.workgroup()),
+                ("A_LEN", $tile.a_len()),
+                ("B_LEN", $tile.b_len()),
+            ],
+        }
+    };
+}
+
+/// The seven passes of one tile shape.
+macro_rules! gpu_keys {
+    ($tile:expr) => {
+        [
+            gpu_key!($tile, 0, 0, 0, 0),
+            gpu_key!($tile, 0, 0, 1, 0),
+            gpu_key!($tile, 0, 1, 0, 0),
+            gpu_key!($tile, 0, 1, 1, 0),
+            gpu_key!($tile, 1, 0, 0, 0),
+            gpu_key!($tile, 1, 0, 0, 1),
+            gpu_key!($tile, 2, 0, 0, 0),
+        ]
+    };
+}
+
+/// Every `tiles` pipeline, `[tile][pass]` (tiles as in [`TILES`], passes by [`Pass::index`]).
+pub static PIPELINES: [[PipelineKey; 7]; 5] = [
+    gpu_keys!(TileShape::SMALL),
+    gpu_keys!(TileShape::LARGE),
+    gpu_keys!(TileShape::XL),
+    gpu_keys!(TileShape::WIDE),
+    gpu_keys!(TileShape::TALL),
+];
+
+/// Fixed-order sum of the weight-gradient splits.
+pub static SUM_SPLITS: PipelineKey = PipelineKey {
+    shader: &SHADER,
+    entry: "sum_splits",
+    constants: &[],
+};
+/// Threads per workgroup of `sum_splits` (fixed in the shader).
+pub const SUM_WORKGROUP: u32 = 64;
+
+/// Every pipeline of the engine.
+pub fn pipelines() -> Vec<&'static PipelineKey> {
+    PIPELINES
+        .iter()
+        .flatten()
+        .chain(std::iter::once(&SUM_SPLITS))
+        .collect()
+}
+
+fn tile_count(t: &TileShape, m: u32, n: u32) -> u64 {
+    u64::from(m.div_ceil(t.bm)) * u64::from(n.div_ceil(t.bn))
+}
+
+/// The index in [`TILES`] of the tile shape for an `m × n` output (`batches` entries) on `gpu`.
+pub fn choose_tile(gpu: &Gpu, m: u32, n: u32, batches: u32) -> usize {
+    let config = gpu.kernel_config();
+    let limits = gpu.limits();
+    let index = |t: TileShape| TILES.iter().position(|&x| x == t).unwrap_or(0);
+    let fits = |t: TileShape| t.fits(&limits);
+    if m <= 16 && n >= 64 && fits(TileShape::WIDE) {
+        return index(TileShape::WIDE);
+    }
+    if n <= 16 && m >= 64 && fits(TileShape::TALL) {
+        return index(TileShape::TALL);
+    }
+    // The large tile when the product fills it and still gives enough workgroups.
+    let enough = (config.split_k_workgroups / 4) as u64;
+    let mut candidates = vec![config.large_tile];
+    if config.large_tile == TileShape::XL {
+        candidates.push(TileShape::LARGE);
+    }
+    for t in candidates {
+        let full = m >= t.bm && n >= t.bn;
+        if t != TileShape::SMALL
+            && full
+            && fits(t)
+            && tile_count(&t, m, n) * u64::from(batches) >= enough
+        {
+            return index(t);
+        }
+    }
+    index(TileShape::SMALL)
+}
+
+/// Records one dispatch of the engine for `pass` over `params.batches` batch entries with the
+/// tile [`choose_tile`] picks, after checking the device limits and (on software adapters) the
+/// reduction length.
+pub(crate) fn launch(
+    gpu: &Gpu,
+    encoder: &mut wgpu::CommandEncoder,
+    op: &'static str,
+    pass: Pass,
+    mut params: TileParams,
+    tensors: [&Tensor; 3],
+) -> Result<()> {
+    let steps = u64::from(params.images_per_split.max(1)) * u64::from(params.k);
+    if let Some(limit) = gpu.kernel_config().reduction_limit(Engine::Gpu) {
+        if steps > limit as u64 {
+            return Err(Error::Limit {
+                op,
+                what: "reduction steps per dispatch (software adapter loop budget)",
+                value: steps,
+                limit: limit as u64,
+            });
+        }
+    }
+    let tile_index = choose_tile(gpu, params.m, params.n, params.batches);
+    let tile = TILES[tile_index];
+    let limits = gpu.limits();
+    if tile.workgroup_bytes() > limits.max_compute_workgroup_storage_size {
+        return Err(Error::Limit {
+            op,
+            what: "workgroup storage bytes",
+            value: u64::from(tile.workgroup_bytes()),
+            limit: u64::from(limits.max_compute_workgroup_storage_size),
+        });
+    }
+    if tile.workgroup() > limits.max_compute_invocations_per_workgroup {
+        return Err(Error::Limit {
+            op,
+            what: "invocations per workgroup",
+            value: u64::from(tile.workgroup()),
+            limit: u64::from(limits.max_compute_invocations_per_workgroup),
+        });
+    }
+    params.tiles_n = params.n.div_ceil(tile.bn);
+    let tiles = tile_count(&tile, params.m, params.n);
+    let workgroups = tiles * u64::from(params.batches);
+    let limit = u64::from(limits.max_compute_workgroups_per_dimension).pow(2);
+    let workgroups = u32::try_from(workgroups)
+        .ok()
+        .filter(|&w| u64::from(w) <= limit)
+        .ok_or(Error::Limit {
+            op,
+            what: "workgroups per dispatch",
+            value: workgroups,
+            limit,
+        })?;
+    params.tiles = tiles as u32;
+    let grid = gpu.grid(op, workgroups)?;
+    let uniform = gpu.constant_uniform(&params);
+    let [a, b, c] = tensors.map(Tensor::binding);
+    let bindings = [(0, Binding::whole(&uniform)), (1, a), (2, b), (3, c)];
+    gpu.dispatch(
+        encoder,
+        &PIPELINES[tile_index][pass.index()],
+        &bindings,
+        grid,
+    )
+}
+
+/// Records `dst = Σ_z scratch[z]` over `splits` partial sums of `len = m · n` elements, in order.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sum_splits(
+    gpu: &Gpu,
+    encoder: &mut wgpu::CommandEncoder,
+    op: &'static str,
+    m: u32,
+    n: u32,
+    splits: u32,
+    scratch: &Tensor,
+    dst: &Tensor,
+) -> Result<()> {
+    let sum = TileParams {
+        m,
+        n,
+        batches: splits,
+        ..TileParams::default()
+    };
+    let grid = gpu.grid(op, (m * n).div_ceil(SUM_WORKGROUP))?;
+    let uniform = gpu.constant_uniform(&sum);
+    let bindings = [
+        (0, Binding::whole(&uniform)),
+        (1, scratch.binding()),
+        (3, dst.binding()),
+    ];
+    gpu.dispatch(encoder, &SUM_SPLITS, &bindings, grid)
+}
+
+/// How the GPU engine's weight-gradient pass splits `images` images for `m` output channels,
+/// `n` taps and `positions` output positions per image: `(splits, images per split)`.
+///
+/// Enough splits for the configuration's split-K target, each split's reduction within the
+/// software adapters' budget, no more splits than images and (within those bounds) few enough
+/// that the partial sums fit one storage binding.
+pub(crate) fn backward_weight_splits(
+    gpu: &Gpu,
+    m: usize,
+    n: usize,
+    positions: usize,
+    images: usize,
+) -> (usize, usize) {
+    let tile = TILES[choose_tile(gpu, m as u32, n as u32, 1)];
+    let tiles = tile_count(&tile, m as u32, n as u32).max(1) as usize;
+    let limits = gpu.limits();
+    let binding = limits
+        .max_storage_buffer_binding_size
+        .min(limits.max_buffer_size);
+    let fit = (binding / (4 * (m * n).max(1) as u64)).max(1) as usize;
+    let most_per_split = match gpu.kernel_config().reduction_limit(Engine::Gpu) {
+        Some(limit) => (limit / positions.max(1)).max(1),
+        None => usize::MAX,
+    };
+    let wanted = gpu
+        .kernel_config()
+        .split_k_workgroups
+        .div_ceil(tiles)
+        .min(fit)
+        .max(images.div_ceil(most_per_split))
+        .min(images)
+        .max(1);
+    let per_split = images.div_ceil(wanted).max(1);
+    (images.div_ceil(per_split).max(1), per_split)
+}
