@@ -363,6 +363,20 @@ impl Gpu {
             })
     }
 
+    /// [`Gpu::grid`] for a workgroup count computed in 64 bits (tiles × batch entries).
+    pub fn grid_for_count(&self, op: &'static str, workgroups: u64) -> Result<[u32; 3]> {
+        let max = u64::from(self.device.limits().max_compute_workgroups_per_dimension);
+        match u32::try_from(workgroups) {
+            Ok(w) => self.grid(op, w),
+            Err(_) => Err(Error::Limit {
+                op,
+                what: "workgroups per dispatch",
+                value: workgroups,
+                limit: max * max,
+            }),
+        }
+    }
+
     /// Checks that a dispatch of `workgroups` fits the per-dimension limit, returning its grid.
     ///
     /// Grids are 2-D when the count exceeds one dimension; kernels linearise

@@ -464,19 +464,8 @@ pub(crate) fn launch_tiles(
     }
     params.tiles_n = params.n.div_ceil(TILE_COLS);
     let tiles = u64::from(params.m.div_ceil(TILE_M)) * u64::from(params.tiles_n);
-    let workgroups = tiles * u64::from(params.batches);
-    let limit = u64::from(gpu.limits().max_compute_workgroups_per_dimension).pow(2);
-    let workgroups = u32::try_from(workgroups)
-        .ok()
-        .filter(|&w| u64::from(w) <= limit)
-        .ok_or(Error::Limit {
-            op,
-            what: "workgroups per dispatch",
-            value: workgroups,
-            limit,
-        })?;
+    let grid = gpu.grid_for_count(op, tiles * u64::from(params.batches))?;
     params.tiles = tiles as u32;
-    let grid = gpu.grid(op, workgroups)?;
     let uniform = gpu.constant_uniform(&params);
     let [a, b, c] = tensors.map(Tensor::binding);
     let mut bindings = vec![(0, Binding::whole(&uniform)), (1, a), (2, b), (3, c)];
