@@ -1027,21 +1027,8 @@ impl Model {
 
     /// Σ_q R_q of the last training step (before μ). **Blocking.**
     pub fn regularizer(&self, gpu: &Gpu) -> Result<f64> {
-        let mut tensors: Vec<&Tensor> = self
-            .weights
-            .iter()
-            .flatten()
-            .map(|w| &w.quantizer.reg_value)
-            .collect();
-        if let Some(plan) = self.last_train_batch.and_then(|n| self.plans.get(&n)) {
-            for l in &plan.layers {
-                if let PlanLayer::Weighted(p) = l {
-                    tensors.extend(p.act_quant.as_ref().map(|(q, _)| &q.reg_value));
-                }
-            }
-        }
         Ok(gpu
-            .read_blocking(&tensors)?
+            .read_blocking(&self.regularizer_tensors())?
             .iter()
             .map(|v| f64::from(v[0]))
             .sum())
