@@ -13,7 +13,7 @@
 use bayesian_bits::gpu::{Engine, Gpu, Tensor};
 use bayesian_bits::kernels::conv;
 use bayesian_bits::kernels::gemm::{self, GemmShape, Variant};
-use bayesian_bits::reference::layers::Conv2dShape;
+use bayesian_bits::spec::Conv2dShape;
 use bayesian_bits::Result;
 use clap::Parser;
 use std::time::Instant;
@@ -249,22 +249,14 @@ fn main() -> Result<()> {
         if !passes_wanted.contains(&true) {
             continue;
         }
-        let s = Conv2dShape {
-            n: batch,
-            c_in: l.c_in,
-            h: l.size,
-            w: l.size,
-            c_out: l.c_out,
-            k: l.k,
-            pad: l.pad,
-        };
+        let s = Conv2dShape::square(batch, l.c_in, l.size, l.size, l.c_out, l.k, l.pad);
         let x = filled(&gpu, "x", s.input().len())?;
         let w = filled(&gpu, "w", s.weight_len())?;
         let y = filled(&gpu, "y", s.output().len())?;
         let dx = gpu.zeros("dx", &[s.input().len()])?;
         let dw = gpu.zeros("dw", &[s.weight_len()])?;
         let scratch = gpu.zeros("scratch", &[conv::backward_weight_scratch_len(&gpu, &s)])?;
-        let flops = 2.0 * (s.output().len() * s.c_in * s.k * s.k) as f64;
+        let flops = 2.0 * s.macs() as f64;
         let passes: [(&str, Record); 3] = [
             ("forward", &|e| {
                 conv::conv2d_forward(&gpu, e, variant, &s, &x, &w, &y)

@@ -7,6 +7,7 @@
 //! Layers of the crate, bottom to top:
 //! * [`gpu`]: adapter and device, tensors, staging, the pipeline cache.
 //! * [`kernels`]: one typed launcher per WGSL kernel family in `shaders/`.
+//! * [`spec`]: shapes shared by the kernels, the model and the reference.
 //! * [`quant`]: the Bayesian Bits quantizer state, gates, regulariser and bit-width readout.
 //! * [`reference`](mod@reference): the plain-Rust CPU mirror of every kernel, the test oracle.
 //! * [`data`]: dataset loaders in their official formats.
@@ -22,6 +23,7 @@ pub mod kernels;
 pub mod nn;
 pub mod quant;
 pub mod reference;
+pub mod spec;
 pub mod train;
 
 pub use error::{Error, Result};

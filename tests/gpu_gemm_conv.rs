@@ -7,7 +7,8 @@ use bayesian_bits::gpu::{Engine, Gpu, KernelConfig, Tensor, TileShape};
 use bayesian_bits::kernels::conv::{self, backward_weight_scratch_len};
 use bayesian_bits::kernels::gemm::{self, GemmShape, Variant};
 use bayesian_bits::kernels::tiles_gpu;
-use bayesian_bits::reference::layers::{self as reference, Conv2dShape};
+use bayesian_bits::reference::layers as reference;
+use bayesian_bits::spec::Conv2dShape;
 use bayesian_bits::Error;
 use common::{assert_close, gpu, uniform};
 use std::sync::OnceLock;
@@ -232,15 +233,7 @@ fn gemm_beyond_65535_workgroups_uses_a_2d_grid() {
 }
 
 fn conv_shapes() -> Vec<Conv2dShape> {
-    let shape = |n, c_in, h, w, c_out, k, pad| Conv2dShape {
-        n,
-        c_in,
-        h,
-        w,
-        c_out,
-        k,
-        pad,
-    };
+    let shape = Conv2dShape::square;
     vec![
         shape(1, 1, 5, 5, 1, 3, 1),
         shape(2, 3, 7, 9, 5, 3, 1),
@@ -315,15 +308,7 @@ fn conv_matches_reference() {
 #[test]
 fn conv_backward_weight_with_many_splits_is_deterministic() {
     // 16 images of 8×8: several splits, summed in a fixed order.
-    let s = Conv2dShape {
-        n: 16,
-        c_in: 3,
-        h: 8,
-        w: 8,
-        c_out: 6,
-        k: 3,
-        pad: 1,
-    };
+    let s = Conv2dShape::square(16, 3, 8, 8, 6, 3, 1);
     for g in [cpu_engine(), gpu().with_engine(Engine::Gpu)] {
         let g = &g;
         assert!(conv::backward_weight_splits(g, &s).0 > 1);
@@ -520,21 +505,21 @@ fn bad_shapes(g: &Gpu) {
         &t,
     );
     assert!(matches!(err, Err(Error::Shape { .. })), "{err:?}");
-    let s = Conv2dShape {
-        n: 1,
-        c_in: 1,
-        h: 4,
-        w: 4,
-        c_out: 1,
-        k: 3,
-        pad: 3,
-    };
+    let s = Conv2dShape::square(1, 1, 4, 4, 1, 3, 3);
     let err = conv::conv2d_forward(g, &mut e, v, &s, &t, &t, &t);
     assert!(matches!(err, Err(Error::InvalidArgument { .. })), "{err:?}");
-    let s = Conv2dShape { k: 7, pad: 1, ..s };
+    let s = Conv2dShape {
+        kernel: [7, 7],
+        pad: [1, 1],
+        ..s
+    };
     let err = conv::conv2d_backward_data(g, &mut e, v, &s, &t, &t, &t, false);
     assert!(matches!(err, Err(Error::InvalidArgument { .. })), "{err:?}");
-    let s = Conv2dShape { k: 3, pad: 1, ..s };
+    let s = Conv2dShape {
+        kernel: [3, 3],
+        pad: [1, 1],
+        ..s
+    };
     let err = conv::conv2d_backward_weight(g, &mut e, v, &s, &t, &t, &t, &t);
     assert!(matches!(err, Err(Error::Shape { .. })), "{err:?}");
 }

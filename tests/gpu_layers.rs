@@ -14,8 +14,9 @@ use bayesian_bits::kernels::optim::{AdamGroup, ParamArena, ParamSlice};
 use bayesian_bits::kernels::pool::MaxPool2x2;
 use bayesian_bits::kernels::{self, optim, pool};
 use bayesian_bits::quant::{Quantizer, QuantizerConfig};
-use bayesian_bits::reference::layers::{self as reference, AdamState, BnParams, LinearShape, Nchw};
+use bayesian_bits::reference::layers::{self as reference, AdamState, BnParams};
 use bayesian_bits::reference::quant;
+use bayesian_bits::spec::{LinearShape, Nchw};
 use bayesian_bits::Error;
 use common::{assert_close, gpu, uniform};
 

@@ -3,6 +3,7 @@
 
 use bayesian_bits::reference::layers::*;
 use bayesian_bits::reference::quant::quantize;
+use bayesian_bits::spec::{Conv2dShape, LinearShape, Nchw};
 
 /// Deterministic uniform numbers in [−1, 1) (xorshift64*).
 struct Rng(u64);
@@ -105,7 +106,7 @@ fn linear_gradients() {
 fn conv_padding_counts_neighbours() {
     // All-ones 3×3 kernel with pad 1 on an all-ones 3×4 image counts the in-image neighbours.
     #[rustfmt::skip]
-    let s = Conv2dShape { n: 1, c_in: 1, h: 3, w: 4, c_out: 1, k: 3, pad: 1 };
+    let s = Conv2dShape::square(1, 1, 3, 4, 1, 3, 1);
     let y = conv2d_forward(&s, &[1.0f32; 12], &[1.0; 9], None);
     assert_eq!(
         y,
@@ -118,7 +119,7 @@ fn conv_with_full_kernel_is_linear() {
     // k = h = w and pad 0: a conv is a linear layer on the (C, H, W)-flattened input.
     let mut rng = Rng(2);
     #[rustfmt::skip]
-    let s = Conv2dShape { n: 2, c_in: 3, h: 5, w: 5, c_out: 4, k: 5, pad: 0 };
+    let s = Conv2dShape::square(2, 3, 5, 5, 4, 5, 0);
     let (x, w, b) = (
         rng.vec(s.input().len()),
         rng.vec(s.weight_len()),
@@ -137,10 +138,23 @@ fn conv_gradients() {
     let mut rng = Rng(3);
     #[rustfmt::skip]
     let shapes = [
-        Conv2dShape { n: 1, c_in: 3, h: 5, w: 4, c_out: 5, k: 3, pad: 1 },
-        Conv2dShape { n: 2, c_in: 1, h: 7, w: 6, c_out: 3, k: 5, pad: 0 },
-        Conv2dShape { n: 1, c_in: 2, h: 5, w: 5, c_out: 1, k: 5, pad: 0 },
-        Conv2dShape { n: 2, c_in: 1, h: 1, w: 2, c_out: 3, k: 3, pad: 1 },
+        Conv2dShape::square(1, 3, 5, 4, 5, 3, 1),
+        Conv2dShape::square(2, 1, 7, 6, 3, 5, 0),
+        Conv2dShape::square(1, 2, 5, 5, 1, 5, 0),
+        Conv2dShape::square(2, 1, 1, 2, 3, 3, 1),
+        // Strided and grouped (ResNet downsampling, MobileNet depthwise), a strided 1×1
+        // projection, and a rectangular kernel with its own stride and padding per axis.
+        Conv2dShape::square(2, 4, 7, 6, 6, 3, 1)
+            .with_stride(2)
+            .with_groups(2),
+        Conv2dShape::square(1, 3, 6, 5, 3, 3, 1).with_groups(3),
+        Conv2dShape::square(2, 4, 6, 6, 8, 1, 0).with_stride(2),
+        Conv2dShape {
+            kernel: [1, 3],
+            stride: [2, 1],
+            pad: [0, 1],
+            ..Conv2dShape::square(1, 2, 5, 6, 4, 1, 0)
+        },
     ];
     for s in shapes {
         let (x, w, b) = (
@@ -275,7 +289,7 @@ fn fold_weight_gradients() {
 fn folded_conv_bn_without_quantizer_is_batch_norm() {
     let mut rng = Rng(7);
     #[rustfmt::skip]
-    let s = Conv2dShape { n: 2, c_in: 3, h: 4, w: 3, c_out: 3, k: 3, pad: 1 };
+    let s = Conv2dShape::square(2, 3, 4, 3, 3, 3, 1);
     let (x, w) = (rng.vec(s.input().len()), rng.vec(s.weight_len()));
     let p = bn_params(&mut rng, s.c_out);
     let r = rng.vec(s.output().len());

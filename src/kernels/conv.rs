@@ -13,7 +13,7 @@ use super::gemm::{
 };
 use super::tiles_gpu::{self, Pass};
 use crate::gpu::{Binding, Engine, Gpu, PipelineKey, Tensor};
-use crate::reference::layers::Conv2dShape;
+use crate::spec::Conv2dShape;
 use crate::{Error, Result};
 
 /// Forward (`MODE` 1), subgroup variant.
@@ -89,15 +89,20 @@ fn source_rows_aligned(p: &TileParams) -> bool {
     super::gemm::TILE_N == 8 && p.dst_w.is_multiple_of(8) && p.src_w.is_multiple_of(4) && p.n > 0
 }
 
-/// Validates the shape (kernel fits the padded input, `pad < k`) and returns `(h_out, w_out)`.
+/// Validates the shape ([`Conv2dShape::check`], and the dense stride-1 square-kernel case with
+/// `pad < k` that these kernels implement) and returns `(h_out, w_out)`.
 fn output_size(op: &'static str, s: &Conv2dShape) -> Result<(usize, usize)> {
-    let fits = s.k >= 1 && s.pad < s.k && s.h + 2 * s.pad >= s.k && s.w + 2 * s.pad >= s.k;
-    if !fits {
+    s.check().map_err(|e| Error::InvalidArgument {
+        op,
+        msg: format!("{e} ({s:?})"),
+    })?;
+    if !s.is_plain() || s.pad[0] >= s.kernel[0] {
         return Err(Error::InvalidArgument {
             op,
             msg: format!(
-                "need 1 <= k, pad < k and k <= h + 2·pad, w + 2·pad; got k {} pad {} on {}×{}",
-                s.k, s.pad, s.h, s.w
+                "only dense stride-1 convolutions with a square kernel and pad < k are \
+                 implemented; got kernel {:?} stride {:?} pad {:?} groups {}",
+                s.kernel, s.stride, s.pad, s.groups
             ),
         });
     }
@@ -132,7 +137,7 @@ fn correlation(
     dst: [usize; 2],
     pad: usize,
 ) -> TileParams {
-    let kk = s.k * s.k;
+    let kk = s.kernel[0] * s.kernel[1];
     TileParams {
         m: m as u32,
         n: (s.n * dst[0] * dst[1]) as u32,
@@ -144,7 +149,7 @@ fn correlation(
         dst_h: dst[0] as u32,
         dst_w: dst[1] as u32,
         pad: pad as u32,
-        ks: s.k as u32,
+        ks: s.kernel[0] as u32,
         images: s.n as u32,
         ..TileParams::default()
     }
@@ -172,7 +177,7 @@ pub fn conv2d_forward(
         return Ok(());
     }
     let (h_out, w_out) = output_size(OP, s)?;
-    let params = correlation(s, s.c_out, [s.c_in, s.h, s.w], [h_out, w_out], s.pad);
+    let params = correlation(s, s.c_out, [s.c_in, s.h, s.w], [h_out, w_out], s.pad[0]);
     // The weights are [c_out, c_in·k·k], rows 16-byte aligned when c_in·k·k is a multiple of 4.
     if gpu.engine() == Engine::Gpu {
         return tiles_gpu::launch(gpu, encoder, OP, Pass::Forward, params, [weight, x, y]);
@@ -216,7 +221,7 @@ pub fn conv2d_backward_data(
             s.c_in,
             [s.c_out, h_out, w_out],
             [s.h, s.w],
-            s.k - 1 - s.pad,
+            s.kernel[0] - 1 - s.pad[0],
         )
     };
     if gpu.engine() == Engine::Gpu {
@@ -254,7 +259,7 @@ pub fn backward_weight_splits(gpu: &Gpu, s: &Conv2dShape) -> (usize, usize) {
         .min(limits.max_buffer_size);
     let fit = (binding / (4 * s.weight_len().max(1) as u64)).max(1) as usize;
     // Each split's reduction must stay within MAX_REDUCTION (one chunk of slack per image).
-    let hw = (s.h + 2 * s.pad + 1).saturating_sub(s.k) * (s.w + 2 * s.pad + 1).saturating_sub(s.k);
+    let hw = s.h_out() * s.w_out();
     let per_image = (hw.div_ceil(CHUNK as usize) + 1) * CHUNK as usize;
     let most_per_split = match gpu.kernel_config().reduction_limit(Engine::Cpu) {
         Some(limit) => (limit / per_image).max(1),
@@ -326,8 +331,8 @@ pub fn conv2d_backward_weight(
         src_w: s.w as u32,
         dst_h: h_out as u32,
         dst_w: w_out as u32,
-        pad: s.pad as u32,
-        ks: s.k as u32,
+        pad: s.pad[0] as u32,
+        ks: s.kernel[0] as u32,
         images_per_split: per_split as u32,
         images: s.n as u32,
         ..TileParams::default()

@@ -1,7 +1,7 @@
 //! Static descriptions of the two models (spec §5.3, §5.4): layers, shapes, quantizers, MACs,
 //! and the names of their tensors in the official PyTorch implementation's `state_dict`.
 
-use crate::reference::layers::Conv2dShape;
+use crate::spec::Conv2dShape;
 
 /// What one layer computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,15 +86,15 @@ impl LayerSpec {
                 c_out,
                 k,
                 pad,
-            } => Some(Conv2dShape {
+            } => Some(Conv2dShape::square(
                 n,
                 c_in,
-                h: self.input[1],
-                w: self.input[2],
+                self.input[1],
+                self.input[2],
                 c_out,
                 k,
                 pad,
-            }),
+            )),
             _ => None,
         }
     }

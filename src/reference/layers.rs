@@ -10,7 +10,7 @@
 //!   code in `f64` for finite-difference gradient checks. The GPU kernels mirror the `f32`
 //!   instantiation (Adam, which is never differentiated, is `f32` only).
 //!
-//! Contents: [`gemm`] and the linear layer, the stride-1 2-D convolution, ReLU and 2×2 max-pool,
+//! Contents: [`gemm`] and the linear layer, the strided, grouped 2-D convolution, ReLU and 2×2 max-pool,
 //! folded batch norm (spec §5.2), softmax cross-entropy and Adam.
 
 use std::fmt::Debug;
@@ -28,8 +28,8 @@ pub use batch_norm::{
     fold_bias, fold_weight, fold_weight_backward, folded_bn_train_backward,
     folded_bn_train_forward, BnParams, FoldedBnGrads, FoldedBnTrain, BN_EPS, BN_MOMENTUM,
 };
-pub use conv::{conv2d_backward_data, conv2d_backward_weight, conv2d_forward, Conv2dShape};
-pub use linear::{gemm, linear_backward, linear_forward, LinearGrads, LinearShape};
+pub use conv::{conv2d_backward_data, conv2d_backward_weight, conv2d_forward};
+pub use linear::{gemm, linear_backward, linear_forward, LinearGrads};
 pub use loss::{softmax_cross_entropy, CrossEntropy};
 pub use pool::{maxpool2x2_backward, maxpool2x2_forward, relu_backward, relu_forward};
 
@@ -87,38 +87,3 @@ macro_rules! impl_float {
 }
 impl_float!(f32);
 impl_float!(f64);
-
-/// Dimensions of an NCHW activation tensor. A `[n, features]` tensor (BN1d) is `h = w = 1`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Nchw {
-    /// Batch size.
-    pub n: usize,
-    /// Channels.
-    pub c: usize,
-    /// Height.
-    pub h: usize,
-    /// Width.
-    pub w: usize,
-}
-
-impl Nchw {
-    /// Dimensions `[n, c, h, w]`.
-    pub const fn new(n: usize, c: usize, h: usize, w: usize) -> Self {
-        Self { n, c, h, w }
-    }
-
-    /// Number of elements, `n·c·h·w`.
-    pub fn len(&self) -> usize {
-        self.n * self.c * self.h * self.w
-    }
-
-    /// Whether the tensor has no elements.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Flat index of element `(n, c, y, x)`.
-    pub fn index(&self, n: usize, c: usize, y: usize, x: usize) -> usize {
-        ((n * self.c + c) * self.h + y) * self.w + x
-    }
-}

@@ -5,9 +5,10 @@
 //! ([`crate::nn::Arch::state_dict_shapes`]), so the GPU model, checkpoints and this reference
 //! are compared name by name.
 
-use super::layers::{self, AdamState, BnParams, LinearShape, Nchw};
+use super::layers::{self, AdamState, BnParams};
 use super::quant;
 use crate::nn::{Arch, LayerKind, LayerSpec};
+use crate::spec::{LinearShape, Nchw};
 use std::collections::BTreeMap;
 
 /// Tensors keyed by `state_dict` name.

@@ -16,7 +16,8 @@
 //! the two layer products; the `y_q` path yields `dL/dW_f`, which [`fold_weight_backward`] (after
 //! the quantizer's straight-through backward) turns into `dL/dW` and the folding part of `dL/dγ`.
 
-use super::{Float, Nchw};
+use super::Float;
+use crate::spec::Nchw;
 
 /// BN ε, added to both the running and the batch variance.
 pub const BN_EPS: f32 = 1e-5;

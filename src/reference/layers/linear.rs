@@ -1,6 +1,7 @@
 //! Matrix product and the fully connected layer.
 
 use super::Float;
+use crate::spec::LinearShape;
 
 /// Row-major matrix product `C = op(A) · op(B)`, with `op(A)` of shape `[m, k]`, `op(B)` of shape
 /// `[k, n]` and `C` of shape `[m, n]`.
@@ -31,24 +32,6 @@ pub fn gemm<T: Float>(
         }
     }
     c
-}
-
-/// Dimensions of a linear layer: input `[n, d_in]`, weight `[d_out, d_in]`, output `[n, d_out]`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LinearShape {
-    /// Batch size.
-    pub n: usize,
-    /// Input features.
-    pub d_in: usize,
-    /// Output features.
-    pub d_out: usize,
-}
-
-impl LinearShape {
-    /// Batch `n`, `d_in` inputs, `d_out` outputs.
-    pub const fn new(n: usize, d_in: usize, d_out: usize) -> Self {
-        Self { n, d_in, d_out }
-    }
 }
 
 /// `y = x · Wᵀ + b`: `x` `[n, d_in]`, `w` `[d_out, d_in]`, optional `bias` `[d_out]`, returns

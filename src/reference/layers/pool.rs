@@ -1,6 +1,7 @@
 //! ReLU and 2×2 max-pooling.
 
-use super::{Float, Nchw};
+use super::Float;
+use crate::spec::Nchw;
 
 /// `max(x, 0)` elementwise.
 pub fn relu_forward<T: Float>(x: &[T]) -> Vec<T> {
