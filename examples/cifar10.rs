@@ -1,4 +1,5 @@
-//! Train VGG-7 on CIFAR-10 with Bayesian Bits (spec §7.3), or evaluate a checkpoint.
+//! Train VGG-7 (the paper's network, spec §7.3) or ResNet-20 (`--model resnet20`) on CIFAR-10
+//! with Bayesian Bits, or evaluate a checkpoint.
 //!
 //! `cargo run --release --example cifar10 -- --data data/` downloads CIFAR-10 into `data/` when
 //! it is absent; `--help` lists the flags (defaults are the paper's recipe).
@@ -20,6 +21,7 @@ fn ensure(dir: &Path, offline: bool) -> Result<std::path::PathBuf, data::DataErr
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     common::main(common::Experiment {
         arch: Arch::vgg7(),
+        models: &[("vgg7", Arch::vgg7), ("resnet20", Arch::resnet20)],
         defaults: TrainConfig::cifar10(),
         augment: Augment::CropFlip,
         ensure,

@@ -21,6 +21,7 @@ fn ensure(dir: &Path, offline: bool) -> Result<std::path::PathBuf, data::DataErr
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     common::main(common::Experiment {
         arch: Arch::lenet5(),
+        models: &[("lenet5", Arch::lenet5)],
         defaults: TrainConfig::mnist(),
         augment: Augment::None,
         ensure,

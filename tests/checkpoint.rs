@@ -353,7 +353,7 @@ fn full_vgg7_checkpoint_validates_and_round_trips() {
     let arch = Arch::vgg7();
     let mut ck = full_checkpoint(&arch);
     ck.validate_against(&arch).unwrap();
-    ck.set_meta(MODEL, arch.name);
+    ck.set_meta(MODEL, &arch.name);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("vgg7.safetensors");
     ck.save(&path).unwrap();

@@ -39,7 +39,7 @@ fn set_gates(arch: &Arch, params: &mut Params, weight_bits: &[u32], act_bits: &[
             }
         };
         set("weight_quantizer", weight_bits[i]);
-        if l.relu_quant {
+        if l.act_quant {
             set("activation_quantizer", act_bits[i]);
         }
         if l.prune {
@@ -220,7 +220,7 @@ fn vgg7_export_integer_inference() {
     let mut params = reference::init_params(&arch, &init);
     for (i, l) in arch.weighted_layers().enumerate() {
         let c = l.out_channels();
-        let name = l.name;
+        let name = &l.name;
         if l.batch_norm {
             let r = |k: u64, lo: f32, hi: f32| uniform(100 + 10 * i as u64 + k, c, lo, hi);
             params.insert(format!("{name}.gamma"), r(0, 0.5, 1.5));

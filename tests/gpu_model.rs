@@ -253,3 +253,64 @@ fn vgg_evaluation_matches_reference_at_low_bit_widths() {
     );
     common::assert_close(&got, &fwd.logits, 1e-5, "eval logits");
 }
+
+/// 32-bit initial logits, as for VGG-7: train-mode BN on a batch of 2 amplifies last-bit
+/// differences into rounding-tie flips at low bit widths.
+const WIDE: InitConfig = InitConfig {
+    chain_logits: [6.0; 4],
+    prune_logit: 6.0,
+    seed: 6,
+};
+
+#[test]
+fn resnet20_step_matches_reference() {
+    // Residual adds, identity and projection shortcuts, stride-2 convolutions, global pooling.
+    for engine in [Engine::Cpu, Engine::Gpu] {
+        check_step(&gpu().with_engine(engine), Arch::resnet20(), WIDE, 2, 0.01);
+    }
+}
+
+#[test]
+fn resnet18_step_matches_reference() {
+    // torchvision's ResNet-18 on 3×32×32 inputs: the 7×7 stride-2 stem and 3×3 stride-2
+    // max-pool with padding.
+    let arch = Arch::resnet18([3, 32, 32], 10).unwrap();
+    check_step(&gpu().with_engine(Engine::Gpu), arch, WIDE, 2, 0.01);
+}
+
+/// A network that is no preset, built with the public builder: grouped and depthwise strided
+/// convolutions, a basic block with a projection, overlapping padded max-pooling, average
+/// pooling, an explicit flatten, a hidden linear layer and 5 classes.
+fn custom_network() -> Arch {
+    use bayesian_bits::spec::{ArchBuilder, Conv, Linear};
+    let mut b = ArchBuilder::new("custom", [4, 9, 9], 5);
+    let x = b.input();
+    let x = b
+        .conv("stem", x, Conv::new(8, 3).pad(1).groups(2).batch_norm())
+        .unwrap();
+    let x = b
+        .conv(
+            "dw",
+            x,
+            Conv::new(8, 3).stride(2).pad(1).groups(8).batch_norm(),
+        )
+        .unwrap();
+    let x = b.basic_block("block", x, 12, 1).unwrap();
+    let x = b.max_pool("pool", x, 3, 2, 1).unwrap();
+    let x = b.avg_pool("avg", x, 2, 1, 0).unwrap();
+    let x = b.flatten("flatten", x).unwrap();
+    let x = b.linear("head", x, Linear::new(16)).unwrap();
+    let logits = b.linear("logits", x, Linear::new(5)).unwrap();
+    b.finish(logits).unwrap()
+}
+
+#[test]
+fn network_from_the_builder_steps_like_the_reference() {
+    for engine in [Engine::Cpu, Engine::Gpu] {
+        let init = InitConfig {
+            chain_logits: [6.0, 6.0, -6.0, -6.0],
+            ..WIDE
+        };
+        check_step(&gpu().with_engine(engine), custom_network(), init, 3, 0.1);
+    }
+}

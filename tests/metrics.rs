@@ -129,7 +129,7 @@ fn step_lines_hold_every_quantizer_and_agree_with_the_reference() {
         assert!((0.0..=100.0).contains(&s.accuracy));
         assert!(s.regularizer > 0.0);
         let names: Vec<&str> = s.layers.iter().map(|l| l.name.as_str()).collect();
-        let want: Vec<&str> = arch.weighted_layers().map(|l| l.name).collect();
+        let want: Vec<&str> = arch.weighted_layers().map(|l| l.name.as_str()).collect();
         assert_eq!(names, want);
         for (i, l) in s.layers.iter().enumerate() {
             // Weights and activations of every layer; the logit layer has no activations.
@@ -373,7 +373,7 @@ fn plot_draws_one_series_per_quantizer_from_a_metrics_file() {
         "one series per quantizer and gate"
     );
     for l in arch.weighted_layers() {
-        assert!(svg.contains(l.name), "{} missing", l.name);
+        assert!(svg.contains(&l.name), "{} missing", l.name);
     }
     assert!(svg.contains("test-time threshold P = 0.66"));
     for title in [

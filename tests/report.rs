@@ -189,7 +189,7 @@ fn table_lists_layers_bops_and_accuracy() {
     let report = epoch(3, &arch).report();
     let t = report.table();
     for l in arch.weighted_layers() {
-        assert!(t.contains(l.name), "{t}");
+        assert!(t.contains(&l.name), "{t}");
     }
     assert!(t.contains("125/128"), "{t}");
     assert!(t.contains("relative BOPs"), "{t}");
@@ -294,7 +294,7 @@ fn svg_plot_is_written_with_layer_names() {
     assert!(svg.starts_with("<svg"), "{}", &svg[..svg.len().min(200)]);
     assert!(svg.trim_end().ends_with("</svg>"));
     for l in arch.weighted_layers() {
-        assert!(svg.contains(l.name), "{} missing", l.name);
+        assert!(svg.contains(&l.name), "{} missing", l.name);
     }
     for title in [
         "weight bits",

@@ -5,11 +5,11 @@
 use bayesian_bits::data::{self, Augment, Dataset, Split};
 use bayesian_bits::gpu::Gpu;
 use bayesian_bits::nn::{Arch, Model};
+use bayesian_bits::quant::graph_relative_bops;
 use bayesian_bits::train::checkpoint::Checkpoint;
 use bayesian_bits::train::metrics::layer_gates;
 use bayesian_bits::train::report::{
-    format_table_with_flips, plot_svg, redraw, relative_bops_percent, EpochReport, MetricsLog,
-    Report,
+    format_table_with_flips, plot_svg, redraw, EpochReport, MetricsLog, Report,
 };
 use bayesian_bits::train::trainer::layer_reports;
 use bayesian_bits::train::{TrainConfig, Trainer};
@@ -21,8 +21,10 @@ use std::sync::Arc;
 
 /// Which experiment an example runs.
 pub struct Experiment {
-    /// Model.
+    /// Model (the first of `models`).
     pub arch: Arch,
+    /// The models `--model` chooses from, by name; the first is the default.
+    pub models: &'static [(&'static str, fn() -> Arch)],
     /// Paper defaults.
     pub defaults: TrainConfig,
     /// Training-time augmentation.
@@ -39,6 +41,9 @@ pub struct Experiment {
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// The network to train or load (see `--help` of each example for the choices).
+    #[arg(long, global = true)]
+    model: Option<String>,
     #[command(flatten)]
     train: TrainArgs,
 }
@@ -193,9 +198,19 @@ fn load(
 }
 
 /// Parses the command line and runs it.
-pub fn main(exp: Experiment) -> Result<(), Box<dyn Error>> {
+pub fn main(mut exp: Experiment) -> Result<(), Box<dyn Error>> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
+    if let Some(name) = &cli.model {
+        let choices: Vec<&str> = exp.models.iter().map(|(n, _)| *n).collect();
+        let (_, build) = exp.models.iter().find(|(n, _)| n == name).ok_or_else(|| {
+            format!(
+                "unknown --model {name}; choose one of {}",
+                choices.join(", ")
+            )
+        })?;
+        exp.arch = build();
+    }
     match cli.command {
         Some(Command::Evaluate {
             checkpoint,
@@ -366,9 +381,10 @@ fn evaluate(
     }
     let metrics = model.take_metrics(&gpu)?;
     let layers = layer_reports(&gpu, &model)?;
+    let states = model.quantizer_states(&gpu)?;
     let report = Report {
         test_accuracy: 100.0 * f64::from(metrics.accuracy()),
-        relative_bops_percent: relative_bops_percent(&exp.arch, &layers)?,
+        relative_bops_percent: graph_relative_bops(&exp.arch, &states)?,
         layers,
     };
     if json {

@@ -124,7 +124,7 @@ fn prepare<'a>(
     params: &Params,
     model: &str,
 ) -> Result<Prepared<'a>, ExportError> {
-    let name = spec.name;
+    let name = &spec.name;
     let c_out = spec.out_channels();
     let numel: usize = spec.weight_shape().iter().product();
     let raw = param(params, &format!("{name}.weight"), numel, model)?;
@@ -152,7 +152,7 @@ fn prepare<'a>(
         (raw.to_vec(), vec![0.0; c_out])
     };
     let wq = read_quantizer(params, &format!("{name}.weight_quantizer.quantizer"), model)?;
-    let act = if spec.relu_quant {
+    let act = if spec.act_quant {
         Some(read_quantizer(
             params,
             &format!("{name}.activation_quantizer.quantizer"),
@@ -194,6 +194,34 @@ fn prepare<'a>(
     })
 }
 
+/// The export format and the integer engine cover chains of dense stride-1 square convolutions,
+/// 2×2 max-pools and linear layers (LeNet-5, VGG-7); anything else is refused by name.
+fn check_exportable(arch: &Arch) -> Result<(), ExportError> {
+    for l in &arch.layers {
+        let supported = match l.kind {
+            LayerKind::Conv { .. } => l.conv_shape(1).is_some_and(|s| s.is_plain()),
+            LayerKind::Linear { .. } => true,
+            LayerKind::MaxPool {
+                kernel: 2,
+                stride: 2,
+                pad: 0,
+            } => true,
+            _ => false,
+        };
+        if !supported || l.inputs.len() != 1 {
+            return Err(ExportError::Params {
+                model: arch.name.clone(),
+                msg: format!(
+                    "layer {} ({:?}) is not supported by the export yet (chains of dense stride-1 \
+                     convolutions, 2×2 max-pools and linear layers are)",
+                    l.name, l.kind
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Exports `params` (official `state_dict` names, e.g. from a checkpoint) of `arch` with
 /// test-time gates: per conv/linear layer the weight codes at the learned bit width, the
 /// BN-folded bias, the kept output channels, and in the manifest every quantizer's bits,
@@ -203,7 +231,8 @@ pub fn export(
     params: &Params,
     options: &ExportOptions,
 ) -> Result<ExportedModel, ExportError> {
-    let model = arch.name;
+    let model = arch.name.as_str();
+    check_exportable(arch)?;
     let positions: Vec<usize> = (0..arch.layers.len())
         .filter(|&i| arch.layers[i].is_weighted())
         .collect();
@@ -231,7 +260,7 @@ pub fn export(
             continue;
         }
         let next = prep[j + 1].spec;
-        let padded_next = matches!(next.kind, LayerKind::Conv { pad, .. } if pad > 0);
+        let padded_next = matches!(next.kind, LayerKind::Conv { pad, .. } if pad != [0, 0]);
         let act = p.act.as_ref();
         let mut pr = Pruning {
             removal_exact: true,
@@ -316,7 +345,7 @@ pub fn export(
         let kind = match spec.kind {
             LayerKind::Conv { .. } => "conv",
             LayerKind::Linear { .. } => "linear",
-            LayerKind::MaxPool => "maxpool2x2",
+            _ => "maxpool2x2",
         };
         if !spec.is_weighted() {
             manifests.push(LayerManifest {
@@ -372,7 +401,7 @@ pub fn export(
             Codes::Int(v)
         };
         let shape = match spec.kind {
-            LayerKind::Conv { k, .. } => vec![rows.len(), in_kept, k, k],
+            LayerKind::Conv { kernel, .. } => vec![rows.len(), in_kept, kernel[0], kernel[1]],
             _ => vec![rows.len(), in_kept],
         };
         let scale = if p.wq.bits == 32 {
@@ -392,7 +421,7 @@ pub fn export(
             clip: quant::CLIP_SHRINK * a.x_max,
         });
         let (kernel, padding) = match spec.kind {
-            LayerKind::Conv { k, pad, .. } => (k, pad),
+            LayerKind::Conv { kernel, pad, .. } => (kernel[0], pad[0]),
             _ => (1, 0),
         };
         manifests.push(LayerManifest {
@@ -417,7 +446,7 @@ pub fn export(
                     codes_clamped: p.codes_clamped,
                 },
                 batch_norm_folded: spec.batch_norm,
-                relu: spec.relu_quant,
+                relu: spec.relu,
                 activation: act,
                 pruning: pruning[wi].clone(),
             }),

@@ -1,7 +1,7 @@
-//! Layers and the two models of the paper (LeNet-5, VGG-7).
+//! The Bayesian Bits model on the GPU. Network descriptions live in [`crate::spec`] and are
+//! re-exported here.
 
-pub mod arch;
 pub mod model;
 
-pub use arch::{Arch, LayerKind, LayerSpec};
+pub use crate::spec::{Arch, LayerKind, LayerSpec};
 pub use model::{LearningRates, Model, StepConfig};

@@ -20,9 +20,9 @@ use crate::kernels::gemm::{self, GemmShape, Variant};
 use crate::kernels::loss::{MetricValues, Metrics, SoftmaxCrossEntropy};
 use crate::kernels::optim::{AdamGroup, ParamArena, ParamSlice};
 use crate::kernels::pool::MaxPool2x2;
-use crate::nn::arch::{Arch, LayerKind, LayerSpec};
 use crate::quant::{Quantizer, QuantizerConfig, QuantizerState, QuantizerStorage, StepState};
 use crate::reference::model::{self as reference, Group, Params, QuantizerInfo};
+use crate::spec::{Arch, LayerKind, LayerSpec};
 use crate::{Error, Result};
 use std::collections::{BTreeMap, HashMap};
 
@@ -141,53 +141,114 @@ impl BnParams {
 struct Activations {
     input: Tensor,
     labels: Tensor,
-    /// Output of every layer (quantized activation, pooled map or logits).
-    outputs: Vec<Tensor>,
-    /// Per weighted layer: conv output y (before the epilogue), pre-quantization activation a,
-    /// and (BN) the full-precision conv output.
+    /// Output of every layer (quantized activation, pooled map or logits); `None` for a flatten,
+    /// whose output is its input.
+    outputs: Vec<Option<Tensor>>,
+    /// Per weighted layer: conv output y (before the epilogue), and (BN) the full-precision conv
+    /// output; per quantized layer: the activation quantizer's input a.
     y: Vec<Option<Tensor>>,
     a: Vec<Option<Tensor>>,
     y_fp: Vec<Option<Tensor>>,
     argmax: Vec<Option<Tensor>>,
-    /// Backward scratch of the largest layer: ping-pong gradients and temporaries.
-    grad: [Tensor; 2],
+    /// Gradient buffers of the values, assigned by [`GradSlots`].
+    grads: Vec<Tensor>,
+    /// Backward temporaries of the largest layer.
     da: Tensor,
     dy: Tensor,
     dy_fp: Tensor,
     dlogits: Tensor,
 }
 
+/// Which gradient buffer holds dL/d(value) during the backward pass. Values are numbered as in
+/// [`LayerSpec::inputs`]; a flatten's output shares its input's buffer. Buffers are reused once
+/// the layer that produced a value has consumed its gradient, so a chain of layers needs two.
+#[derive(Clone, Debug)]
+struct GradSlots {
+    /// The value whose buffer a value uses (itself, or a flatten's input, transitively).
+    canonical: Vec<usize>,
+    /// Buffer index per canonical value (`None`: the input, or the logits, whose gradient is
+    /// `dlogits`).
+    slot: Vec<Option<usize>>,
+    count: usize,
+}
+
+impl GradSlots {
+    fn new(arch: &Arch) -> Self {
+        let values = arch.layers.len() + 1;
+        let mut canonical: Vec<usize> = (0..values).collect();
+        for (i, l) in arch.layers.iter().enumerate() {
+            if l.kind == LayerKind::Flatten {
+                canonical[i + 1] = canonical[l.inputs[0]];
+            }
+        }
+        let mut slot = vec![None; values];
+        let (mut free, mut count) = (Vec::new(), 0);
+        let logits = canonical[values - 1];
+        for (i, l) in arch.layers.iter().enumerate().rev() {
+            for &v in &l.inputs {
+                let c = canonical[v];
+                if c != 0 && c != logits && slot[c].is_none() {
+                    slot[c] = Some(free.pop().unwrap_or_else(|| {
+                        count += 1;
+                        count - 1
+                    }));
+                }
+            }
+            if canonical[i + 1] == i + 1 {
+                if let Some(k) = slot[i + 1] {
+                    free.push(k);
+                }
+            }
+        }
+        Self {
+            canonical,
+            slot,
+            count,
+        }
+    }
+}
+
 /// Kernels and views for one batch size.
 #[derive(Debug)]
 struct Plan {
     layers: Vec<PlanLayer>,
+    /// Every value at this batch size: 0 the input, `i + 1` layer `i`'s output.
+    values: Vec<Tensor>,
+    /// Gradient buffers at this batch size, indexed by value (`None`: no gradient needed).
+    dvalues: Vec<Option<Tensor>>,
     loss: SoftmaxCrossEntropy,
-    input: Tensor,
     labels: Tensor,
-    dlogits: Tensor,
 }
 
 #[derive(Debug)]
 enum PlanLayer {
-    Pool(Box<PlanPool>),
+    MaxPool(Box<PlanPool>),
+    /// Flatten: moves no data.
+    Flatten,
+    Add(Box<PlanAdd>),
     Weighted(Box<PlanWeighted>),
 }
 
 #[derive(Debug)]
 struct PlanPool {
     pool: MaxPool2x2,
-    output: Tensor,
     argmax: Tensor,
+}
+
+/// A residual add: the sum `a` (the quantizer's input) and the quantizer.
+#[derive(Debug)]
+struct PlanAdd {
+    quantizer: Quantizer,
+    a: Tensor,
 }
 
 #[derive(Debug)]
 struct PlanWeighted {
     epilogue: Epilogue,
     bn: Option<FoldedBn>,
-    /// The activation quantizer and its input `a` (post-ReLU), kept for the backward pass;
-    /// `None` for the logit layer, whose output is `a` itself.
+    /// The activation quantizer and its input `a`, kept for the backward pass; `None` for the
+    /// logit layer, whose output is `a` itself.
     act_quant: Option<(Quantizer, Tensor)>,
-    output: Tensor,
     y: Tensor,
     y_fp: Option<Tensor>,
 }
@@ -205,6 +266,7 @@ pub struct Model {
     infos: Vec<QuantizerInfo>,
     weights: Vec<Option<WeightSide>>,
     act_storage: Vec<Option<QuantizerStorage>>,
+    grad_slots: GradSlots,
     acts: Activations,
     plans: HashMap<usize, Plan>,
     /// Batch size of the last training step (whose regulariser values are current).
@@ -230,6 +292,7 @@ impl Model {
     pub fn new(gpu: &Gpu, arch: Arch, max_batch: usize, params: &Params) -> Result<Self> {
         const OP: &str = "Model::new";
         check_batch(gpu, &arch, max_batch)?;
+        check_supported(&arch)?;
         for (name, shape) in arch.state_dict_shapes() {
             let len: usize = shape.iter().product();
             match params.get(&name) {
@@ -297,33 +360,42 @@ impl Model {
         let (mut y, mut a, mut y_fp, mut argmax) = (vec![], vec![], vec![], vec![]);
         let mut largest = arch.input.iter().product::<usize>();
         for l in &arch.layers {
-            let out_len = max_batch * l.output.iter().product::<usize>();
-            largest = largest.max(l.output.iter().product());
-            outputs.push(gpu.zeros(&format!("{} output", l.name), &[out_len])?);
-            if !l.is_weighted() {
-                weights.push(None);
-                act_storage.push(None);
-                y.push(None);
-                a.push(None);
-                y_fp.push(None);
-                argmax.push(Some(gpu.zeros(&format!("{} argmax", l.name), &[out_len])?));
-                continue;
-            }
-            argmax.push(None);
-            y.push(Some(gpu.zeros(&format!("{} y", l.name), &[out_len])?));
-            a.push(match l.relu_quant {
-                true => Some(gpu.zeros(&format!("{} a", l.name), &[out_len])?),
+            let out_len = max_batch * l.output_len();
+            largest = largest.max(l.output_len());
+            let zeros = |what: &str| gpu.zeros(&format!("{} {what}", l.name), &[out_len]);
+            outputs.push(match l.kind {
+                LayerKind::Flatten => None,
+                _ => Some(zeros("output")?),
+            });
+            argmax.push(match l.kind {
+                LayerKind::MaxPool { .. } => Some(zeros("argmax")?),
+                _ => None,
+            });
+            y.push(match l.is_weighted() {
+                true => Some(zeros("y")?),
+                false => None,
+            });
+            a.push(match l.act_quant {
+                true => Some(zeros("a")?),
                 false => None,
             });
             y_fp.push(match l.batch_norm {
-                true => Some(gpu.zeros(&format!("{} y_fp", l.name), &[out_len])?),
+                true => Some(zeros("y_fp")?),
                 false => None,
             });
-            let name = l.name;
+            act_storage.push(match find(l.activation_quantizer()) {
+                Some(info) => Some(quant_storage(info)?),
+                None => None,
+            });
+            if !l.is_weighted() {
+                weights.push(None);
+                continue;
+            }
+            let name = &l.name;
             let wshape = l.weight_shape();
             let wlen: usize = wshape.iter().product();
-            let winfo = find(format!("{name}.weight_quantizer.quantizer"))
-                .expect("every weighted layer has a weight quantizer");
+            let winfo =
+                find(l.weight_quantizer()).expect("every weighted layer has a weight quantizer");
             let signed = x_min[&winfo.prefix] < 0.0;
             let quantizer = Quantizer::with_storage(
                 gpu,
@@ -372,14 +444,9 @@ impl Model {
                 weight_q_grad: gpu.zeros("quantized weight grad", &wshape)?,
                 scratch: gpu.zeros("conv scratch", &[scratch_len])?,
             }));
-            act_storage.push(
-                match find(format!("{name}.activation_quantizer.quantizer")) {
-                    Some(info) => Some(quant_storage(info)?),
-                    None => None,
-                },
-            );
         }
         let scratch = max_batch * largest;
+        let grad_slots = GradSlots::new(&arch);
         let acts = Activations {
             input: gpu.zeros("input", &[max_batch * arch.input.iter().product::<usize>()])?,
             labels: gpu.zeros("labels", &[max_batch])?,
@@ -388,10 +455,9 @@ impl Model {
             a,
             y_fp,
             argmax,
-            grad: [
-                gpu.zeros("grad ping", &[scratch])?,
-                gpu.zeros("grad pong", &[scratch])?,
-            ],
+            grads: (0..grad_slots.count)
+                .map(|k| gpu.zeros(&format!("value gradient {k}"), &[scratch]))
+                .collect::<Result<_>>()?,
             da: gpu.zeros("da", &[scratch])?,
             dy: gpu.zeros("dy", &[scratch])?,
             dy_fp: gpu.zeros("dy_fp", &[scratch])?,
@@ -407,6 +473,7 @@ impl Model {
             infos,
             weights,
             act_storage,
+            grad_slots,
             acts,
             plans: HashMap::new(),
             last_train_batch: None,
@@ -457,77 +524,113 @@ impl Model {
             });
         }
         let prefix = |t: &Tensor, per_sample: usize| t.slice(gpu, 0, &[n * per_sample]);
+        let input_len = self.arch.input.iter().product();
+        let mut values = vec![prefix(&self.acts.input, input_len)?];
+        for (i, l) in self.arch.layers.iter().enumerate() {
+            values.push(match &self.acts.outputs[i] {
+                Some(t) => prefix(t, l.output_len())?,
+                None => values[l.inputs[0]].clone(),
+            });
+        }
+        let slots = &self.grad_slots;
+        let last = values.len() - 1;
+        let dlogits = prefix(&self.acts.dlogits, self.arch.classes)?;
+        let dvalues = (0..values.len())
+            .map(|v| {
+                let c = slots.canonical[v];
+                match slots.slot[c] {
+                    _ if c == slots.canonical[last] => Ok(Some(dlogits.clone())),
+                    Some(k) => prefix(
+                        &self.acts.grads[k],
+                        self.arch.value_shape(v).iter().product(),
+                    )
+                    .map(Some),
+                    None => Ok(None),
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
         let mut layers = Vec::new();
         for (i, l) in self.arch.layers.iter().enumerate() {
-            let out = l.output.iter().product::<usize>();
-            let output = prefix(&self.acts.outputs[i], out)?;
-            if !l.is_weighted() {
-                layers.push(PlanLayer::Pool(Box::new(PlanPool {
+            let out = l.output_len();
+            let act_quantizer = |info_prefix: String| -> Result<Option<(Quantizer, Tensor)>> {
+                let Some(storage) = &self.act_storage[i] else {
+                    return Ok(None);
+                };
+                let info = self
+                    .infos
+                    .iter()
+                    .find(|q| q.prefix == info_prefix)
+                    .expect("activation quantizer info");
+                let cfg = QuantizerConfig {
+                    len: n * out,
+                    prune_channels: 0,
+                    signed: self.x_min[&info.prefix] < 0.0,
+                    x_max: 1.0,
+                    chain_logits: [0.0; 4],
+                    prune_logit: 0.0,
+                    mac_ratio: info.mac_ratio,
+                    id: info.id,
+                };
+                let a = prefix(self.acts.a[i].as_ref().expect("a"), out)?;
+                Ok(Some((
+                    Quantizer::with_storage(gpu, cfg, storage.clone())?,
+                    a,
+                )))
+            };
+            let layer = match l.kind {
+                LayerKind::MaxPool { .. } => PlanLayer::MaxPool(Box::new(PlanPool {
                     pool: MaxPool2x2::new(gpu, n, l.input[0], l.input[1], l.input[2])?,
-                    output,
                     argmax: prefix(self.acts.argmax[i].as_ref().expect("pool argmax"), out)?,
-                })));
-                continue;
-            }
-            let layout = match l.kind {
-                LayerKind::Conv { c_out, .. } => {
-                    ChannelLayout::nchw(n, c_out, l.output[1], l.output[2])
+                })),
+                LayerKind::Flatten => PlanLayer::Flatten,
+                LayerKind::Add => {
+                    let (quantizer, a) = act_quantizer(l.activation_quantizer())?
+                        .expect("an add has an activation quantizer");
+                    PlanLayer::Add(Box::new(PlanAdd { quantizer, a }))
                 }
-                _ => ChannelLayout::rows(n, l.out_channels()),
-            };
-            let epilogue = Epilogue::new(
-                gpu,
-                EpilogueConfig {
-                    layout,
-                    relu: l.relu_quant,
-                    scaled: l.batch_norm,
-                },
-            )?;
-            let wlen = l.weight_shape().iter().product();
-            let bn = match l.batch_norm {
-                true => Some(FoldedBn::new(gpu, layout, wlen)?),
-                false => None,
-            };
-            let act_quant = match &self.act_storage[i] {
-                Some(storage) => {
-                    let info = self
-                        .infos
-                        .iter()
-                        .find(|q| q.prefix == format!("{}.activation_quantizer.quantizer", l.name))
-                        .expect("activation quantizer info");
-                    let cfg = QuantizerConfig {
-                        len: n * out,
-                        prune_channels: 0,
-                        signed: self.x_min[&info.prefix] < 0.0,
-                        x_max: 1.0,
-                        chain_logits: [0.0; 4],
-                        prune_logit: 0.0,
-                        mac_ratio: info.mac_ratio,
-                        id: info.id,
+                LayerKind::Conv { .. } | LayerKind::Linear { .. } => {
+                    let layout = match l.kind {
+                        LayerKind::Conv { c_out, .. } => {
+                            ChannelLayout::nchw(n, c_out, l.output[1], l.output[2])
+                        }
+                        _ => ChannelLayout::rows(n, l.out_channels()),
                     };
-                    let a = prefix(self.acts.a[i].as_ref().expect("a"), out)?;
-                    Some((Quantizer::with_storage(gpu, cfg, storage.clone())?, a))
+                    let epilogue = Epilogue::new(
+                        gpu,
+                        EpilogueConfig {
+                            layout,
+                            relu: l.relu,
+                            scaled: l.batch_norm,
+                        },
+                    )?;
+                    let wlen = l.weight_shape().iter().product();
+                    let bn = match l.batch_norm {
+                        true => Some(FoldedBn::new(gpu, layout, wlen)?),
+                        false => None,
+                    };
+                    PlanLayer::Weighted(Box::new(PlanWeighted {
+                        epilogue,
+                        bn,
+                        act_quant: act_quantizer(l.activation_quantizer())?,
+                        y: prefix(self.acts.y[i].as_ref().expect("y"), out)?,
+                        y_fp: match &self.acts.y_fp[i] {
+                            Some(t) => Some(prefix(t, out)?),
+                            None => None,
+                        },
+                    }))
                 }
-                None => None,
+                LayerKind::AvgPool { .. } | LayerKind::GlobalAvgPool => {
+                    unreachable!("refused by check_supported")
+                }
             };
-            layers.push(PlanLayer::Weighted(Box::new(PlanWeighted {
-                epilogue,
-                bn,
-                act_quant,
-                output,
-                y: prefix(self.acts.y[i].as_ref().expect("y"), out)?,
-                y_fp: match &self.acts.y_fp[i] {
-                    Some(t) => Some(prefix(t, out)?),
-                    None => None,
-                },
-            })));
+            layers.push(layer);
         }
         let plan = Plan {
             layers,
+            values,
+            dvalues,
             loss: SoftmaxCrossEntropy::new(gpu, n, self.arch.classes)?,
-            input: prefix(&self.acts.input, self.arch.input.iter().product())?,
             labels: prefix(&self.acts.labels, 1)?,
-            dlogits: prefix(&self.acts.dlogits, self.arch.classes)?,
         };
         self.plans.insert(n, plan);
         Ok(())
@@ -537,7 +640,7 @@ impl Model {
         let n = labels.len();
         self.plan(gpu, n)?;
         let plan = &self.plans[&n];
-        gpu.write(&plan.input, images)?;
+        gpu.write(&plan.values[0], images)?;
         gpu.write(&plan.labels, labels)?;
         Ok(n)
     }
@@ -589,12 +692,7 @@ impl Model {
             op: "Model::logits",
             msg: format!("no batch of {n} images has been run"),
         })?;
-        Ok(plan
-            .layers
-            .last()
-            .map(layer_output)
-            .expect("a model has layers")
-            .clone())
+        Ok(plan.values.last().expect("a model has layers").clone())
     }
 
     /// Reads the accumulated loss and accuracy and resets them. **Blocking.**
@@ -618,189 +716,260 @@ impl Model {
             w.quantizer.sample_gates(gpu, enc, &self.step_state)?;
         }
         for l in &plan.layers {
-            if let PlanLayer::Weighted(p) = l {
-                if let Some((q, _)) = &p.act_quant {
-                    q.sample_gates(gpu, enc, &self.step_state)?;
-                }
+            if let Some(q) = l.act_quantizer() {
+                q.sample_gates(gpu, enc, &self.step_state)?;
             }
         }
-        let mut input = &plan.input;
         for (i, l) in plan.layers.iter().enumerate() {
+            let spec = &self.arch.layers[i];
+            let input = &plan.values[spec.inputs[0]];
+            let output = &plan.values[i + 1];
             match l {
-                PlanLayer::Pool(p) => {
-                    p.pool.forward(gpu, enc, input, &p.output, &p.argmax)?;
-                    input = &p.output;
+                PlanLayer::MaxPool(p) => p.pool.forward(gpu, enc, input, output, &p.argmax)?,
+                PlanLayer::Flatten => {}
+                PlanLayer::Add(p) => {
+                    // ReLU is implicit: the sum's quantizer is unsigned, and the unsigned clip
+                    // maps negative sums to 0 with zero gradient, as ReLU then Q would.
+                    let other = &plan.values[spec.inputs[1]];
+                    elementwise::add(gpu, enc, input, other, &p.a)?;
+                    p.quantizer
+                        .forward(gpu, enc, &self.step_state, &p.a, output)?;
                 }
                 PlanLayer::Weighted(p) => {
                     let w = self.weights[i].as_ref().expect("weighted layer");
-                    let source = match (&w.bn, &w.folded, &p.bn) {
-                        (Some(bn), Some((folded, _)), Some(fbn)) => {
-                            fbn.fold_weight(gpu, enc, &bn.bindings(), &w.weight, folded)?;
-                            folded
-                        }
-                        _ => &w.weight,
-                    };
-                    w.quantizer
-                        .forward(gpu, enc, &self.step_state, source, &w.weight_q)?;
-                    let product = Product {
-                        gpu,
-                        variant: self.variant,
-                        side: w,
-                        n,
-                    };
-                    product.forward(enc, input, &w.weight_q, &p.y)?;
-                    let (scale, shift) = match (&w.bn, &p.bn) {
-                        (Some(bn), Some(fbn)) => {
-                            if training {
-                                let y_fp = p.y_fp.as_ref().expect("BN layers keep y_fp");
-                                product.forward(enc, input, &w.weight, y_fp)?;
-                                fbn.train_stats(gpu, enc, &bn.bindings(), y_fp)?;
-                            } else {
-                                fbn.eval_affine(gpu, enc, &bn.bindings())?;
-                            }
-                            (Some(fbn.scale.binding()), fbn.shift.binding())
-                        }
-                        _ => (
-                            None,
-                            w.bias
-                                .as_ref()
-                                .map(|(b, _)| b.binding())
-                                .expect("layers without BN have a bias"),
-                        ),
-                    };
-                    let quant = p.act_quant.as_ref().map(|(q, _)| ActQuant {
-                        x_max: q.x_max.binding(),
-                        gates: q.gates.binding(),
-                        q: p.output.binding(),
-                    });
-                    let a = p.act_quant.as_ref().map_or(&p.output, |(_, a)| a);
-                    p.epilogue.forward(
-                        gpu,
-                        enc,
-                        &EpilogueForward {
-                            y: p.y.binding(),
-                            scale,
-                            shift,
-                            a: a.binding(),
-                            quant,
-                        },
-                    )?;
-                    input = &p.output;
+                    self.record_weighted_forward(gpu, enc, n, training, w, p, input, output)?;
                 }
             }
         }
+        let logits = plan.values.last().expect("a model has layers");
+        let dlogits = plan
+            .dvalues
+            .last()
+            .and_then(Option::as_ref)
+            .expect("dlogits");
         plan.loss
-            .forward(gpu, enc, input, &plan.labels, &plan.dlogits, &self.metrics)
+            .forward(gpu, enc, logits, &plan.labels, dlogits, &self.metrics)
     }
 
+    #[allow(clippy::too_many_arguments)]
+    fn record_weighted_forward(
+        &self,
+        gpu: &Gpu,
+        enc: &mut wgpu::CommandEncoder,
+        n: usize,
+        training: bool,
+        w: &WeightSide,
+        p: &PlanWeighted,
+        input: &Tensor,
+        output: &Tensor,
+    ) -> Result<()> {
+        let source = match (&w.bn, &w.folded, &p.bn) {
+            (Some(bn), Some((folded, _)), Some(fbn)) => {
+                fbn.fold_weight(gpu, enc, &bn.bindings(), &w.weight, folded)?;
+                folded
+            }
+            _ => &w.weight,
+        };
+        w.quantizer
+            .forward(gpu, enc, &self.step_state, source, &w.weight_q)?;
+        let product = Product {
+            gpu,
+            variant: self.variant,
+            side: w,
+            n,
+        };
+        product.forward(enc, input, &w.weight_q, &p.y)?;
+        let (scale, shift) = match (&w.bn, &p.bn) {
+            (Some(bn), Some(fbn)) => {
+                if training {
+                    let y_fp = p.y_fp.as_ref().expect("BN layers keep y_fp");
+                    product.forward(enc, input, &w.weight, y_fp)?;
+                    fbn.train_stats(gpu, enc, &bn.bindings(), y_fp)?;
+                } else {
+                    fbn.eval_affine(gpu, enc, &bn.bindings())?;
+                }
+                (Some(fbn.scale.binding()), fbn.shift.binding())
+            }
+            _ => (
+                None,
+                w.bias
+                    .as_ref()
+                    .map(|(b, _)| b.binding())
+                    .expect("layers without BN have a bias"),
+            ),
+        };
+        let quant = p.act_quant.as_ref().map(|(q, _)| ActQuant {
+            x_max: q.x_max.binding(),
+            gates: q.gates.binding(),
+            q: output.binding(),
+        });
+        let a = p.act_quant.as_ref().map_or(output, |(_, a)| a);
+        p.epilogue.forward(
+            gpu,
+            enc,
+            &EpilogueForward {
+                y: p.y.binding(),
+                scale,
+                shift,
+                a: a.binding(),
+                quant,
+            },
+        )
+    }
+
+    /// Records the backward pass. Gradients flow from value to value: a layer reads the gradient
+    /// of its output and writes (its first reader in backward order) or adds (the others) the
+    /// gradients of its inputs; the network input needs none.
     fn record_backward(&self, gpu: &Gpu, enc: &mut wgpu::CommandEncoder, n: usize) -> Result<()> {
         let plan = &self.plans[&n];
         let sized = |t: &Tensor, len: usize| t.slice(gpu, 0, &[len]);
-        // Gradient w.r.t. the current layer's output; starts as dL/dlogits.
-        let mut dout = plan.dlogits.clone();
-        let mut ping = 0;
+        let canonical = &self.grad_slots.canonical;
+        let mut written = vec![false; plan.values.len()];
         for (i, l) in plan.layers.iter().enumerate().rev() {
-            let in_len = n * self.arch.layers[i].input.iter().product::<usize>();
-            let input = if i == 0 {
-                plan.input.clone()
-            } else {
-                layer_output(&plan.layers[i - 1]).clone()
+            let spec = &self.arch.layers[i];
+            let Some(dout) = plan.dvalues[i + 1].as_ref() else {
+                continue;
             };
-            // dL/dinput goes to the ping-pong buffer not holding dout; the first layer needs none.
-            let dinput = match i {
-                0 => None,
-                _ => Some(sized(&self.acts.grad[ping], in_len)?),
+            // Where this layer's gradient w.r.t. input v goes, and whether to add to it.
+            let mut target = |v: usize| -> Option<(Tensor, bool)> {
+                let t = plan.dvalues[v].clone()?;
+                let add = std::mem::replace(&mut written[canonical[v]], true);
+                Some((t, add))
             };
+            let first = spec.inputs[0];
+            let in_len = plan.values[first].len();
             match l {
-                PlanLayer::Pool(p) => {
-                    let dinput = dinput.expect("a pooling layer is never first");
-                    p.pool.backward(gpu, enc, &dout, &p.argmax, &dinput)?;
-                    dout = dinput;
+                PlanLayer::Flatten => {}
+                PlanLayer::MaxPool(p) => {
+                    if let Some((dx, add)) = target(first) {
+                        let out = if add {
+                            sized(&self.acts.dy, in_len)?
+                        } else {
+                            dx.clone()
+                        };
+                        p.pool.backward(gpu, enc, dout, &p.argmax, &out)?;
+                        if add {
+                            elementwise::accumulate(gpu, enc, &out, &dx)?;
+                        }
+                    }
+                }
+                PlanLayer::Add(p) => {
+                    let ds = sized(&self.acts.da, p.a.len())?;
+                    p.quantizer
+                        .backward(gpu, enc, &self.step_state, &p.a, dout, &ds)?;
+                    for &v in &spec.inputs {
+                        match target(v) {
+                            Some((dx, true)) => elementwise::accumulate(gpu, enc, &ds, &dx)?,
+                            Some((dx, false)) => enc.copy_buffer_to_buffer(
+                                ds.buffer(),
+                                ds.offset(),
+                                dx.buffer(),
+                                dx.offset(),
+                                ds.bytes(),
+                            ),
+                            None => {}
+                        }
+                    }
                 }
                 PlanLayer::Weighted(p) => {
                     let w = self.weights[i].as_ref().expect("weighted layer");
-                    let out_len = p.y.len();
-                    let da = match &p.act_quant {
-                        Some((q, a)) => {
-                            let da = sized(&self.acts.da, out_len)?;
-                            q.backward(gpu, enc, &self.step_state, a, &dout, &da)?;
-                            da
-                        }
-                        None => dout.clone(),
-                    };
-                    let dy = sized(&self.acts.dy, out_len)?;
-                    let product = Product {
-                        gpu,
-                        variant: self.variant,
-                        side: w,
-                        n,
-                    };
-                    let (scale, sum_da) = match (&w.bn, &p.bn) {
-                        (Some(bn), Some(fbn)) => {
-                            (Some(fbn.scale.binding()), bn.beta_grad.binding())
-                        }
-                        _ => (
-                            None,
-                            w.bias.as_ref().map(|(_, g)| g.binding()).expect("bias"),
-                        ),
-                    };
-                    p.epilogue.backward(
-                        gpu,
-                        enc,
-                        &EpilogueBackward {
-                            da: da.binding(),
-                            y: p.y.binding(),
-                            scale,
-                            dy: dy.binding(),
-                            sum_da,
-                        },
-                    )?;
-                    let folded_bn = match (&w.bn, &p.bn, &w.folded) {
-                        (Some(bn), Some(fbn), Some(folded)) => Some((bn, fbn, folded)),
-                        _ => None,
-                    };
-                    if let Some((bn, fbn, _)) = folded_bn {
-                        // Full-precision path (batch statistics): writes dW and dx.
-                        let y_fp = p.y_fp.as_ref().expect("BN layers keep y_fp");
-                        let dy_fp = sized(&self.acts.dy_fp, out_len)?;
-                        let args = BnBackward {
-                            sum_g: bn.beta_grad.binding(),
-                            sum_gy: p.epilogue.sum_da_y.binding(),
-                            y_fp: y_fp.binding(),
-                            dy_fp: dy_fp.binding(),
-                            dgamma: bn.gamma_grad.binding(),
-                        };
-                        fbn.backward(gpu, enc, &bn.bindings(), &args)?;
-                        let dx = dinput.as_ref().map(|t| (t, false));
-                        product.backward(enc, &input, &w.weight, &dy_fp, dx, &w.weight_grad)?;
-                    }
-                    // Quantized path: adds to dx when the full-precision path wrote it.
-                    let dx = dinput.as_ref().map(|t| (t, folded_bn.is_some()));
-                    product.backward(enc, &input, &w.weight_q, &dy, dx, &w.weight_q_grad)?;
-                    let (source, source_grad) = match folded_bn {
-                        Some((_, _, (folded, folded_grad))) => (folded, folded_grad),
-                        None => (&w.weight, &w.weight_grad),
-                    };
-                    let step = &self.step_state;
-                    w.quantizer
-                        .backward(gpu, enc, step, source, &w.weight_q_grad, source_grad)?;
-                    if let Some((bn, fbn, (_, folded_grad))) = folded_bn {
-                        // dL/dW_f → dW (added to the full-precision path's) and the folding part of dγ.
-                        let args = FoldBackward {
-                            dw_f: folded_grad.binding(),
-                            w: w.weight.binding(),
-                            dw: w.weight_grad.binding(),
-                            dgamma: bn.gamma_grad.binding(),
-                        };
-                        fbn.fold_weight_backward(gpu, enc, &bn.bindings(), &args)?;
-                        fbn.update_running(gpu, enc, &bn.bindings())?;
-                    }
-                    if let Some(d) = dinput {
-                        dout = d;
-                    }
+                    let input = &plan.values[first];
+                    let dx = target(first);
+                    self.record_weighted_backward(gpu, enc, n, w, p, input, dout, dx)?;
                 }
             }
-            ping = 1 - ping;
+        }
+        Ok(())
+    }
+
+    /// The backward pass of a weighted layer from `dout` = dL/d(output); `dx` = (dL/d(input),
+    /// add to it).
+    #[allow(clippy::too_many_arguments)]
+    fn record_weighted_backward(
+        &self,
+        gpu: &Gpu,
+        enc: &mut wgpu::CommandEncoder,
+        n: usize,
+        w: &WeightSide,
+        p: &PlanWeighted,
+        input: &Tensor,
+        dout: &Tensor,
+        dx: Option<(Tensor, bool)>,
+    ) -> Result<()> {
+        let sized = |t: &Tensor, len: usize| t.slice(gpu, 0, &[len]);
+        let out_len = p.y.len();
+        let da = match &p.act_quant {
+            Some((q, a)) => {
+                let da = sized(&self.acts.da, out_len)?;
+                q.backward(gpu, enc, &self.step_state, a, dout, &da)?;
+                da
+            }
+            None => dout.clone(),
+        };
+        let dy = sized(&self.acts.dy, out_len)?;
+        let product = Product {
+            gpu,
+            variant: self.variant,
+            side: w,
+            n,
+        };
+        let (scale, sum_da) = match (&w.bn, &p.bn) {
+            (Some(bn), Some(fbn)) => (Some(fbn.scale.binding()), bn.beta_grad.binding()),
+            _ => (
+                None,
+                w.bias.as_ref().map(|(_, g)| g.binding()).expect("bias"),
+            ),
+        };
+        p.epilogue.backward(
+            gpu,
+            enc,
+            &EpilogueBackward {
+                da: da.binding(),
+                y: p.y.binding(),
+                scale,
+                dy: dy.binding(),
+                sum_da,
+            },
+        )?;
+        let folded_bn = match (&w.bn, &p.bn, &w.folded) {
+            (Some(bn), Some(fbn), Some(folded)) => Some((bn, fbn, folded)),
+            _ => None,
+        };
+        if let Some((bn, fbn, _)) = folded_bn {
+            // Full-precision path (batch statistics): writes dW and dx.
+            let y_fp = p.y_fp.as_ref().expect("BN layers keep y_fp");
+            let dy_fp = sized(&self.acts.dy_fp, out_len)?;
+            let args = BnBackward {
+                sum_g: bn.beta_grad.binding(),
+                sum_gy: p.epilogue.sum_da_y.binding(),
+                y_fp: y_fp.binding(),
+                dy_fp: dy_fp.binding(),
+                dgamma: bn.gamma_grad.binding(),
+            };
+            fbn.backward(gpu, enc, &bn.bindings(), &args)?;
+            let dx = dx.as_ref().map(|(t, add)| (t, *add));
+            product.backward(enc, input, &w.weight, &dy_fp, dx, &w.weight_grad)?;
+        }
+        // Quantized path: adds to dx when the full-precision path wrote it.
+        let dx = dx.as_ref().map(|(t, add)| (t, *add || folded_bn.is_some()));
+        product.backward(enc, input, &w.weight_q, &dy, dx, &w.weight_q_grad)?;
+        let (source, source_grad) = match folded_bn {
+            Some((_, _, (folded, folded_grad))) => (folded, folded_grad),
+            None => (&w.weight, &w.weight_grad),
+        };
+        let step = &self.step_state;
+        w.quantizer
+            .backward(gpu, enc, step, source, &w.weight_q_grad, source_grad)?;
+        if let Some((bn, fbn, (_, folded_grad))) = folded_bn {
+            // dL/dW_f → dW (added to the full-precision path's) and the folding part of dγ.
+            let args = FoldBackward {
+                dw_f: folded_grad.binding(),
+                w: w.weight.binding(),
+                dw: w.weight_grad.binding(),
+                dgamma: bn.gamma_grad.binding(),
+            };
+            fbn.fold_weight_backward(gpu, enc, &bn.bindings(), &args)?;
+            fbn.update_running(gpu, enc, &bn.bindings())?;
         }
         Ok(())
     }
@@ -1017,9 +1186,7 @@ impl Model {
             .collect();
         if let Some(plan) = self.last_train_batch.and_then(|n| self.plans.get(&n)) {
             for l in &plan.layers {
-                if let PlanLayer::Weighted(p) = l {
-                    tensors.extend(p.act_quant.as_ref().map(|(q, _)| &q.reg_value));
-                }
+                tensors.extend(l.act_quantizer().map(|q| &q.reg_value));
             }
         }
         tensors
@@ -1111,10 +1278,14 @@ impl Product<'_> {
     }
 }
 
-fn layer_output(l: &PlanLayer) -> &Tensor {
-    match l {
-        PlanLayer::Pool(p) => &p.output,
-        PlanLayer::Weighted(p) => &p.output,
+impl PlanLayer {
+    /// The activation quantizer on the layer's output, if any.
+    fn act_quantizer(&self) -> Option<&Quantizer> {
+        match self {
+            PlanLayer::Add(p) => Some(&p.quantizer),
+            PlanLayer::Weighted(p) => p.act_quant.as_ref().map(|(q, _)| q),
+            _ => None,
+        }
     }
 }
 
@@ -1134,6 +1305,37 @@ fn quant_config(
         mac_ratio: info.mac_ratio,
         id: info.id,
     }
+}
+
+/// Refuses networks the GPU model cannot run: layer kinds without kernels yet, and a ReLU
+/// without an activation quantizer after it (the epilogue's backward relies on the unsigned
+/// quantizer for the ReLU mask).
+fn check_supported(arch: &Arch) -> Result<()> {
+    for l in &arch.layers {
+        let problem = match l.kind {
+            LayerKind::MaxPool {
+                kernel,
+                stride,
+                pad,
+            } if [kernel, stride, pad] != [2, 2, 0] => {
+                Some("only 2×2 stride-2 max-pooling has a GPU kernel yet")
+            }
+            LayerKind::AvgPool { .. } | LayerKind::GlobalAvgPool => {
+                Some("average pooling has no GPU kernel yet")
+            }
+            _ if l.relu && !l.act_quant => {
+                Some("a ReLU must be followed by an activation quantizer")
+            }
+            _ => None,
+        };
+        if let Some(msg) = problem {
+            return Err(Error::InvalidArgument {
+                op: "Model::new",
+                msg: format!("{}: layer {}: {msg}", arch.name, l.name),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a batch whose largest activation would exceed one storage binding, naming the
@@ -1265,4 +1467,28 @@ fn build_stores(
         )?;
     }
     Ok((stores, places, x_min))
+}
+
+// TEMPORARY until the element-wise kernels land.
+mod elementwise {
+    use crate::gpu::{Gpu, Tensor};
+    use crate::{Error, Result};
+    pub fn add(
+        _: &Gpu,
+        _: &mut wgpu::CommandEncoder,
+        _: &Tensor,
+        _: &Tensor,
+        _: &Tensor,
+    ) -> Result<()> {
+        Err(Error::InvalidArgument {
+            op: "add",
+            msg: "not yet".into(),
+        })
+    }
+    pub fn accumulate(_: &Gpu, _: &mut wgpu::CommandEncoder, _: &Tensor, _: &Tensor) -> Result<()> {
+        Err(Error::InvalidArgument {
+            op: "accumulate",
+            msg: "not yet".into(),
+        })
+    }
 }

@@ -1,5 +1,45 @@
 //! Bit-operation accounting (spec §6).
 
+use super::QuantizerState;
+use crate::spec::Arch;
+use crate::{Error, Result};
+use std::collections::BTreeMap;
+
+/// Relative BOPs in percent of `arch` with the test-time bit widths and pruning gates of its
+/// quantizers (`states`, keyed by `state_dict` prefix), counted on the graph as
+/// [`Arch::bop_inputs`] describes; on a chain of layers this is spec §6.2.
+pub fn graph_relative_bops(arch: &Arch, states: &BTreeMap<String, QuantizerState>) -> Result<f64> {
+    let get = |prefix: &str| {
+        states.get(prefix).ok_or_else(|| Error::InvalidArgument {
+            op: "graph_relative_bops",
+            msg: format!("{}: no state for quantizer {prefix}", arch.name),
+        })
+    };
+    let mut kept = BTreeMap::new();
+    for l in arch.weighted_layers() {
+        if let Some(mask) = get(&l.weight_quantizer())?.kept_mask() {
+            kept.insert(l.name.clone(), mask);
+        }
+    }
+    let inputs = arch.bop_inputs(&kept);
+    let (mut total, mut baseline) = (0.0, 0.0);
+    for (l, input) in arch.weighted_layers().zip(&inputs) {
+        let weight_bits = get(&l.weight_quantizer())?.bit_width();
+        let input_bits = match &input.quantizer {
+            Some(q) => get(q)?.bit_width(),
+            None => 8,
+        };
+        let keep_out = match kept.get(&l.name) {
+            Some(m) => m.iter().filter(|&&k| k).count() as f64 / m.len() as f64,
+            None => 1.0,
+        };
+        let macs = l.macs() as f64;
+        total += macs * f64::from(weight_bits) * f64::from(input_bits) * keep_out * input.keep();
+        baseline += macs * 1024.0;
+    }
+    Ok(100.0 * total / baseline)
+}
+
 /// One weight layer as the BOP metric sees it, in network order.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LayerBops {

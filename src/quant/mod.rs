@@ -6,7 +6,7 @@
 
 mod bops;
 
-pub use bops::{relative_bops, LayerBops};
+pub use bops::{graph_relative_bops, relative_bops, LayerBops};
 
 use crate::gpu::{Binding, Gpu, Tensor};
 use crate::kernels::quant::{self as kernel, QuantBuffers, QuantParams, StepParams};
@@ -115,11 +115,16 @@ impl QuantizerState {
 
     /// Output channels kept at test time (all channels without pruning gates: `None`).
     pub fn kept_channels(&self) -> Option<usize> {
+        self.kept_mask().map(|m| m.iter().filter(|&&k| k).count())
+    }
+
+    /// Test-time pruning gate of every output channel (`None` without pruning gates).
+    pub fn kept_mask(&self) -> Option<Vec<bool>> {
         (!self.prune_logits.is_empty()).then(|| {
             self.prune_logits
                 .iter()
-                .filter(|&&l| reference::test_gate(l) > 0.0)
-                .count()
+                .map(|&l| reference::test_gate(l) > 0.0)
+                .collect()
         })
     }
 }

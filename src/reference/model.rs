@@ -7,42 +7,9 @@
 
 use super::layers::{self, AdamState, BnParams};
 use super::quant;
-use crate::nn::{Arch, LayerKind, LayerSpec};
-use crate::spec::{LinearShape, Nchw};
+use crate::spec::{Arch, LayerKind, LayerSpec, LinearShape, Nchw};
+pub use crate::spec::{Group, Params, QuantizerInfo};
 use std::collections::BTreeMap;
-
-/// Tensors keyed by `state_dict` name.
-pub type Params = BTreeMap<String, Vec<f32>>;
-
-/// Which Adam group a parameter belongs to (spec §4.2).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Group {
-    /// Weights, biases, BN γ and β (scheduled learning rate).
-    Weights,
-    /// Gate logits ℓ2…ℓ32.
-    Gates,
-    /// Ranges x_max.
-    Scales,
-}
-
-impl Group {
-    /// The group of a `state_dict` tensor; `None` for tensors without gradient (running
-    /// statistics, the inert `x_min`).
-    pub fn of(name: &str) -> Option<Group> {
-        let leaf = name.rsplit('.').next().unwrap_or(name);
-        if name.contains("quantizer.") {
-            match leaf {
-                "x_max" => Some(Group::Scales),
-                "x_min" => None,
-                _ => Some(Group::Gates),
-            }
-        } else if leaf.starts_with("running_") {
-            None
-        } else {
-            Some(Group::Weights)
-        }
-    }
-}
 
 /// Initial gate logits and seed of a model (spec §2.7).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -59,48 +26,10 @@ pub struct InitConfig {
 /// `(step, quantizer)` counters below it).
 const INIT_STREAM: u32 = u32::MAX;
 
-/// One quantizer of the model: its `state_dict` prefix, noise id and regulariser weight.
-#[derive(Clone, Debug, PartialEq)]
-pub struct QuantizerInfo {
-    /// e.g. `features.0.weight_quantizer.quantizer`.
-    pub prefix: String,
-    /// Id in the gate-noise counter: `2·i` for the weights and `2·i + 1` for the activations of
-    /// the i-th weighted layer.
-    pub id: u32,
-    /// `mac_count / max_macs` (spec §3): the layer's own MACs for weights, the consuming
-    /// layer's MACs for activations.
-    pub mac_ratio: f32,
-    /// Output channels with pruning gates (0 = none).
-    pub prune_channels: usize,
-    /// Elements of the quantized tensor for one sample (activations) or in total (weights).
-    pub len: usize,
-}
-
-/// Every quantizer of `arch`, weights before activations within a layer.
+/// Every quantizer of `arch`, weights before activations within a layer
+/// ([`Arch::quantizers`]).
 pub fn quantizers(arch: &Arch) -> Vec<QuantizerInfo> {
-    let weighted: Vec<&LayerSpec> = arch.weighted_layers().collect();
-    let max_macs = arch.max_macs() as f64;
-    let mut out = Vec::new();
-    for (i, l) in weighted.iter().enumerate() {
-        out.push(QuantizerInfo {
-            prefix: format!("{}.weight_quantizer.quantizer", l.name),
-            id: 2 * i as u32,
-            mac_ratio: (l.macs() as f64 / max_macs) as f32,
-            prune_channels: if l.prune { l.out_channels() } else { 0 },
-            len: l.weight_shape().iter().product(),
-        });
-        if l.relu_quant {
-            let consumer = weighted.get(i + 1).map_or(0, |c| c.macs());
-            out.push(QuantizerInfo {
-                prefix: format!("{}.activation_quantizer.quantizer", l.name),
-                id: 2 * i as u32 + 1,
-                mac_ratio: (consumer as f64 / max_macs) as f32,
-                prune_channels: 0,
-                len: l.output.iter().product(),
-            });
-        }
-    }
-    out
+    arch.quantizers()
 }
 
 /// PyTorch default initialisation: weights and biases uniform in ±1/√fan_in, BN γ = 1, β = 0,
@@ -110,10 +39,8 @@ pub fn init_params(arch: &Arch, cfg: &InitConfig) -> Params {
     for (t, (name, shape)) in arch.state_dict_shapes().into_iter().enumerate() {
         let len: usize = shape.iter().product();
         let leaf = name.rsplit('.').next().unwrap_or_default().to_string();
-        let layer = arch
-            .layers
-            .iter()
-            .find(|l| name.starts_with(&format!("{}.", l.name)));
+        let module = name.rsplit_once('.').map_or("", |(m, _)| m);
+        let layer = arch.layers.iter().find(|l| l.name == module);
         let value = |v: f32| vec![v; len];
         let data = match leaf.as_str() {
             "weight" | "bias" => {
@@ -279,7 +206,15 @@ fn add(grads: &mut Params, name: &str, values: &[f32]) {
 /// What the backward pass of one layer needs.
 #[derive(Debug)]
 enum Saved {
-    Pool { input_len: usize, argmax: Vec<u32> },
+    /// Max-pool: the argmax of every output.
+    MaxPool {
+        input_len: usize,
+        argmax: Vec<u32>,
+    },
+    /// Layers whose backward needs only their spec (average pools, flatten).
+    Passthrough(LayerSpec),
+    /// Residual add: the quantizer applied to the (ReLU'd) sum.
+    Add(QuantUse),
     Weighted(Box<WeightedSaved>),
 }
 
@@ -287,7 +222,6 @@ enum Saved {
 #[derive(Debug)]
 struct WeightedSaved {
     layer: LayerSpec,
-    input: Vec<f32>,
     weight_q: Vec<f32>,
     weight_quant: QuantUse,
     /// Train-mode folded BN.
@@ -312,7 +246,7 @@ fn weighted_forward(l: &LayerSpec, n: usize, x: &[f32], w: &[f32]) -> Vec<f32> {
         (None, LayerKind::Linear { d_in, d_out }) => {
             layers::linear_forward(&LinearShape::new(n, d_in, d_out), x, w, None)
         }
-        _ => unreachable!("pooling has no weights"),
+        _ => unreachable!("only conv and linear layers have weights"),
     }
 }
 
@@ -333,7 +267,7 @@ fn weighted_backward(
             let g = layers::linear_backward(&LinearShape::new(n, d_in, d_out), x, w, dy);
             (g.dx, g.dw)
         }
-        _ => unreachable!("pooling has no weights"),
+        _ => unreachable!("only conv and linear layers have weights"),
     }
 }
 
@@ -363,7 +297,30 @@ pub struct Forward {
     /// `[n, classes]`.
     pub logits: Vec<f32>,
     saved: Vec<Saved>,
+    /// Every value (0: the input, `i + 1`: layer `i`'s output) that a backward pass reads.
+    values: Vec<Vec<f32>>,
+    arch: Arch,
     n: usize,
+}
+
+/// The activation quantizer of `l`'s output (batch of `n`), applied to `a`.
+fn quantize_output(
+    params: &mut Params,
+    infos: &[QuantizerInfo],
+    l: &LayerSpec,
+    n: usize,
+    a: Vec<f32>,
+    key: StepKey,
+    mode: Mode,
+) -> (Vec<f32>, QuantUse) {
+    let prefix = l.activation_quantizer();
+    let mut info = infos
+        .iter()
+        .find(|q| q.prefix == prefix)
+        .expect("activation quantizer")
+        .clone();
+    info.len *= n;
+    QuantUse::apply(params, &info, a, key, mode)
 }
 
 /// Runs the network on `n` images. `RangeInit` and `Train` update BN running statistics and
@@ -376,95 +333,152 @@ pub fn forward(
     key: StepKey,
     mode: Mode,
 ) -> Forward {
-    let infos = quantizers(arch);
-    let find = |prefix: String| infos.iter().find(|q| q.prefix == prefix).cloned();
-    let mut x = images.to_vec();
+    let infos = arch.quantizers();
+    let mut values = vec![images.to_vec()];
     let mut saved = Vec::new();
     for l in &arch.layers {
-        let name = l.name;
-        if l.kind == LayerKind::MaxPool {
-            let (y, argmax) =
-                layers::maxpool2x2_forward(&Nchw::new(n, l.input[0], l.input[1], l.input[2]), &x);
-            saved.push(Saved::Pool {
-                input_len: x.len(),
-                argmax,
-            });
-            x = y;
-            continue;
-        }
-        let raw_w = params[&format!("{name}.weight")].clone();
-        let w_used = if l.batch_norm {
-            layers::fold_weight(
-                &raw_w,
-                &params[&format!("{name}.gamma")],
-                &params[&format!("{name}.running_var")],
-            )
-        } else {
-            raw_w.clone()
-        };
-        let winfo = find(format!("{name}.weight_quantizer.quantizer")).expect("weight quantizer");
-        let (weight_q, weight_quant) = QuantUse::apply(params, &winfo, w_used, key, mode);
-        let dims = output_dims(l, n);
-        let mut y = weighted_forward(l, n, &x, &weight_q);
-        let mut bn = None;
-        if l.batch_norm {
-            let get = |t: &str| params[&format!("{name}.{t}")].clone();
-            let (gamma, beta, mean, var) = (
-                get("gamma"),
-                get("beta"),
-                get("running_mean"),
-                get("running_var"),
-            );
-            let p = BnParams {
-                gamma: &gamma,
-                beta: &beta,
-                running_mean: &mean,
-                running_var: &var,
-            };
-            if mode == Mode::Eval {
-                per_channel_add(&mut y, &dims, &layers::fold_bias(&p));
-            } else {
-                let y_fp = weighted_forward(l, n, &x, &raw_w);
-                let r = layers::folded_bn_train_forward(&dims, &y, &y_fp, &p);
-                params.insert(format!("{name}.running_mean"), r.running_mean);
-                params.insert(format!("{name}.running_var"), r.running_var);
-                let y_q = std::mem::replace(&mut y, r.out);
-                bn = Some(BnSaved {
-                    y_q,
-                    y_fp,
-                    running_mean: mean,
-                    running_var: var,
-                });
+        let x = &values[l.inputs[0]];
+        let dims_in = Nchw::new(n, l.input[0], l.input[1], l.input[2]);
+        let (y, s) = match l.kind {
+            LayerKind::MaxPool { .. } => {
+                let (y, argmax) = pool_shim::max_pool_forward(&dims_in, &pool_shape(l), x);
+                let input_len = x.len();
+                (y, Saved::MaxPool { input_len, argmax })
             }
-        } else if l.bias {
-            per_channel_add(&mut y, &dims, &params[&format!("{name}.bias")]);
-        }
-        let mut act_quant = None;
-        let input = std::mem::take(&mut x);
-        x = if l.relu_quant {
-            let ainfo = find(format!("{name}.activation_quantizer.quantizer"))
-                .expect("activation quantizer");
-            let mut ainfo_batch = ainfo.clone();
-            ainfo_batch.len *= n;
-            let (q, u) = QuantUse::apply(params, &ainfo_batch, layers::relu_forward(&y), key, mode);
-            act_quant = Some(u);
-            q
-        } else {
-            y
+            LayerKind::AvgPool { .. } => (
+                pool_shim::avg_pool_forward(&dims_in, &pool_shape(l), x),
+                Saved::Passthrough(l.clone()),
+            ),
+            LayerKind::GlobalAvgPool => (
+                pool_shim::global_avg_pool_forward(&dims_in, x),
+                Saved::Passthrough(l.clone()),
+            ),
+            LayerKind::Flatten => (x.clone(), Saved::Passthrough(l.clone())),
+            LayerKind::Add => {
+                let sum: Vec<f32> = x
+                    .iter()
+                    .zip(&values[l.inputs[1]])
+                    .map(|(a, b)| a + b)
+                    .collect();
+                let a = if l.relu {
+                    layers::relu_forward(&sum)
+                } else {
+                    sum
+                };
+                let (q, u) = quantize_output(params, &infos, l, n, a, key, mode);
+                (q, Saved::Add(u))
+            }
+            LayerKind::Conv { .. } | LayerKind::Linear { .. } => {
+                let (y, w) = weighted_layer_forward(params, &infos, l, n, x, key, mode);
+                (y, Saved::Weighted(Box::new(w)))
+            }
         };
-        saved.push(Saved::Weighted(Box::new(WeightedSaved {
-            layer: l.clone(),
-            input,
-            weight_q,
-            weight_quant,
-            bn,
-            act_quant,
-        })));
+        values.push(y);
+        saved.push(s);
     }
     Forward {
-        logits: x,
+        logits: values.last().cloned().unwrap_or_default(),
         saved,
+        values,
+        arch: arch.clone(),
         n,
+    }
+}
+
+/// A conv/linear layer with its weight quantizer, bias or folded BN, ReLU and activation
+/// quantizer; returns the output and what the backward pass needs.
+fn weighted_layer_forward(
+    params: &mut Params,
+    infos: &[QuantizerInfo],
+    l: &LayerSpec,
+    n: usize,
+    x: &[f32],
+    key: StepKey,
+    mode: Mode,
+) -> (Vec<f32>, WeightedSaved) {
+    let name = &l.name;
+    let raw_w = params[&format!("{name}.weight")].clone();
+    let w_used = if l.batch_norm {
+        layers::fold_weight(
+            &raw_w,
+            &params[&format!("{name}.gamma")],
+            &params[&format!("{name}.running_var")],
+        )
+    } else {
+        raw_w.clone()
+    };
+    let wprefix = l.weight_quantizer();
+    let winfo = infos
+        .iter()
+        .find(|q| q.prefix == wprefix)
+        .expect("weight quantizer");
+    let (weight_q, weight_quant) = QuantUse::apply(params, winfo, w_used, key, mode);
+    let dims = output_dims(l, n);
+    let mut y = weighted_forward(l, n, x, &weight_q);
+    let mut bn = None;
+    if l.batch_norm {
+        let get = |t: &str| params[&format!("{name}.{t}")].clone();
+        let (gamma, beta, mean, var) = (
+            get("gamma"),
+            get("beta"),
+            get("running_mean"),
+            get("running_var"),
+        );
+        let p = BnParams {
+            gamma: &gamma,
+            beta: &beta,
+            running_mean: &mean,
+            running_var: &var,
+        };
+        if mode == Mode::Eval {
+            per_channel_add(&mut y, &dims, &layers::fold_bias(&p));
+        } else {
+            let y_fp = weighted_forward(l, n, x, &raw_w);
+            let r = layers::folded_bn_train_forward(&dims, &y, &y_fp, &p);
+            params.insert(format!("{name}.running_mean"), r.running_mean);
+            params.insert(format!("{name}.running_var"), r.running_var);
+            let y_q = std::mem::replace(&mut y, r.out);
+            bn = Some(BnSaved {
+                y_q,
+                y_fp,
+                running_mean: mean,
+                running_var: var,
+            });
+        }
+    } else if l.bias {
+        per_channel_add(&mut y, &dims, &params[&format!("{name}.bias")]);
+    }
+    let a = if l.relu { layers::relu_forward(&y) } else { y };
+    let (out, act_quant) = if l.act_quant {
+        let (q, u) = quantize_output(params, infos, l, n, a, key, mode);
+        (q, Some(u))
+    } else {
+        (a, None)
+    };
+    let saved = WeightedSaved {
+        layer: l.clone(),
+        weight_q,
+        weight_quant,
+        bn,
+        act_quant,
+    };
+    (out, saved)
+}
+
+/// The pooling window of a max- or average-pool layer.
+fn pool_shape(l: &LayerSpec) -> [usize; 3] {
+    match l.kind {
+        LayerKind::MaxPool {
+            kernel,
+            stride,
+            pad,
+        }
+        | LayerKind::AvgPool {
+            kernel,
+            stride,
+            pad,
+        } => [kernel, stride, pad],
+        _ => unreachable!("not a pooling layer"),
     }
 }
 
@@ -502,71 +516,118 @@ pub fn regularizer(arch: &Arch, params: &Params, mu: f32, grads: &mut Params) ->
     total
 }
 
+fn accumulate(slot: &mut Option<Vec<f32>>, g: Vec<f32>) {
+    match slot {
+        Some(s) => s.iter_mut().zip(&g).for_each(|(s, g)| *s += g),
+        None => *slot = Some(g),
+    }
+}
+
 /// Gradients of the mean cross-entropy w.r.t. every parameter, by backpropagating `dlogits`.
+/// A value read by two layers (a block input feeding the main path and the shortcut) sums the
+/// gradients of both.
 pub fn backward(params: &Params, fwd: &Forward, dlogits: &[f32]) -> Params {
     let mut grads = Params::new();
-    let mut dy = dlogits.to_vec();
     let n = fwd.n;
-    for s in fwd.saved.iter().rev() {
+    let mut dvalues: Vec<Option<Vec<f32>>> = vec![None; fwd.values.len()];
+    dvalues[fwd.values.len() - 1] = Some(dlogits.to_vec());
+    for (i, s) in fwd.saved.iter().enumerate().rev() {
+        let spec = &fwd.arch.layers[i];
+        let Some(dy) = dvalues[i + 1].take() else {
+            continue;
+        };
+        let first = spec.inputs[0];
+        let dims_in = Nchw::new(n, spec.input[0], spec.input[1], spec.input[2]);
         match s {
-            Saved::Pool { input_len, argmax } => {
-                dy = layers::maxpool2x2_backward(*input_len, argmax, &dy)
+            Saved::MaxPool { input_len, argmax } => {
+                let dx = pool_shim::max_pool_backward(*input_len, argmax, &dy);
+                accumulate(&mut dvalues[first], dx);
+            }
+            Saved::Passthrough(l) => {
+                let dx = match l.kind {
+                    LayerKind::AvgPool { .. } => {
+                        pool_shim::avg_pool_backward(&dims_in, &pool_shape(l), &dy)
+                    }
+                    LayerKind::GlobalAvgPool => pool_shim::global_avg_pool_backward(&dims_in, &dy),
+                    _ => dy,
+                };
+                accumulate(&mut dvalues[first], dx);
+            }
+            Saved::Add(q) => {
+                // The unsigned quantizer's backward carries the ReLU mask (see below).
+                let ds = q.backward(params, &dy, &mut grads);
+                accumulate(&mut dvalues[spec.inputs[1]], ds.clone());
+                accumulate(&mut dvalues[first], ds);
             }
             Saved::Weighted(saved) => {
-                let WeightedSaved {
-                    layer: l,
-                    input,
-                    weight_q,
-                    weight_quant,
-                    bn,
-                    act_quant,
-                } = &**saved;
-                let name = l.name;
-                // The unsigned activation quantizer's "inside" region implies a > 0, so its
-                // backward already carries the ReLU mask.
-                if let Some(aq) = act_quant {
-                    dy = aq.backward(params, &dy, &mut grads);
+                let input = &fwd.values[first];
+                let output = &fwd.values[i + 1];
+                let dx = weighted_layer_backward(params, saved, n, input, output, dy, &mut grads);
+                if first > 0 {
+                    accumulate(&mut dvalues[first], dx);
                 }
-                let dims = output_dims(l, n);
-                let raw_w = &params[&format!("{name}.weight")];
-                dy = if let Some(b) = bn {
-                    let gamma = &params[&format!("{name}.gamma")];
-                    let beta = &params[&format!("{name}.beta")];
-                    let p = BnParams {
-                        gamma,
-                        beta,
-                        running_mean: &b.running_mean,
-                        running_var: &b.running_var,
-                    };
-                    let g = layers::folded_bn_train_backward(&dims, &dy, &b.y_q, &b.y_fp, &p);
-                    let (dx_q, dwq) = weighted_backward(l, n, input, weight_q, &g.dy_q);
-                    let (dx_fp, dw_fp) = weighted_backward(l, n, input, raw_w, &g.dy_fp);
-                    let dwf = weight_quant.backward(params, &dwq, &mut grads);
-                    let (dw_fold, dgamma_fold) =
-                        layers::fold_weight_backward(&dwf, raw_w, gamma, &b.running_var);
-                    add(&mut grads, &format!("{name}.weight"), &dw_fold);
-                    add(&mut grads, &format!("{name}.weight"), &dw_fp);
-                    add(&mut grads, &format!("{name}.gamma"), &g.dgamma);
-                    add(&mut grads, &format!("{name}.gamma"), &dgamma_fold);
-                    add(&mut grads, &format!("{name}.beta"), &g.dbeta);
-                    dx_q.iter().zip(&dx_fp).map(|(a, b)| a + b).collect()
-                } else {
-                    if l.bias {
-                        add(
-                            &mut grads,
-                            &format!("{name}.bias"),
-                            &per_channel_sum(&dy, &dims),
-                        );
-                    }
-                    let (dx, dwq) = weighted_backward(l, n, input, weight_q, &dy);
-                    let dw = weight_quant.backward(params, &dwq, &mut grads);
-                    add(&mut grads, &format!("{name}.weight"), &dw);
-                    dx
-                };
             }
         }
     }
     grads
+}
+
+fn weighted_layer_backward(
+    params: &Params,
+    saved: &WeightedSaved,
+    n: usize,
+    input: &[f32],
+    output: &[f32],
+    mut dy: Vec<f32>,
+    grads: &mut Params,
+) -> Vec<f32> {
+    let WeightedSaved {
+        layer: l,
+        weight_q,
+        weight_quant,
+        bn,
+        act_quant,
+    } = saved;
+    let name = &l.name;
+    // The unsigned activation quantizer's "inside" region implies a > 0, so its backward
+    // already carries the ReLU mask; without a quantizer the mask is applied here.
+    if let Some(aq) = act_quant {
+        dy = aq.backward(params, &dy, grads);
+    } else if l.relu {
+        dy = layers::relu_backward(output, &dy);
+    }
+    let dims = output_dims(l, n);
+    let raw_w = &params[&format!("{name}.weight")];
+    if let Some(b) = bn {
+        let gamma = &params[&format!("{name}.gamma")];
+        let beta = &params[&format!("{name}.beta")];
+        let p = BnParams {
+            gamma,
+            beta,
+            running_mean: &b.running_mean,
+            running_var: &b.running_var,
+        };
+        let g = layers::folded_bn_train_backward(&dims, &dy, &b.y_q, &b.y_fp, &p);
+        let (dx_q, dwq) = weighted_backward(l, n, input, weight_q, &g.dy_q);
+        let (dx_fp, dw_fp) = weighted_backward(l, n, input, raw_w, &g.dy_fp);
+        let dwf = weight_quant.backward(params, &dwq, grads);
+        let (dw_fold, dgamma_fold) =
+            layers::fold_weight_backward(&dwf, raw_w, gamma, &b.running_var);
+        add(grads, &format!("{name}.weight"), &dw_fold);
+        add(grads, &format!("{name}.weight"), &dw_fp);
+        add(grads, &format!("{name}.gamma"), &g.dgamma);
+        add(grads, &format!("{name}.gamma"), &dgamma_fold);
+        add(grads, &format!("{name}.beta"), &g.dbeta);
+        dx_q.iter().zip(&dx_fp).map(|(a, b)| a + b).collect()
+    } else {
+        if l.bias {
+            add(grads, &format!("{name}.bias"), &per_channel_sum(&dy, &dims));
+        }
+        let (dx, dwq) = weighted_backward(l, n, input, weight_q, &dy);
+        let dw = weight_quant.backward(params, &dwq, grads);
+        add(grads, &format!("{name}.weight"), &dw);
+        dx
+    }
 }
 
 /// Learning rates and regulariser strength of one step.
@@ -655,4 +716,35 @@ pub fn evaluate(arch: &Arch, params: &Params, images: &[f32], labels: &[u32]) ->
         Mode::Eval,
     );
     layers::softmax_cross_entropy(&fwd.logits, labels, arch.classes).correct
+}
+
+// TEMPORARY until the pooling references land.
+mod pool_shim {
+    use crate::reference::layers;
+    use crate::spec::Nchw;
+    pub fn max_pool_forward(d: &Nchw, s: &[usize; 3], x: &[f32]) -> (Vec<f32>, Vec<u32>) {
+        assert_eq!(*s, [2, 2, 0]);
+        layers::maxpool2x2_forward(d, x)
+    }
+    pub fn max_pool_backward(len: usize, argmax: &[u32], dy: &[f32]) -> Vec<f32> {
+        layers::maxpool2x2_backward(len, argmax, dy)
+    }
+    pub fn avg_pool_forward(_: &Nchw, _: &[usize; 3], _: &[f32]) -> Vec<f32> {
+        todo!()
+    }
+    pub fn avg_pool_backward(_: &Nchw, _: &[usize; 3], _: &[f32]) -> Vec<f32> {
+        todo!()
+    }
+    pub fn global_avg_pool_forward(d: &Nchw, x: &[f32]) -> Vec<f32> {
+        let plane = d.h * d.w;
+        x.chunks(plane)
+            .map(|c| c.iter().sum::<f32>() / plane as f32)
+            .collect()
+    }
+    pub fn global_avg_pool_backward(d: &Nchw, dy: &[f32]) -> Vec<f32> {
+        let plane = d.h * d.w;
+        dy.iter()
+            .flat_map(|&g| std::iter::repeat_n(g / plane as f32, plane))
+            .collect()
+    }
 }

@@ -1,7 +1,12 @@
-//! What both sides of the crate agree on: tensor shapes and their validation. The GPU kernels,
-//! the model and the CPU reference (the test oracle) all import from here, so dependencies point
-//! down only.
+//! What both sides of the crate agree on: tensor shapes, network descriptions and where their
+//! quantizers sit. The GPU kernels, the model and the CPU reference (the test oracle) all import
+//! from here, so dependencies point down only.
 
+pub mod arch;
 mod shapes;
 
+pub use arch::{
+    Arch, ArchBuilder, ArchError, BopInput, Conv, Group, LayerKind, LayerSpec, Linear, Params,
+    QuantizerInfo, Value, QUANTIZER_TENSORS,
+};
 pub use shapes::{Conv2dShape, ConvShapeError, LinearShape, Nchw};

@@ -233,6 +233,12 @@ pub fn relative_bops_percent(arch: &Arch, layers: &[LayerReport]) -> Result<f64>
         model: arch.name.to_string(),
         msg,
     };
+    if arch.layers.iter().any(|l| l.inputs.len() > 1) {
+        return Err(err(
+            "a network with residual adds needs per-channel masks: use quant::graph_relative_bops"
+                .into(),
+        ));
+    }
     let specs: Vec<_> = arch.weighted_layers().collect();
     if specs.len() != layers.len() {
         return Err(err(format!(

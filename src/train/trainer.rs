@@ -3,14 +3,14 @@
 
 use super::checkpoint::{Checkpoint, EPOCH, MODEL, SEED, STEP};
 use super::metrics::{layer_gates, StepMetrics};
-use super::report::{relative_bops_percent, EpochReport, LayerReport};
+use super::report::{EpochReport, LayerReport};
 use super::schedule::LrSchedule;
 use crate::data::{Augment, Batcher, Dataset, Prefetcher};
 use crate::gpu::Gpu;
 use crate::kernels::loss::MetricValues;
 use crate::nn::model::{AdamState, Snapshot};
 use crate::nn::{Arch, LearningRates, Model, StepConfig};
-use crate::quant::QuantizerState;
+use crate::quant::{graph_relative_bops, QuantizerState};
 use crate::reference::model::{self as reference, InitConfig};
 use crate::{Error, Result};
 use futures::FutureExt;
@@ -366,7 +366,7 @@ impl Trainer {
             train_loss: sums.loss_sum / sums.seen.max(1) as f64,
             train_accuracy: 100.0 * sums.correct as f64 / sums.seen.max(1) as f64,
             test_accuracy: 100.0 * f64::from(test.accuracy()),
-            relative_bops_percent: relative_bops_percent(&self.arch, &layers)?,
+            relative_bops_percent: graph_relative_bops(&self.arch, &states)?,
             regularizer: sums.regularizer,
             images_per_second,
             layers,
@@ -472,7 +472,7 @@ impl Trainer {
         ckpt.set_u64(EPOCH, u64::from(self.epoch));
         ckpt.set_u64(STEP, u64::from(self.step));
         ckpt.set_u64(SEED, self.cfg.seed);
-        ckpt.set_meta(MODEL, self.arch.name);
+        ckpt.set_meta(MODEL, &self.arch.name);
         Ok(ckpt)
     }
 }
@@ -509,7 +509,7 @@ fn layer_reports_from(
         .map(|l| {
             let weight = &states[&format!("{}.weight_quantizer.quantizer", l.name)];
             let act = states.get(&format!("{}.activation_quantizer.quantizer", l.name));
-            LayerReport::from_states(l.name, l.out_channels(), weight, act)
+            LayerReport::from_states(&l.name, l.out_channels(), weight, act)
         })
         .collect()
 }

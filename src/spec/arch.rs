@@ -1,0 +1,1495 @@
+//! Network descriptions: a validated builder, the presets (LeNet-5, VGG-7, ResNet-20, ResNet-18),
+//! where the quantizers sit, MACs and BOP inputs, and the PyTorch `state_dict` names.
+//!
+//! A network is a list of layers in forward order. Every layer reads one or two *values*: value
+//! 0 is the network input, value `i + 1` the output of layer `i` ([`LayerSpec::inputs`]).
+//!
+//! # Quantizer placement (as the official quantized ResNet and MobileNetV2 place them)
+//!
+//! * A conv or linear layer (+ folded BN, spec §5.2)(+ ReLU) is one quantized layer: a weight
+//!   quantizer, pruning gates on its output channels (every weighted layer but the logit layer)
+//!   and an activation quantizer on its output, which range initialisation makes unsigned after a
+//!   ReLU and signed otherwise (spec §1.2). The logit layer has no activation quantizer.
+//! * A residual add sums two values (the main path's quantized output and the shortcut), applies
+//!   ReLU and quantizes the sum with its own activation quantizer (unsigned).
+//! * Pooling and flatten pass values through unquantized.
+//!
+//! # `state_dict` names
+//!
+//! A layer's name is its PyTorch module path: `{name}.weight`, `{name}.bias` or (folded BN, held
+//! by the same module as in the official code) `{name}.gamma`, `.beta`, `.running_mean`,
+//! `.running_var`, then `{name}.weight_quantizer.quantizer.*` and
+//! `{name}.activation_quantizer.quantizer.*` ([`QUANTIZER_TENSORS`], and `gamma_2` per output
+//! channel for pruned weights). A residual block's add is named after the block, so its quantizer
+//! is `layer1.0.activation_quantizer.quantizer.*`. The ResNet presets use torchvision's tree:
+//! `conv1`, `layer{1..}.{i}.conv1`, `.conv2`, `.downsample.0` (the projection shortcut, BN
+//! folded into it), `fc`.
+//!
+//! # BOP accounting on a graph (spec §6, and the rule where it is silent)
+//!
+//! `BOP_l = MACs_l · b_w(l) · b_a(in) · keep(l) · keep(in)` per weighted layer, where `in` is the
+//! value the layer reads. `b_a(in)` is the bit width of the activation quantizer that produced the
+//! value, looking through pooling and flatten (8 for the network input). `keep(in)` is the
+//! fraction of live channels of that value: a weighted layer's output channel is live when its
+//! test-time pruning gate is on (always, for a layer without gates), pooling and flatten keep
+//! their input's channels, and a channel of a residual sum is live when it is live in either
+//! operand. On a chain of layers this is exactly spec §6.2. The regulariser's `mac_count` of an
+//! activation quantizer (spec §3) is the sum of the MACs of the weighted layers that read its
+//! value, directly or through pooling and flatten; a quantizer whose value only feeds residual
+//! adds (a block's last conv, a projection shortcut) takes the MACs of the layers that read the
+//! sums, whose precision its bits bound.
+
+use super::shapes::{Conv2dShape, ConvShapeError};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Tensors keyed by `state_dict` name.
+pub type Params = BTreeMap<String, Vec<f32>>;
+
+/// Parameters of the quantizer sub-module in the official `state_dict`, in registration order.
+pub const QUANTIZER_TENSORS: [&str; 6] = [
+    "x_min", "x_max", "gamma_4", "gamma_8", "gamma_16", "gamma_32",
+];
+
+/// What one layer computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerKind {
+    /// 2-D convolution (cross-correlation) with zero padding.
+    Conv {
+        /// Input channels.
+        c_in: usize,
+        /// Output channels.
+        c_out: usize,
+        /// Kernel height and width.
+        kernel: [usize; 2],
+        /// Stride along height and width.
+        stride: [usize; 2],
+        /// Zero padding on each side, along height and width.
+        pad: [usize; 2],
+        /// Channel groups (1: dense; `c_in`: depthwise).
+        groups: usize,
+    },
+    /// Fully connected layer on the (C, H, W)-flattened input.
+    Linear {
+        /// Input features.
+        d_in: usize,
+        /// Output features.
+        d_out: usize,
+    },
+    /// Max-pooling with a square window; the padding is −∞ (PyTorch `MaxPool2d`).
+    MaxPool {
+        /// Window size.
+        kernel: usize,
+        /// Stride.
+        stride: usize,
+        /// Padding on each side.
+        pad: usize,
+    },
+    /// Average pooling with a square window; zero padding counted in the mean (PyTorch's
+    /// default `count_include_pad`).
+    AvgPool {
+        /// Window size.
+        kernel: usize,
+        /// Stride.
+        stride: usize,
+        /// Padding on each side.
+        pad: usize,
+    },
+    /// Mean over each channel's plane: `[c, h, w] → [c, 1, 1]`.
+    GlobalAvgPool,
+    /// `[c, h, w] → [c·h·w, 1, 1]`; moves no data (NCHW is already flat per sample).
+    Flatten,
+    /// Element-wise sum of two values of the same shape (a residual add).
+    Add,
+}
+
+/// One layer of a network.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerSpec {
+    /// `state_dict` prefix (PyTorch module path), e.g. `features.0` or `layer1.0.conv1`.
+    pub name: String,
+    /// Operation.
+    pub kind: LayerKind,
+    /// Values read: 0 is the network input, `i + 1` the output of layer `i`. Two for
+    /// [`LayerKind::Add`], one otherwise.
+    pub inputs: Vec<usize>,
+    /// Shape (C, H, W) of the (first) input for one sample.
+    pub input: [usize; 3],
+    /// Output shape (C, H, W) for one sample; linear layers are `(d_out, 1, 1)`.
+    pub output: [usize; 3],
+    /// Folded batch-norm (spec §5.2); such layers have no bias.
+    pub batch_norm: bool,
+    /// Full-precision bias.
+    pub bias: bool,
+    /// Pruning gates on the weight's output channels.
+    pub prune: bool,
+    /// ReLU on the output (weighted layers and adds).
+    pub relu: bool,
+    /// An activation quantizer on the output (weighted layers and adds; not the logit layer).
+    pub act_quant: bool,
+}
+
+impl LayerSpec {
+    /// Whether the layer has weights (conv or linear).
+    pub fn is_weighted(&self) -> bool {
+        matches!(self.kind, LayerKind::Conv { .. } | LayerKind::Linear { .. })
+    }
+
+    /// Whether the layer owns quantizers (weighted layers and residual adds).
+    pub fn is_quantized(&self) -> bool {
+        self.is_weighted() || self.kind == LayerKind::Add
+    }
+
+    /// Output channels (conv) or features (linear); 0 for other layers.
+    pub fn out_channels(&self) -> usize {
+        match self.kind {
+            LayerKind::Conv { c_out, .. } => c_out,
+            LayerKind::Linear { d_out, .. } => d_out,
+            _ => 0,
+        }
+    }
+
+    /// PyTorch weight shape: OIHW (`[c_out, c_in / groups, kh, kw]`) for conv, `[out, in]` for
+    /// linear, empty otherwise.
+    pub fn weight_shape(&self) -> Vec<usize> {
+        match self.kind {
+            LayerKind::Conv {
+                c_in,
+                c_out,
+                kernel,
+                groups,
+                ..
+            } => vec![c_out, c_in / groups.max(1), kernel[0], kernel[1]],
+            LayerKind::Linear { d_in, d_out } => vec![d_out, d_in],
+            _ => vec![],
+        }
+    }
+
+    /// Fan-in of the weight (PyTorch's default initialisation bound is 1/√fan_in).
+    pub fn fan_in(&self) -> usize {
+        self.weight_shape().iter().skip(1).product()
+    }
+
+    /// The convolution's shape for a batch of `n` (`None` for other layers).
+    pub fn conv_shape(&self, n: usize) -> Option<Conv2dShape> {
+        match self.kind {
+            LayerKind::Conv {
+                c_in,
+                c_out,
+                kernel,
+                stride,
+                pad,
+                groups,
+            } => Some(Conv2dShape {
+                n,
+                c_in,
+                h: self.input[1],
+                w: self.input[2],
+                c_out,
+                kernel,
+                stride,
+                pad,
+                groups,
+            }),
+            _ => None,
+        }
+    }
+
+    /// MACs for one sample, bias ignored (spec §6.1); 0 for layers without weights.
+    pub fn macs(&self) -> u64 {
+        if !self.is_weighted() {
+            return 0;
+        }
+        let [c, h, w] = self.output;
+        (c * h * w * self.fan_in()) as u64
+    }
+
+    /// Elements of the output for one sample.
+    pub fn output_len(&self) -> usize {
+        self.output.iter().product()
+    }
+
+    /// `state_dict` prefix of the weight quantizer (weighted layers).
+    pub fn weight_quantizer(&self) -> String {
+        format!("{}.weight_quantizer.quantizer", self.name)
+    }
+
+    /// `state_dict` prefix of the activation quantizer (where [`LayerSpec::act_quant`]).
+    pub fn activation_quantizer(&self) -> String {
+        format!("{}.activation_quantizer.quantizer", self.name)
+    }
+}
+
+/// A network: input shape, classes and layers in forward order, validated by [`ArchBuilder`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Arch {
+    /// Model name.
+    pub name: String,
+    /// Input shape (C, H, W).
+    pub input: [usize; 3],
+    /// Number of classes.
+    pub classes: usize,
+    /// Layers in forward order; the last one is the logit layer.
+    pub layers: Vec<LayerSpec>,
+}
+
+/// One quantizer of a network: its `state_dict` prefix, noise id and regulariser weight.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuantizerInfo {
+    /// e.g. `features.0.weight_quantizer.quantizer`.
+    pub prefix: String,
+    /// Index of the layer that owns it.
+    pub layer: usize,
+    /// Id in the gate-noise counter: `2·i` for the weights and `2·i + 1` for the activations of
+    /// the i-th quantized layer (weighted layers and adds, in order).
+    pub id: u32,
+    /// `mac_count / max_macs` (spec §3; the rule for graphs is in the module docs).
+    pub mac_ratio: f32,
+    /// Output channels with pruning gates (0 = none).
+    pub prune_channels: usize,
+    /// Elements of the quantized tensor for one sample (activations) or in total (weights).
+    pub len: usize,
+    /// Whether it quantizes a weight (else an activation).
+    pub weight: bool,
+}
+
+/// Which optimizer group a parameter belongs to (spec §4.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Group {
+    /// Weights, biases, BN γ and β (scheduled learning rate).
+    Weights,
+    /// Gate logits ℓ2…ℓ32.
+    Gates,
+    /// Ranges x_max.
+    Scales,
+}
+
+impl Group {
+    /// The group of a `state_dict` tensor; `None` for tensors without gradient (running
+    /// statistics, the inert `x_min`).
+    pub fn of(name: &str) -> Option<Group> {
+        let leaf = name.rsplit('.').next().unwrap_or(name);
+        if name.contains("quantizer.") {
+            match leaf {
+                "x_max" => Some(Group::Scales),
+                "x_min" => None,
+                _ => Some(Group::Gates),
+            }
+        } else if leaf.starts_with("running_") {
+            None
+        } else {
+            Some(Group::Weights)
+        }
+    }
+}
+
+/// Why a network description is invalid. Every variant names the layer.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ArchError {
+    /// The network has no weighted layer.
+    #[error("{model}: the network is empty (it needs at least a logit layer)")]
+    Empty {
+        /// Model name.
+        model: String,
+    },
+    /// A size that must be positive is 0.
+    #[error("{layer}: {what} is 0")]
+    Zero {
+        /// Layer name.
+        layer: String,
+        /// Which size.
+        what: &'static str,
+    },
+    /// A convolution that is not one.
+    #[error("{layer}: invalid convolution on input {input:?}: {source}")]
+    Conv {
+        /// Layer name.
+        layer: String,
+        /// Input shape (C, H, W).
+        input: [usize; 3],
+        /// What is wrong.
+        source: ConvShapeError,
+    },
+    /// A pooling window larger than the padded input, or padding of half the window or more.
+    #[error(
+        "{layer}: pooling window {kernel} stride {stride} pad {pad} does not fit input {input:?}"
+    )]
+    Pool {
+        /// Layer name.
+        layer: String,
+        /// Input shape (C, H, W).
+        input: [usize; 3],
+        /// Window.
+        kernel: usize,
+        /// Stride.
+        stride: usize,
+        /// Padding.
+        pad: usize,
+    },
+    /// Two shapes that must agree do not (a residual add, the logit layer).
+    #[error("{layer}: shape mismatch: expected {expected:?}, got {actual:?}")]
+    Shape {
+        /// Layer name.
+        layer: String,
+        /// What the layer needs.
+        expected: [usize; 3],
+        /// What it was given.
+        actual: [usize; 3],
+    },
+    /// A weighted layer with neither a bias nor batch norm.
+    #[error("{layer}: a weighted layer needs a bias or batch norm")]
+    NoBiasOrBatchNorm {
+        /// Layer name.
+        layer: String,
+    },
+    /// Two layers share a name (their `state_dict` tensors would collide).
+    #[error("{layer}: the name is used twice")]
+    DuplicateName {
+        /// Layer name.
+        layer: String,
+    },
+    /// A layer name that cannot be a PyTorch module path.
+    #[error("{layer:?}: a layer name must be non-empty dot-separated identifiers")]
+    BadName {
+        /// Layer name.
+        layer: String,
+    },
+    /// A value that does not exist (from another builder, or not yet built).
+    #[error("{layer}: reads value {value}, which this network does not have")]
+    UnknownValue {
+        /// Layer name.
+        layer: String,
+        /// The value index.
+        value: usize,
+    },
+    /// The logit layer is not a weighted layer, or its output is not `[classes]`.
+    #[error("{layer}: the last layer must be a conv or linear layer with {classes} outputs")]
+    Logits {
+        /// Layer name.
+        layer: String,
+        /// Classes of the network.
+        classes: usize,
+    },
+    /// A layer whose output nothing reads.
+    #[error("{layer}: its output is never used")]
+    Unused {
+        /// Layer name.
+        layer: String,
+    },
+}
+
+/// A value in a network under construction: the input or a layer's output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Value(usize);
+
+/// Options of a convolution for [`ArchBuilder::conv`]. Defaults: stride 1, no padding, dense,
+/// a bias, no batch norm, ReLU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv {
+    /// Output channels.
+    pub out: usize,
+    /// Kernel height and width.
+    pub kernel: [usize; 2],
+    /// Stride along height and width.
+    pub stride: [usize; 2],
+    /// Zero padding along height and width.
+    pub pad: [usize; 2],
+    /// Channel groups.
+    pub groups: usize,
+    /// Full-precision bias.
+    pub bias: bool,
+    /// Folded batch norm (then usually no bias).
+    pub batch_norm: bool,
+    /// ReLU after the layer.
+    pub relu: bool,
+}
+
+impl Conv {
+    /// `out` channels, square `k × k` kernel, stride 1, no padding, dense, bias, ReLU.
+    pub const fn new(out: usize, k: usize) -> Self {
+        Self {
+            out,
+            kernel: [k, k],
+            stride: [1, 1],
+            pad: [0, 0],
+            groups: 1,
+            bias: true,
+            batch_norm: false,
+            relu: true,
+        }
+    }
+
+    /// Stride `s` along both axes.
+    pub const fn stride(self, s: usize) -> Self {
+        Self {
+            stride: [s, s],
+            ..self
+        }
+    }
+
+    /// `p` zeros on every side.
+    pub const fn pad(self, p: usize) -> Self {
+        Self {
+            pad: [p, p],
+            ..self
+        }
+    }
+
+    /// `g` channel groups.
+    pub const fn groups(self, g: usize) -> Self {
+        Self { groups: g, ..self }
+    }
+
+    /// Folded batch norm and no bias (spec §5.2).
+    pub const fn batch_norm(self) -> Self {
+        Self {
+            batch_norm: true,
+            bias: false,
+            ..self
+        }
+    }
+
+    /// No ReLU after the layer (its activation quantizer is then signed).
+    pub const fn linear_output(self) -> Self {
+        Self {
+            relu: false,
+            ..self
+        }
+    }
+}
+
+/// Options of a fully connected layer for [`ArchBuilder::linear`]. Defaults: bias, no batch
+/// norm, ReLU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Linear {
+    /// Output features.
+    pub out: usize,
+    /// Full-precision bias.
+    pub bias: bool,
+    /// Folded batch norm (BN1d) and no bias.
+    pub batch_norm: bool,
+    /// ReLU after the layer.
+    pub relu: bool,
+}
+
+impl Linear {
+    /// `out` features, bias, ReLU.
+    pub const fn new(out: usize) -> Self {
+        Self {
+            out,
+            bias: true,
+            batch_norm: false,
+            relu: true,
+        }
+    }
+
+    /// Folded batch norm and no bias.
+    pub const fn batch_norm(self) -> Self {
+        Self {
+            batch_norm: true,
+            bias: false,
+            ..self
+        }
+    }
+}
+
+/// Builds an [`Arch`], inferring shapes and validating every layer as it is added; nothing here
+/// panics on a bad description.
+///
+/// ```
+/// use bayesian_bits::spec::{ArchBuilder, Conv, Linear};
+///
+/// let mut b = ArchBuilder::new("tiny", [3, 16, 16], 10);
+/// let x = b.input();
+/// let x = b.conv("conv1", x, Conv::new(8, 3).pad(1).batch_norm())?;
+/// let x = b.basic_block("layer1.0", x, 16, 2)?;
+/// let x = b.global_avg_pool("avgpool", x)?;
+/// let logits = b.linear("fc", x, Linear::new(10))?;
+/// let arch = b.finish(logits)?;
+/// assert_eq!(arch.layers.last().unwrap().output, [10, 1, 1]);
+/// # Ok::<(), bayesian_bits::spec::ArchError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct ArchBuilder {
+    name: String,
+    input: [usize; 3],
+    classes: usize,
+    layers: Vec<LayerSpec>,
+}
+
+impl ArchBuilder {
+    /// A network named `name` reading `[c, h, w]` images into `classes` logits.
+    pub fn new(name: impl Into<String>, input: [usize; 3], classes: usize) -> Self {
+        Self {
+            name: name.into(),
+            input,
+            classes,
+            layers: Vec::new(),
+        }
+    }
+
+    /// The network input.
+    pub fn input(&self) -> Value {
+        Value(0)
+    }
+
+    /// The shape (C, H, W) of a value.
+    pub fn shape(&self, v: Value) -> Option<[usize; 3]> {
+        match v.0 {
+            0 => Some(self.input),
+            i => self.layers.get(i - 1).map(|l| l.output),
+        }
+    }
+
+    fn source(&self, layer: &str, v: Value) -> Result<[usize; 3], ArchError> {
+        self.shape(v).ok_or_else(|| ArchError::UnknownValue {
+            layer: layer.to_string(),
+            value: v.0,
+        })
+    }
+
+    fn check_name(&self, name: &str) -> Result<(), ArchError> {
+        let ident = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        };
+        if !name.split('.').all(ident) {
+            return Err(ArchError::BadName {
+                layer: name.to_string(),
+            });
+        }
+        if self.layers.iter().any(|l| l.name == name) {
+            return Err(ArchError::DuplicateName {
+                layer: name.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        name: String,
+        kind: LayerKind,
+        inputs: Vec<usize>,
+        input: [usize; 3],
+        output: [usize; 3],
+        batch_norm: bool,
+        bias: bool,
+        relu: bool,
+    ) -> Value {
+        let quantized = matches!(
+            kind,
+            LayerKind::Conv { .. } | LayerKind::Linear { .. } | LayerKind::Add
+        );
+        let weighted = quantized && kind != LayerKind::Add;
+        self.layers.push(LayerSpec {
+            name,
+            kind,
+            inputs,
+            input,
+            output,
+            batch_norm,
+            bias,
+            prune: weighted,
+            relu,
+            act_quant: quantized,
+        });
+        Value(self.layers.len())
+    }
+
+    fn check_weighted(
+        name: &str,
+        bias: bool,
+        batch_norm: bool,
+        out: usize,
+    ) -> Result<(), ArchError> {
+        if out == 0 {
+            return Err(ArchError::Zero {
+                layer: name.to_string(),
+                what: "output channels",
+            });
+        }
+        if !bias && !batch_norm {
+            return Err(ArchError::NoBiasOrBatchNorm {
+                layer: name.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// A convolution (+ folded BN)(+ ReLU) reading `x`.
+    pub fn conv(&mut self, name: impl Into<String>, x: Value, c: Conv) -> Result<Value, ArchError> {
+        let name = name.into();
+        self.check_name(&name)?;
+        let input = self.source(&name, x)?;
+        Self::check_weighted(&name, c.bias, c.batch_norm, c.out)?;
+        let s = Conv2dShape {
+            n: 1,
+            c_in: input[0],
+            h: input[1],
+            w: input[2],
+            c_out: c.out,
+            kernel: c.kernel,
+            stride: c.stride,
+            pad: c.pad,
+            groups: c.groups,
+        };
+        s.check().map_err(|source| ArchError::Conv {
+            layer: name.clone(),
+            input,
+            source,
+        })?;
+        let kind = LayerKind::Conv {
+            c_in: input[0],
+            c_out: c.out,
+            kernel: c.kernel,
+            stride: c.stride,
+            pad: c.pad,
+            groups: c.groups,
+        };
+        let output = [c.out, s.h_out(), s.w_out()];
+        Ok(self.push(
+            name,
+            kind,
+            vec![x.0],
+            input,
+            output,
+            c.batch_norm,
+            c.bias,
+            c.relu,
+        ))
+    }
+
+    /// A fully connected layer (+ folded BN)(+ ReLU) on the flattened `x`.
+    pub fn linear(
+        &mut self,
+        name: impl Into<String>,
+        x: Value,
+        l: Linear,
+    ) -> Result<Value, ArchError> {
+        let name = name.into();
+        self.check_name(&name)?;
+        let input = self.source(&name, x)?;
+        Self::check_weighted(&name, l.bias, l.batch_norm, l.out)?;
+        let d_in = input.iter().product();
+        if d_in == 0 {
+            return Err(ArchError::Zero {
+                layer: name,
+                what: "input features",
+            });
+        }
+        let kind = LayerKind::Linear { d_in, d_out: l.out };
+        let output = [l.out, 1, 1];
+        Ok(self.push(
+            name,
+            kind,
+            vec![x.0],
+            input,
+            output,
+            l.batch_norm,
+            l.bias,
+            l.relu,
+        ))
+    }
+
+    fn pool(
+        &mut self,
+        name: String,
+        x: Value,
+        kind: LayerKind,
+        [kernel, stride, pad]: [usize; 3],
+    ) -> Result<Value, ArchError> {
+        self.check_name(&name)?;
+        let input = self.source(&name, x)?;
+        let out = |size: usize| (size + 2 * pad).checked_sub(kernel).map(|d| d / stride + 1);
+        let fits = kernel > 0 && stride > 0 && 2 * pad <= kernel;
+        match (fits, out(input[1]), out(input[2])) {
+            (true, Some(h), Some(w)) if input[0] > 0 => Ok(self.push(
+                name,
+                kind,
+                vec![x.0],
+                input,
+                [input[0], h, w],
+                false,
+                false,
+                false,
+            )),
+            _ => Err(ArchError::Pool {
+                layer: name,
+                input,
+                kernel,
+                stride,
+                pad,
+            }),
+        }
+    }
+
+    /// Max-pooling with a `kernel × kernel` window (PyTorch `MaxPool2d`, padding at most half
+    /// the window).
+    pub fn max_pool(
+        &mut self,
+        name: impl Into<String>,
+        x: Value,
+        kernel: usize,
+        stride: usize,
+        pad: usize,
+    ) -> Result<Value, ArchError> {
+        let kind = LayerKind::MaxPool {
+            kernel,
+            stride,
+            pad,
+        };
+        self.pool(name.into(), x, kind, [kernel, stride, pad])
+    }
+
+    /// Average pooling with a `kernel × kernel` window (PyTorch `AvgPool2d`).
+    pub fn avg_pool(
+        &mut self,
+        name: impl Into<String>,
+        x: Value,
+        kernel: usize,
+        stride: usize,
+        pad: usize,
+    ) -> Result<Value, ArchError> {
+        let kind = LayerKind::AvgPool {
+            kernel,
+            stride,
+            pad,
+        };
+        self.pool(name.into(), x, kind, [kernel, stride, pad])
+    }
+
+    /// Global average pooling, `[c, h, w] → [c, 1, 1]`.
+    pub fn global_avg_pool(
+        &mut self,
+        name: impl Into<String>,
+        x: Value,
+    ) -> Result<Value, ArchError> {
+        let name = name.into();
+        self.check_name(&name)?;
+        let input = self.source(&name, x)?;
+        let output = [input[0], 1, 1];
+        Ok(self.push(
+            name,
+            LayerKind::GlobalAvgPool,
+            vec![x.0],
+            input,
+            output,
+            false,
+            false,
+            false,
+        ))
+    }
+
+    /// Flatten, `[c, h, w] → [c·h·w, 1, 1]` (a linear layer flattens its input anyway).
+    pub fn flatten(&mut self, name: impl Into<String>, x: Value) -> Result<Value, ArchError> {
+        let name = name.into();
+        self.check_name(&name)?;
+        let input = self.source(&name, x)?;
+        let output = [input.iter().product(), 1, 1];
+        Ok(self.push(
+            name,
+            LayerKind::Flatten,
+            vec![x.0],
+            input,
+            output,
+            false,
+            false,
+            false,
+        ))
+    }
+
+    /// A residual add `a + b` (+ ReLU), quantized by its own activation quantizer.
+    pub fn add(
+        &mut self,
+        name: impl Into<String>,
+        a: Value,
+        b: Value,
+        relu: bool,
+    ) -> Result<Value, ArchError> {
+        let name = name.into();
+        self.check_name(&name)?;
+        let sa = self.source(&name, a)?;
+        let sb = self.source(&name, b)?;
+        if sa != sb {
+            return Err(ArchError::Shape {
+                layer: name,
+                expected: sa,
+                actual: sb,
+            });
+        }
+        Ok(self.push(
+            name,
+            LayerKind::Add,
+            vec![a.0, b.0],
+            sa,
+            sa,
+            false,
+            false,
+            relu,
+        ))
+    }
+
+    /// A ResNet basic block named `prefix` (torchvision's tree): `conv1` (3×3, stride, BN,
+    /// ReLU), `conv2` (3×3, BN, signed quantizer), the shortcut — identity, or `downsample.0`
+    /// (1×1, stride, BN) where the stride or the channels change — then add, ReLU and quantize.
+    pub fn basic_block(
+        &mut self,
+        prefix: &str,
+        x: Value,
+        planes: usize,
+        stride: usize,
+    ) -> Result<Value, ArchError> {
+        let input = self.source(prefix, x)?;
+        let conv3 = Conv::new(planes, 3).pad(1).batch_norm();
+        let y = self.conv(format!("{prefix}.conv1"), x, conv3.stride(stride))?;
+        let y = self.conv(format!("{prefix}.conv2"), y, conv3.linear_output())?;
+        let shortcut = if stride != 1 || input[0] != planes {
+            let project = Conv::new(planes, 1)
+                .stride(stride)
+                .batch_norm()
+                .linear_output();
+            self.conv(format!("{prefix}.downsample.0"), x, project)?
+        } else {
+            x
+        };
+        self.add(prefix, y, shortcut, true)
+    }
+
+    /// Validates the whole network and returns it: `logits` must be the output of the last
+    /// layer, a conv or linear layer with `classes` outputs (it loses its ReLU, activation
+    /// quantizer and pruning gates), and every other layer's output must be read.
+    pub fn finish(mut self, logits: Value) -> Result<Arch, ArchError> {
+        let count = self.layers.len();
+        let Some(last) = self.layers.last_mut() else {
+            return Err(ArchError::Empty { model: self.name });
+        };
+        let flat: usize = last.output.iter().product();
+        if logits.0 != count || !last.is_weighted() || flat != self.classes || self.classes == 0 {
+            return Err(ArchError::Logits {
+                layer: last.name.clone(),
+                classes: self.classes,
+            });
+        }
+        last.relu = false;
+        last.act_quant = false;
+        last.prune = false;
+        let read: BTreeSet<usize> = self.layers.iter().flat_map(|l| l.inputs.clone()).collect();
+        if let Some(i) = (1..self.layers.len()).find(|v| !read.contains(v)) {
+            return Err(ArchError::Unused {
+                layer: self.layers[i - 1].name.clone(),
+            });
+        }
+        if self.input.contains(&0) {
+            return Err(ArchError::Zero {
+                layer: "input".into(),
+                what: "an input dimension",
+            });
+        }
+        Ok(Arch {
+            name: self.name,
+            input: self.input,
+            classes: self.classes,
+            layers: self.layers,
+        })
+    }
+}
+
+impl Arch {
+    /// LeNet-5 for 1×28×28 inputs (spec §5.3).
+    pub fn lenet5() -> Self {
+        Self::preset(
+            |b| {
+                let x = b.input();
+                let x = b.conv("features.0", x, Conv::new(32, 5))?;
+                let x = b.max_pool("features.1", x, 2, 2, 0)?;
+                let x = b.conv("features.2", x, Conv::new(64, 5))?;
+                let x = b.max_pool("features.3", x, 2, 2, 0)?;
+                let x = b.linear("classifier.0", x, Linear::new(512))?;
+                b.linear("classifier.1", x, Linear::new(10))
+            },
+            "LeNet-5",
+            [1, 28, 28],
+        )
+    }
+
+    /// VGG-7 for 3×32×32 CIFAR-10 inputs (spec §5.4).
+    pub fn vgg7() -> Self {
+        Self::preset(
+            |b| {
+                let conv = |c| Conv::new(c, 3).pad(1).batch_norm();
+                let mut x = b.input();
+                let mut i = 0;
+                for c in [128, 256, 512] {
+                    x = b.conv(format!("features.{i}"), x, conv(c))?;
+                    x = b.conv(format!("features.{}", i + 1), x, conv(c))?;
+                    x = b.max_pool(format!("features.{}", i + 2), x, 2, 2, 0)?;
+                    i += 3;
+                }
+                let x = b.linear("classifier.0", x, Linear::new(1024).batch_norm())?;
+                b.linear("classifier.1", x, Linear::new(10))
+            },
+            "VGG-7",
+            [3, 32, 32],
+        )
+    }
+
+    /// ResNet-20 for 3×32×32 CIFAR-10 inputs (He et al. 2016, §4.2): a 3×3 conv to 16 channels,
+    /// three stages of three basic blocks at 16, 32 and 64 channels (the first block of stages
+    /// 2 and 3 with stride 2 and a 1×1 projection shortcut), global average pooling and a
+    /// linear layer.
+    pub fn resnet20() -> Self {
+        Self::preset(
+            |b| {
+                let mut x = b.input();
+                x = b.conv("conv1", x, Conv::new(16, 3).pad(1).batch_norm())?;
+                for (stage, planes) in [16, 32, 64].into_iter().enumerate() {
+                    for block in 0..3 {
+                        let stride = if stage > 0 && block == 0 { 2 } else { 1 };
+                        x = b.basic_block(
+                            &format!("layer{}.{block}", stage + 1),
+                            x,
+                            planes,
+                            stride,
+                        )?;
+                    }
+                }
+                let x = b.global_avg_pool("avgpool", x)?;
+                b.linear("fc", x, Linear::new(10))
+            },
+            "ResNet-20",
+            [3, 32, 32],
+        )
+    }
+
+    /// ResNet-18 in torchvision's layout (the official ImageNet experiments' structure): 7×7
+    /// stride-2 conv to 64 channels, 3×3 stride-2 max-pool, four stages of two basic blocks at
+    /// 64, 128, 256 and 512 channels, global average pooling and a linear layer, for `input`
+    /// images (3×224×224 on ImageNet) and `classes` classes.
+    pub fn resnet18(input: [usize; 3], classes: usize) -> Result<Self, ArchError> {
+        let mut b = ArchBuilder::new("ResNet-18", input, classes);
+        let mut x = b.input();
+        x = b.conv("conv1", x, Conv::new(64, 7).stride(2).pad(3).batch_norm())?;
+        x = b.max_pool("maxpool", x, 3, 2, 1)?;
+        for (stage, planes) in [64, 128, 256, 512].into_iter().enumerate() {
+            for block in 0..2 {
+                let stride = if stage > 0 && block == 0 { 2 } else { 1 };
+                x = b.basic_block(&format!("layer{}.{block}", stage + 1), x, planes, stride)?;
+            }
+        }
+        let x = b.global_avg_pool("avgpool", x)?;
+        let logits = b.linear("fc", x, Linear::new(classes))?;
+        b.finish(logits)
+    }
+
+    fn preset(
+        build: impl FnOnce(&mut ArchBuilder) -> Result<Value, ArchError>,
+        name: &str,
+        input: [usize; 3],
+    ) -> Self {
+        let mut b = ArchBuilder::new(name, input, 10);
+        build(&mut b)
+            .and_then(|logits| b.finish(logits))
+            .unwrap_or_else(|e| unreachable!("the {name} preset is valid: {e}"))
+    }
+
+    /// The layers with weights, in order.
+    pub fn weighted_layers(&self) -> impl Iterator<Item = &LayerSpec> {
+        self.layers.iter().filter(|l| l.is_weighted())
+    }
+
+    /// The shape (C, H, W) of value `v` (0: the input, `i + 1`: layer `i`'s output).
+    pub fn value_shape(&self, v: usize) -> [usize; 3] {
+        match v {
+            0 => self.input,
+            i => self.layers[i - 1].output,
+        }
+    }
+
+    /// The largest per-layer MAC count (`max_macs` of the regulariser).
+    pub fn max_macs(&self) -> u64 {
+        self.layers
+            .iter()
+            .map(LayerSpec::macs)
+            .max()
+            .unwrap_or(1)
+            .max(1)
+    }
+
+    /// Layers reading each value (index = value).
+    fn readers(&self) -> Vec<Vec<usize>> {
+        let mut readers = vec![Vec::new(); self.layers.len() + 1];
+        for (i, l) in self.layers.iter().enumerate() {
+            for &v in &l.inputs {
+                readers[v].push(i);
+            }
+        }
+        readers
+    }
+
+    /// MACs of the weighted layers that read value `v` directly or through pooling and flatten;
+    /// for a value that only feeds residual adds, those of the layers reading the sums.
+    fn consumer_macs(&self, v: usize, readers: &[Vec<usize>]) -> u64 {
+        let direct = self.direct_consumer_macs(v, readers);
+        if direct > 0 {
+            return direct;
+        }
+        readers[v]
+            .iter()
+            .filter(|&&i| self.layers[i].kind == LayerKind::Add)
+            .map(|&i| self.direct_consumer_macs(i + 1, readers))
+            .sum()
+    }
+
+    fn direct_consumer_macs(&self, v: usize, readers: &[Vec<usize>]) -> u64 {
+        readers[v]
+            .iter()
+            .map(|&i| {
+                let l = &self.layers[i];
+                match l.kind {
+                    LayerKind::Add => 0,
+                    _ if l.is_weighted() => l.macs(),
+                    _ => self.direct_consumer_macs(i + 1, readers),
+                }
+            })
+            .sum()
+    }
+
+    /// Every quantizer, in layer order, weights before activations within a layer.
+    pub fn quantizers(&self) -> Vec<QuantizerInfo> {
+        let max_macs = self.max_macs() as f64;
+        let readers = self.readers();
+        let mut out = Vec::new();
+        let quantized = self
+            .layers
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.is_quantized());
+        for (q, (i, l)) in quantized.enumerate() {
+            if l.is_weighted() {
+                out.push(QuantizerInfo {
+                    prefix: l.weight_quantizer(),
+                    layer: i,
+                    id: 2 * q as u32,
+                    mac_ratio: (l.macs() as f64 / max_macs) as f32,
+                    prune_channels: if l.prune { l.out_channels() } else { 0 },
+                    len: l.weight_shape().iter().product(),
+                    weight: true,
+                });
+            }
+            if l.act_quant {
+                out.push(QuantizerInfo {
+                    prefix: l.activation_quantizer(),
+                    layer: i,
+                    id: 2 * q as u32 + 1,
+                    mac_ratio: (self.consumer_macs(i + 1, &readers) as f64 / max_macs) as f32,
+                    prune_channels: 0,
+                    len: l.output_len(),
+                    weight: false,
+                });
+            }
+        }
+        out
+    }
+
+    /// Every tensor of the `state_dict` with its PyTorch shape, layer by layer.
+    pub fn state_dict_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let mut out = Vec::new();
+        for l in self.layers.iter().filter(|l| l.is_quantized()) {
+            let c = l.out_channels();
+            if l.is_weighted() {
+                out.push((format!("{}.weight", l.name), l.weight_shape()));
+            }
+            if l.bias {
+                out.push((format!("{}.bias", l.name), vec![c]));
+            }
+            if l.batch_norm {
+                for t in ["running_mean", "running_var", "gamma", "beta"] {
+                    out.push((format!("{}.{t}", l.name), vec![c]));
+                }
+            }
+            let mut quantizers = Vec::new();
+            if l.is_weighted() {
+                quantizers.push((l.weight_quantizer(), l.prune));
+            }
+            if l.act_quant {
+                quantizers.push((l.activation_quantizer(), false));
+            }
+            for (prefix, prune) in quantizers {
+                for t in QUANTIZER_TENSORS {
+                    out.push((format!("{prefix}.{t}"), vec![1]));
+                }
+                if prune {
+                    out.push((format!("{prefix}.gamma_2"), vec![c]));
+                }
+            }
+        }
+        out
+    }
+
+    /// The BOP inputs of every weighted layer, in order (see the module docs): for layer `l`,
+    /// the activation quantizer whose bits its input carries (`None`: the network input, 8
+    /// bits) and the live-channel mask of its input, given each pruned layer's test-time
+    /// output-channel mask (`kept[name]`; layers missing from it keep every channel).
+    pub fn bop_inputs(&self, kept: &BTreeMap<String, Vec<bool>>) -> Vec<BopInput> {
+        let mut live: Vec<Vec<bool>> = vec![vec![true; self.input[0]]];
+        let mut source: Vec<Option<String>> = vec![None];
+        let mut out = Vec::new();
+        for l in &self.layers {
+            let first = l.inputs[0];
+            let (mask, src) = match l.kind {
+                LayerKind::Conv { .. } | LayerKind::Linear { .. } => {
+                    out.push(BopInput {
+                        layer: l.name.clone(),
+                        quantizer: source[first].clone(),
+                        live: live[first].clone(),
+                    });
+                    let mask = match kept.get(&l.name) {
+                        Some(m) if l.prune => m.clone(),
+                        _ => vec![true; l.out_channels()],
+                    };
+                    (mask, l.act_quant.then(|| l.activation_quantizer()))
+                }
+                LayerKind::Add => {
+                    let b = &live[l.inputs[1]];
+                    let mask = live[first].iter().zip(b).map(|(x, y)| *x || *y).collect();
+                    (mask, Some(l.activation_quantizer()))
+                }
+                LayerKind::Flatten => {
+                    let plane = l.input[1] * l.input[2];
+                    let mask = live[first]
+                        .iter()
+                        .flat_map(|&m| std::iter::repeat_n(m, plane))
+                        .collect();
+                    (mask, source[first].clone())
+                }
+                _ => (live[first].clone(), source[first].clone()),
+            };
+            live.push(mask);
+            source.push(src);
+        }
+        out
+    }
+}
+
+/// What the BOP count of one weighted layer reads (see [`Arch::bop_inputs`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BopInput {
+    /// The weighted layer.
+    pub layer: String,
+    /// `state_dict` prefix of the activation quantizer that produced its input (`None`: the
+    /// network input, counted as 8 bits).
+    pub quantizer: Option<String>,
+    /// Live channels (features, after a flatten) of its input.
+    pub live: Vec<bool>,
+}
+
+impl BopInput {
+    /// Fraction of live input channels.
+    pub fn keep(&self) -> f64 {
+        if self.live.is_empty() {
+            return 1.0;
+        }
+        self.live.iter().filter(|&&m| m).count() as f64 / self.live.len() as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::ConvShapeError;
+
+    #[test]
+    fn macs_match_spec_table() {
+        let lenet: Vec<u64> = Arch::lenet5()
+            .weighted_layers()
+            .map(LayerSpec::macs)
+            .collect();
+        assert_eq!(lenet, [460_800, 3_276_800, 524_288, 5_120]);
+        assert_eq!(Arch::lenet5().max_macs(), 3_276_800);
+        let vgg: Vec<u64> = Arch::vgg7()
+            .weighted_layers()
+            .map(LayerSpec::macs)
+            .collect();
+        assert_eq!(
+            vgg,
+            [
+                3_538_944,
+                150_994_944,
+                75_497_472,
+                150_994_944,
+                75_497_472,
+                150_994_944,
+                8_388_608,
+                10_240
+            ]
+        );
+    }
+
+    #[test]
+    fn state_dict_names() {
+        let names: Vec<String> = Arch::vgg7()
+            .state_dict_shapes()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        for expected in [
+            "features.0.weight",
+            "features.0.gamma",
+            "features.0.running_var",
+            "features.0.weight_quantizer.quantizer.gamma_2",
+            "features.0.activation_quantizer.quantizer.x_max",
+            "classifier.1.weight_quantizer.quantizer.gamma_32",
+            "classifier.1.bias",
+        ] {
+            assert!(names.iter().any(|n| n == expected), "{expected} missing");
+        }
+        assert!(
+            !names.iter().any(|n| n == "features.0.bias"),
+            "BN conv has no bias"
+        );
+        assert!(!names
+            .iter()
+            .any(|n| n.starts_with("classifier.1.activation_quantizer")));
+        assert!(!names
+            .iter()
+            .any(|n| n == "classifier.1.weight_quantizer.quantizer.gamma_2"));
+        // Tensor counts per optimizer group (spec §4.2): weights 23, gates 67, scales 30.
+        let count = |pred: &dyn Fn(&str) -> bool| names.iter().filter(|n| pred(n)).count();
+        assert_eq!(count(&|n| n.contains(".gamma_")), 67);
+        assert_eq!(
+            count(&|n| n.ends_with(".x_max") || n.ends_with(".x_min")),
+            30
+        );
+        assert_eq!(
+            count(&|n| !n.contains("quantizer") && !n.contains("running_")),
+            23
+        );
+        let lenet: Vec<String> = Arch::lenet5()
+            .state_dict_shapes()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(lenet.iter().filter(|n| n.contains(".gamma_")).count(), 31);
+        assert_eq!(
+            lenet
+                .iter()
+                .filter(|n| n.ends_with("x_max") || n.ends_with("x_min"))
+                .count(),
+            14
+        );
+        assert_eq!(lenet.iter().filter(|n| !n.contains("quantizer")).count(), 8);
+    }
+
+    fn tiny() -> ArchBuilder {
+        ArchBuilder::new("tiny", [3, 8, 8], 4)
+    }
+
+    #[test]
+    fn bad_networks_are_typed_errors() {
+        let b = tiny();
+        let x = b.input();
+        assert!(matches!(tiny().finish(x), Err(ArchError::Empty { .. })));
+        let mut b = tiny();
+        let e = b.conv("c", x, Conv::new(0, 3)).unwrap_err();
+        assert!(matches!(e, ArchError::Zero { .. }), "{e}");
+        let e = b.conv("c", x, Conv::new(4, 9)).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ArchError::Conv {
+                    source: ConvShapeError::KernelTooLarge { .. },
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().starts_with("c: "), "{e}");
+        let e = b.conv("c", x, Conv::new(4, 3).groups(2)).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ArchError::Conv {
+                    source: ConvShapeError::Groups { .. },
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let no_bias = Conv {
+            bias: false,
+            ..Conv::new(4, 3)
+        };
+        let e = b.conv("c", x, no_bias).unwrap_err();
+        assert_eq!(e, ArchError::NoBiasOrBatchNorm { layer: "c".into() });
+        let y = b.conv("c", x, Conv::new(4, 3).pad(1)).unwrap();
+        assert!(matches!(
+            b.conv("c", y, Conv::new(4, 3)),
+            Err(ArchError::DuplicateName { .. })
+        ));
+        assert!(matches!(
+            b.conv("a..b", y, Conv::new(4, 3)),
+            Err(ArchError::BadName { .. })
+        ));
+        let z = b.conv("d", y, Conv::new(4, 3)).unwrap();
+        let e = b.add("sum", y, z, true).unwrap_err();
+        assert_eq!(
+            e,
+            ArchError::Shape {
+                layer: "sum".into(),
+                expected: [4, 8, 8],
+                actual: [4, 6, 6]
+            }
+        );
+        assert!(matches!(
+            b.max_pool("p", y, 2, 2, 2),
+            Err(ArchError::Pool { .. })
+        ));
+        assert!(matches!(
+            b.max_pool("p", Value(99), 2, 2, 0),
+            Err(ArchError::UnknownValue { .. })
+        ));
+        // `d` is never read: the network is rejected, naming it.
+        let mut b2 = b.clone();
+        let logits = b2.linear("fc", y, Linear::new(4)).unwrap();
+        assert_eq!(
+            b2.finish(logits),
+            Err(ArchError::Unused { layer: "d".into() })
+        );
+        let logits = b.linear("fc", z, Linear::new(5)).unwrap();
+        assert!(matches!(b.finish(logits), Err(ArchError::Logits { .. })));
+    }
+
+    #[test]
+    fn resnet20_structure() {
+        let arch = Arch::resnet20();
+        let weighted = arch.weighted_layers().count();
+        // 1 stem + 9 blocks × 2 convs + 2 projections + fc.
+        assert_eq!(weighted, 1 + 18 + 2 + 1);
+        assert_eq!(
+            arch.layers
+                .iter()
+                .filter(|l| l.kind == LayerKind::Add)
+                .count(),
+            9
+        );
+        let shapes: BTreeMap<String, Vec<usize>> = arch.state_dict_shapes().into_iter().collect();
+        assert_eq!(shapes["layer2.0.conv1.weight"], [32, 16, 3, 3]);
+        assert_eq!(shapes["layer2.0.downsample.0.weight"], [32, 16, 1, 1]);
+        assert_eq!(shapes["layer3.2.activation_quantizer.quantizer.x_max"], [1]);
+        assert_eq!(
+            shapes["layer1.0.conv2.weight_quantizer.quantizer.gamma_2"],
+            [16]
+        );
+        assert_eq!(shapes["fc.weight"], [10, 64]);
+        assert!(
+            !shapes.contains_key("layer1.0.downsample.0.weight"),
+            "identity shortcut"
+        );
+        assert!(!shapes.contains_key("fc.activation_quantizer.quantizer.x_max"));
+        let conv2 = arch
+            .layers
+            .iter()
+            .find(|l| l.name == "layer3.2.conv2")
+            .unwrap();
+        assert_eq!(conv2.output, [64, 8, 8]);
+        assert!(!conv2.relu && conv2.act_quant);
+        // He et al.'s 0.27 M weights and 41 M MACs per image: stem 432 weights, stages 13,824,
+        // 51,200 and 204,800 (projections included), fc 640.
+        let params: usize = arch
+            .weighted_layers()
+            .map(|l| l.weight_shape().iter().product::<usize>())
+            .sum();
+        assert_eq!(params, 270_896);
+        let macs: u64 = arch.layers.iter().map(LayerSpec::macs).sum();
+        assert_eq!(macs, 442_368 + 14_155_776 + 2 * 13_107_200 + 640);
+        // A block's add quantizer is weighted by the next block's conv1 (the add after it reads
+        // it too, but multiplies nothing); conv2's, which only feeds the add, by the same conv1.
+        let q = arch.quantizers();
+        let add = q
+            .iter()
+            .find(|q| q.prefix == "layer1.0.activation_quantizer.quantizer")
+            .unwrap();
+        let conv1 = arch
+            .layers
+            .iter()
+            .find(|l| l.name == "layer1.1.conv1")
+            .unwrap();
+        assert_eq!(
+            add.mac_ratio,
+            (conv1.macs() as f64 / arch.max_macs() as f64) as f32
+        );
+        let conv2 = q
+            .iter()
+            .find(|q| q.prefix == "layer1.0.conv2.activation_quantizer.quantizer")
+            .unwrap();
+        assert_eq!(conv2.mac_ratio, add.mac_ratio);
+        let ids: BTreeSet<u32> = q.iter().map(|q| q.id).collect();
+        assert_eq!(ids.len(), q.len(), "noise ids are unique");
+    }
+
+    #[test]
+    fn resnet18_torchvision_layout() {
+        let arch = Arch::resnet18([3, 224, 224], 1000).unwrap();
+        let shapes: BTreeMap<String, Vec<usize>> = arch.state_dict_shapes().into_iter().collect();
+        assert_eq!(shapes["conv1.weight"], [64, 3, 7, 7]);
+        assert_eq!(shapes["layer4.1.conv2.weight"], [512, 512, 3, 3]);
+        assert_eq!(shapes["fc.weight"], [1000, 512]);
+        let pool = arch.layers.iter().find(|l| l.name == "maxpool").unwrap();
+        assert_eq!((pool.input, pool.output), ([64, 112, 112], [64, 56, 56]));
+        // torchvision's ResNet-18: 1.814 G MACs (fc included), 11.69 M parameters with BN.
+        let macs: u64 = arch.layers.iter().map(LayerSpec::macs).sum();
+        assert_eq!(macs, 1_814_073_344);
+        let params: usize = shapes
+            .iter()
+            .filter(|(n, _)| !n.contains("quantizer") && !n.contains("running_"))
+            .map(|(_, s)| s.iter().product::<usize>())
+            .sum();
+        assert_eq!(params, 11_689_512);
+    }
+
+    #[test]
+    fn bop_inputs_follow_the_graph() {
+        let arch = Arch::resnet20();
+        let mut kept = BTreeMap::new();
+        kept.insert("layer1.2.conv2".to_string(), vec![false; 16]);
+        kept.insert("conv1".to_string(), (0..16).map(|c| c < 4).collect());
+        let inputs = arch.bop_inputs(&kept);
+        let find = |n: &str| inputs.iter().find(|b| b.layer == n).unwrap();
+        assert_eq!(find("conv1").quantizer, None);
+        assert_eq!(
+            find("layer1.0.conv1").quantizer.as_deref(),
+            Some("conv1.activation_quantizer.quantizer")
+        );
+        assert_eq!(find("layer1.0.conv1").keep(), 0.25);
+        // The sum keeps a channel when either operand does: the identity path keeps all.
+        assert_eq!(
+            find("layer2.0.conv1").quantizer.as_deref(),
+            Some("layer1.2.activation_quantizer.quantizer")
+        );
+        assert_eq!(find("layer2.0.conv1").keep(), 1.0);
+        assert_eq!(
+            find("fc").quantizer.as_deref(),
+            Some("layer3.2.activation_quantizer.quantizer")
+        );
+        // On a chain it is spec §6.2: the previous weighted layer's activation and keep ratio.
+        let lenet = Arch::lenet5();
+        let mut kept = BTreeMap::new();
+        kept.insert(
+            "features.2".to_string(),
+            (0..64).map(|c| c % 4 == 0).collect(),
+        );
+        let inputs = lenet.bop_inputs(&kept);
+        assert_eq!(
+            inputs[2].quantizer.as_deref(),
+            Some("features.2.activation_quantizer.quantizer")
+        );
+        assert_eq!(
+            inputs[2].live.len(),
+            64,
+            "the linear layer reads 64 channels of 4×4"
+        );
+        assert_eq!(inputs[2].keep(), 0.25);
+    }
+}
