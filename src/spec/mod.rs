@@ -4,4 +4,4 @@
 
 mod shapes;
 
-pub use shapes::{Conv2dShape, ConvShapeError, LinearShape, Nchw};
+pub use shapes::{Conv2dShape, ConvShapeError, LinearShape, Nchw, Pool2dShape, PoolShapeError};
