@@ -1,9 +1,12 @@
-// 2x2 max-pool with stride 2 over NCHW (an odd last row or column is dropped, as PyTorch),
-// mirroring src/reference/layers/pool.rs: the window is scanned in row-major order and only a
-// strictly greater value replaces the maximum, so ties go to the first maximum. The forward
-// writes the flat input index of each maximum; the backward gathers: every input element reads
-// the one window it can belong to (stride = window), so dx is written completely, without
-// atomics or a separate clear.
+// Max and average pooling over NCHW with any window, stride and padding (PyTorch MaxPool2d and
+// AvgPool2d with count_include_pad, ceil_mode=False), mirroring src/reference/layers/pool.rs.
+//
+// Forward: one output element per thread; the window is scanned in row-major order with the
+// padding skipped. The max-pool keeps the first maximum (only a strictly greater value replaces
+// it) and writes its flat input index; the average divides the window sum by kh * kw.
+// Backward: a gather, one input element per thread, so dx is written completely without atomics
+// or a separate clear: every input sums the windows that contain it in increasing output order
+// (the order in which the reference scatters), so overlapping windows add up deterministically.
 
 struct PoolParams {
     // Output elements n * c * oh * ow.
@@ -14,8 +17,12 @@ struct PoolParams {
     w: u32,
     oh: u32,
     ow: u32,
-    _pad0: u32,
-    _pad1: u32,
+    kh: u32,
+    kw: u32,
+    sh: u32,
+    sw: u32,
+    ph: u32,
+    pw: u32,
 }
 
 const WG: u32 = 256u;
@@ -34,20 +41,54 @@ fn element_base(wg: vec3<u32>, nwg: vec3<u32>, t: u32) -> u32 {
     return (wg.x + wg.y * nwg.x) * WG * PER_THREAD + t;
 }
 
+// The input rows (or columns) [lo, hi) of output coordinate `o` along an axis of `size` elements
+// with window `k`, stride `s` and padding `p`: the window clipped to the input.
+fn window_span(o: u32, size: u32, k: u32, s: u32, p: u32) -> vec2<u32> {
+    let start = o * s;
+    return vec2<u32>(max(start, p) - p, min(start + k - p, size));
+}
+
+// The output rows (or columns) [lo, hi) whose windows contain input coordinate `i` along an axis
+// with `out` outputs: `o·s − p ≤ i < o·s − p + k`.
+fn output_span(i: u32, out: u32, k: u32, s: u32, p: u32) -> vec2<u32> {
+    let q = i + p;
+    // Smallest o with o·s + k > q.
+    var lo = 0u;
+    if q + 1u > k {
+        lo = (q + 1u - k + s - 1u) / s;
+    }
+    return vec2<u32>(lo, min(q / s + 1u, out));
+}
+
+// (plane, output row, output column) of output element `o`.
+fn output_coords(o: u32) -> vec3<u32> {
+    let r = o % (params.oh * params.ow);
+    return vec3<u32>(o / (params.oh * params.ow), r / params.ow, r % params.ow);
+}
+
+// (plane, input row, input column) of input element `i`.
+fn input_coords(i: u32) -> vec3<u32> {
+    let r = i % (params.h * params.w);
+    return vec3<u32>(i / (params.h * params.w), r / params.w, r % params.w);
+}
+
 @compute @workgroup_size(256)
-fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+fn max_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let base = element_base(wg, nwg, t);
     for (var k = 0u; k < PER_THREAD; k++) {
         let o = base + k * WG;
         if o < params.out_len {
-            let plane = o / (params.oh * params.ow);
-            let r = o % (params.oh * params.ow);
-            let top_left = (plane * params.h + 2u * (r / params.ow)) * params.w + 2u * (r % params.ow);
-            var best = top_left;
-            let window = array<u32, 3>(top_left + 1u, top_left + params.w, top_left + params.w + 1u);
-            for (var e = 0u; e < 3u; e++) {
-                if x[window[e]] > x[best] {
-                    best = window[e];
+            let c = output_coords(o);
+            let rows = window_span(c.y, params.h, params.kh, params.sh, params.ph);
+            let cols = window_span(c.z, params.w, params.kw, params.sw, params.pw);
+            // A valid shape leaves at least one input in every window: start with the first.
+            var best = (c.x * params.h + rows.x) * params.w + cols.x;
+            for (var u = rows.x; u < rows.y; u++) {
+                for (var v = cols.x; v < cols.y; v++) {
+                    let i = (c.x * params.h + u) * params.w + v;
+                    if x[i] > x[best] {
+                        best = i;
+                    }
                 }
             }
             y[o] = x[best];
@@ -57,20 +98,63 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
 }
 
 @compute @workgroup_size(256)
-fn backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+fn max_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let base = element_base(wg, nwg, t);
     for (var k = 0u; k < PER_THREAD; k++) {
         let i = base + k * WG;
         if i < params.in_len {
-            let plane = i / (params.h * params.w);
-            let r = i % (params.h * params.w);
-            let oy = (r / params.w) / 2u;
-            let ox = (r % params.w) / 2u;
+            let c = input_coords(i);
+            let rows = output_span(c.y, params.oh, params.kh, params.sh, params.ph);
+            let cols = output_span(c.z, params.ow, params.kw, params.sw, params.pw);
             var g = 0.0;
-            if oy < params.oh && ox < params.ow {
-                let o = (plane * params.oh + oy) * params.ow + ox;
-                if argmax_in[o] == i {
-                    g = dy[o];
+            for (var u = rows.x; u < rows.y; u++) {
+                for (var v = cols.x; v < cols.y; v++) {
+                    let o = (c.x * params.oh + u) * params.ow + v;
+                    if argmax_in[o] == i {
+                        g += dy[o];
+                    }
+                }
+            }
+            dx[i] = g;
+        }
+    }
+}
+
+@compute @workgroup_size(256)
+fn avg_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let base = element_base(wg, nwg, t);
+    let count = f32(params.kh * params.kw);
+    for (var k = 0u; k < PER_THREAD; k++) {
+        let o = base + k * WG;
+        if o < params.out_len {
+            let c = output_coords(o);
+            let rows = window_span(c.y, params.h, params.kh, params.sh, params.ph);
+            let cols = window_span(c.z, params.w, params.kw, params.sw, params.pw);
+            var sum = 0.0;
+            for (var u = rows.x; u < rows.y; u++) {
+                for (var v = cols.x; v < cols.y; v++) {
+                    sum += x[(c.x * params.h + u) * params.w + v];
+                }
+            }
+            y[o] = sum / count;
+        }
+    }
+}
+
+@compute @workgroup_size(256)
+fn avg_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let base = element_base(wg, nwg, t);
+    let count = f32(params.kh * params.kw);
+    for (var k = 0u; k < PER_THREAD; k++) {
+        let i = base + k * WG;
+        if i < params.in_len {
+            let c = input_coords(i);
+            let rows = output_span(c.y, params.oh, params.kh, params.sh, params.ph);
+            let cols = output_span(c.z, params.ow, params.kw, params.sw, params.pw);
+            var g = 0.0;
+            for (var u = rows.x; u < rows.y; u++) {
+                for (var v = cols.x; v < cols.y; v++) {
+                    g += dy[(c.x * params.oh + u) * params.ow + v] / count;
                 }
             }
             dx[i] = g;

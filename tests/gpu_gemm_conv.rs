@@ -459,6 +459,7 @@ fn engines_list_their_pipelines() {
         cpu.len() + gpu_keys.len()
             - kernels::quant::PIPELINES.len()
             - kernels::pool::PIPELINES.len()
+            - kernels::elementwise::PIPELINES.len()
             - kernels::loss::PIPELINES.len()
             - kernels::optim::PIPELINES.len()
             - kernels::bn::PIPELINES.len()

@@ -3,7 +3,7 @@
 
 use bayesian_bits::reference::layers::*;
 use bayesian_bits::reference::quant::quantize;
-use bayesian_bits::spec::{Conv2dShape, LinearShape, Nchw};
+use bayesian_bits::spec::{Conv2dShape, LinearShape, Nchw, Pool2dShape};
 
 /// Deterministic uniform numbers in [−1, 1) (xorshift64*).
 struct Rng(u64);
@@ -453,4 +453,103 @@ fn tv8_folded_bn_linear() {
     assert_close("eval out", &eval, &[-0.2492862343788147, -0.8932927846908569,
         0.3546353578567505, -0.5148614048957825, -0.3747764527797699, 1.8910208940505981,
         -0.15909014642238617, -0.2619202435016632], 1e-6);
+}
+
+/// Pooling shapes with odd sizes, overlapping windows, padding, rectangular windows and 1×1
+/// outputs.
+fn pool_shapes() -> Vec<Pool2dShape> {
+    vec![
+        Pool2dShape::square(2, 3, 7, 5, 3, 2, 1),
+        Pool2dShape::square(1, 2, 6, 6, 3, 1, 0),
+        Pool2dShape {
+            kernel: [2, 3],
+            stride: [1, 2],
+            pad: [1, 1],
+            ..Pool2dShape::square(3, 1, 4, 7, 1, 1, 0)
+        },
+        Pool2dShape::square(1, 2, 3, 3, 3, 3, 0),
+        Pool2dShape::global(2, 3, 7, 7),
+        Pool2dShape::global(3, 2, 1, 1),
+    ]
+}
+
+#[test]
+fn general_pooling_gradients_match_finite_differences() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for s in pool_shapes() {
+        assert_eq!(s.check(), Ok(()), "{s:?}");
+        let x = rng.vec(s.input().len());
+        let (y, argmax) = maxpool2d_forward(&s, &x);
+        assert_eq!(y.len(), s.output().len(), "{s:?}");
+        let r = rng.vec(y.len());
+        let dx = maxpool2d_backward(x.len(), &argmax, &r);
+        assert_grad(&format!("maxpool dx {s:?}"), &x, &dx, |x| {
+            dot(&r, &maxpool2d_forward(&s, x).0)
+        });
+        let dx = avgpool2d_backward(&s, &r);
+        assert_grad(&format!("avgpool dx {s:?}"), &x, &dx, |x| {
+            dot(&r, &avgpool2d_forward(&s, x))
+        });
+    }
+}
+
+#[test]
+fn maxpool_pads_with_minus_infinity_and_sums_overlapping_windows() {
+    // 3×3 window, stride 2, padding 1 over a 3×3 plane: four overlapping 2×2 outputs. The
+    // negative inputs would lose to a zero padding; the centre is the maximum of every window.
+    #[rustfmt::skip]
+    let x = [
+        -5.0f32, -4.0, -6.0,
+        -3.0,    -1.0, -2.0,
+        -7.0,    -2.0, -8.0,
+    ];
+    let s = Pool2dShape::square(1, 1, 3, 3, 3, 2, 1);
+    let (y, argmax) = maxpool2d_forward(&s, &x);
+    assert_eq!(y, vec![-1.0; 4]);
+    assert_eq!(argmax, vec![4; 4]);
+    let dx = maxpool2d_backward(x.len(), &argmax, &[1.0f32, 2.0, 4.0, 8.0]);
+    let mut want = vec![0.0; 9];
+    want[4] = 15.0;
+    assert_eq!(dx, want);
+
+    // Ties: the first maximum in row-major window order, the padding skipped. Window (0, 0)
+    // covers rows 0–1, columns 0–1 of the input; window (0, 1) rows 0–1, columns 1–2.
+    let x = [2.0f32; 9];
+    let (y, argmax) = maxpool2d_forward(&s, &x);
+    assert_eq!(y, vec![2.0; 4]);
+    assert_eq!(argmax, vec![0, 1, 3, 4]);
+}
+
+#[test]
+fn avgpool_counts_padding_and_global_pool_averages_planes() {
+    // 3×3 window, stride 1, padding 1 over a 2×2 plane: each window holds all four inputs and
+    // five zeros of padding, and divides by 9 (count_include_pad).
+    let x = [1.0f32, 2.0, 3.0, 4.0];
+    let s = Pool2dShape::square(1, 1, 2, 2, 3, 1, 1);
+    assert_eq!(avgpool2d_forward(&s, &x), vec![10.0 / 9.0; 4]);
+    assert_eq!(avgpool2d_backward(&s, &[9.0f32; 4]), vec![4.0; 4]);
+
+    // Global pooling: one mean per (n, c) plane.
+    let g = Pool2dShape::global(2, 1, 1, 3);
+    let x = [1.0f32, 2.0, 6.0, -3.0, 0.0, 0.0];
+    assert_eq!(avgpool2d_forward(&g, &x), vec![3.0, -1.0]);
+    assert_eq!(
+        avgpool2d_backward(&g, &[3.0f32, 6.0]),
+        vec![1.0, 1.0, 1.0, 2.0, 2.0, 2.0]
+    );
+}
+
+#[test]
+fn residual_add_and_gradient_accumulation() {
+    let mut rng = Rng(7);
+    let (a, b, r) = (rng.vec(11), rng.vec(11), rng.vec(11));
+    let (da, db) = add_backward(&r);
+    assert_grad("add da", &a, &da, |a| dot(&r, &add_forward(a, &b)));
+    assert_grad("add db", &b, &db, |b| dot(&r, &add_forward(&a, b)));
+    assert_eq!(add_forward(&[1.0f32, -2.0], &[0.5, 2.0]), vec![1.5, 0.0]);
+
+    // A block input feeding the main path and the shortcut: its gradient is the sum of both.
+    let mut d = vec![1.0f32, 2.0, 3.0];
+    accumulate(&mut d, &[10.0, 20.0, 30.0]);
+    assert_eq!(d, vec![11.0, 22.0, 33.0]);
 }

@@ -6,6 +6,7 @@
 pub mod bn;
 pub mod channels;
 pub mod conv;
+pub mod elementwise;
 pub mod epilogue;
 pub mod gemm;
 pub mod int_infer;
@@ -55,6 +56,7 @@ pub fn pipelines_for(engine: Engine) -> Vec<&'static PipelineKey> {
     };
     keys.extend(quant::PIPELINES);
     keys.extend(pool::PIPELINES);
+    keys.extend(elementwise::PIPELINES);
     keys.extend(loss::PIPELINES);
     keys.extend(optim::PIPELINES);
     keys.extend(bn::PIPELINES);

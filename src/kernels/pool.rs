@@ -1,7 +1,12 @@
-//! Launchers of `shaders/pool.wgsl`: 2×2 max-pool with stride 2 and its backward, mirroring
-//! `reference::layers::{maxpool2x2_forward, maxpool2x2_backward}`.
+//! Launchers of `shaders/pool.wgsl`: max and average pooling with any window, stride and padding
+//! ([`Pool2dShape`]) and their backward passes, mirroring `reference::layers::{maxpool2d_forward,
+//! maxpool2d_backward, avgpool2d_forward, avgpool2d_backward}`. [`MaxPool2x2`] is the 2×2,
+//! stride-2 special case the sequential models use.
+
+use std::ops::Deref;
 
 use crate::gpu::{Binding, Gpu, PipelineKey, Shader};
+use crate::spec::Pool2dShape;
 use crate::{Error, Result};
 
 /// The pooling module.
@@ -16,20 +21,25 @@ pub const WORKGROUP: u32 = 256;
 /// Elements per thread (`override PER_THREAD`).
 pub const PER_THREAD: u32 = 4;
 
-/// Forward: maxima and their flat input indices.
-pub static FORWARD: PipelineKey = PipelineKey {
-    shader: &SHADER,
-    entry: "forward",
-    constants: &[("PER_THREAD", PER_THREAD)],
-};
-/// Backward: every input element gathers from its window.
-pub static BACKWARD: PipelineKey = PipelineKey {
-    shader: &SHADER,
-    entry: "backward",
-    constants: &[("PER_THREAD", PER_THREAD)],
-};
+const fn key(entry: &'static str) -> PipelineKey {
+    PipelineKey {
+        shader: &SHADER,
+        entry,
+        constants: &[("PER_THREAD", PER_THREAD)],
+    }
+}
+
+/// Max-pool forward: window maxima and their flat input indices.
+pub static MAX_FORWARD: PipelineKey = key("max_forward");
+/// Max-pool backward: every input element gathers from the windows that chose it.
+pub static MAX_BACKWARD: PipelineKey = key("max_backward");
+/// Average-pool forward.
+pub static AVG_FORWARD: PipelineKey = key("avg_forward");
+/// Average-pool backward: every input element gathers from the windows that contain it.
+pub static AVG_BACKWARD: PipelineKey = key("avg_backward");
 /// Every pipeline of this module.
-pub static PIPELINES: [&PipelineKey; 2] = [&FORWARD, &BACKWARD];
+pub static PIPELINES: [&PipelineKey; 4] =
+    [&MAX_FORWARD, &MAX_BACKWARD, &AVG_FORWARD, &AVG_BACKWARD];
 
 /// `struct PoolParams` in the shader.
 #[repr(C)]
@@ -41,65 +51,111 @@ struct PoolParams {
     w: u32,
     oh: u32,
     ow: u32,
-    _pad: [u32; 2],
+    kh: u32,
+    kw: u32,
+    sh: u32,
+    sw: u32,
+    ph: u32,
+    pw: u32,
 }
 
-/// A 2×2, stride-2 max-pool over NCHW `[n, c, h, w]`, output `[n, c, h/2, w/2]` (rounded down).
+/// What both pooling kinds record with: the checked shape, its parameters and grids.
 #[derive(Debug)]
-pub struct MaxPool2x2 {
-    params: PoolParams,
+struct Launch {
+    shape: Pool2dShape,
     uniform: wgpu::Buffer,
     forward_grid: [u32; 3],
     backward_grid: [u32; 3],
 }
 
-impl MaxPool2x2 {
-    /// Validates the shape (the output must be non-empty) against the device.
-    pub fn new(gpu: &Gpu, n: usize, c: usize, h: usize, w: usize) -> Result<Self> {
-        const OP: &str = "MaxPool2x2::new";
-        let planes = n.saturating_mul(c);
-        let in_len = planes.saturating_mul(h).saturating_mul(w);
-        let out_len = planes.saturating_mul(h / 2).saturating_mul(w / 2);
+impl Launch {
+    /// Validates `shape` (a valid pooling with a non-empty output) against the device.
+    fn new(gpu: &Gpu, op: &'static str, shape: &Pool2dShape) -> Result<Self> {
+        shape.check().map_err(|e| Error::Shape {
+            op,
+            expected: "a pooling window within the padded input, padding at most half the window"
+                .into(),
+            actual: format!("{shape:?}: {e}"),
+        })?;
+        let (in_len, out_len) = (shape.input().len(), shape.output().len());
         if out_len == 0 {
             return Err(Error::Shape {
-                op: OP,
-                expected: "n, c ≥ 1 and h, w ≥ 2".into(),
-                actual: format!("[{n}, {c}, {h}, {w}]"),
+                op,
+                expected: "a batch n ≥ 1".into(),
+                actual: format!("{shape:?}"),
             });
         }
-        gpu.check_binding(OP, in_len)?;
-        let in_len = u32::try_from(in_len).map_err(|_| Error::Limit {
-            op: OP,
-            what: "elements per tensor",
-            value: in_len as u64,
-            limit: u64::from(u32::MAX),
-        })?;
+        gpu.check_binding(op, in_len)?;
+        let u32_of = |v: usize| {
+            u32::try_from(v).map_err(|_| Error::Limit {
+                op,
+                what: "elements per tensor",
+                value: v as u64,
+                limit: u64::from(u32::MAX),
+            })
+        };
+        // The kernel forms coordinates up to a padded size plus a stride in 32 bits.
+        let [ph, pw] = shape.padded();
+        u32_of(
+            ph.max(pw)
+                .saturating_add(shape.stride[0].max(shape.stride[1])),
+        )?;
         let params = PoolParams {
-            out_len: out_len as u32,
-            in_len,
-            h: h as u32,
-            w: w as u32,
-            oh: (h / 2) as u32,
-            ow: (w / 2) as u32,
-            _pad: [0; 2],
+            out_len: u32_of(out_len)?,
+            in_len: u32_of(in_len)?,
+            h: u32_of(shape.h)?,
+            w: u32_of(shape.w)?,
+            oh: u32_of(shape.h_out())?,
+            ow: u32_of(shape.w_out())?,
+            kh: u32_of(shape.kernel[0])?,
+            kw: u32_of(shape.kernel[1])?,
+            sh: u32_of(shape.stride[0])?,
+            sw: u32_of(shape.stride[1])?,
+            ph: u32_of(shape.pad[0])?,
+            pw: u32_of(shape.pad[1])?,
         };
         let per_workgroup = WORKGROUP * PER_THREAD;
         Ok(Self {
-            forward_grid: gpu.grid(OP, params.out_len.div_ceil(per_workgroup))?,
-            backward_grid: gpu.grid(OP, in_len.div_ceil(per_workgroup))?,
-            uniform: gpu.uniform(OP, &params),
-            params,
+            shape: *shape,
+            forward_grid: gpu.grid(op, params.out_len.div_ceil(per_workgroup))?,
+            backward_grid: gpu.grid(op, params.in_len.div_ceil(per_workgroup))?,
+            uniform: gpu.uniform(op, &params),
         })
+    }
+
+    fn input_len(&self) -> usize {
+        self.shape.input().len()
+    }
+
+    fn output_len(&self) -> usize {
+        self.shape.output().len()
+    }
+}
+
+/// A max-pool over NCHW (PyTorch `MaxPool2d`, padding −∞): input `[n, c, h, w]`, output
+/// `[n, c, h_out, w_out]`.
+#[derive(Debug)]
+pub struct MaxPool2d(Launch);
+
+impl MaxPool2d {
+    /// Validates the shape ([`Pool2dShape::check`], and a non-empty output) against the device.
+    pub fn new(gpu: &Gpu, shape: &Pool2dShape) -> Result<Self> {
+        Launch::new(gpu, "MaxPool2d::new", shape).map(Self)
+    }
+
+    /// The pooling shape.
+    pub fn shape(&self) -> &Pool2dShape {
+        &self.0.shape
     }
 
     /// Input elements, `n·c·h·w`.
     pub fn input_len(&self) -> usize {
-        self.params.in_len as usize
+        self.0.input_len()
     }
 
-    /// Output elements, `n·c·(h/2)·(w/2)`.
+    /// Output elements, `n·c·h_out·w_out`.
     pub fn output_len(&self) -> usize {
-        self.params.out_len as usize
+        self.0.output_len()
     }
 
     /// Records `y` (the window maxima) and `argmax` (`u32` flat indices into `x`; ties go to the
@@ -112,23 +168,23 @@ impl MaxPool2x2 {
         y: impl Into<Binding<'a>>,
         argmax: impl Into<Binding<'a>>,
     ) -> Result<()> {
-        const OP: &str = "MaxPool2x2::forward";
+        const OP: &str = "MaxPool2d::forward";
         let (x, y, argmax) = (x.into(), y.into(), argmax.into());
         x.expect_len(OP, self.input_len())?;
         y.expect_len(OP, self.output_len())?;
         argmax.expect_len(OP, self.output_len())?;
         let bindings = [
-            (0, Binding::whole(&self.uniform)),
+            (0, Binding::whole(&self.0.uniform)),
             (1, x),
             (2, y),
             (3, argmax),
         ];
-        gpu.dispatch(encoder, &FORWARD, &bindings, self.forward_grid)?;
-        Ok(())
+        gpu.dispatch(encoder, &MAX_FORWARD, &bindings, self.0.forward_grid)
     }
 
-    /// Records `dx` (every element written): `dy[k]` at `argmax[k]`, zero elsewhere. `argmax`
-    /// must come from [`MaxPool2x2::forward`] of the same shape.
+    /// Records `dx` (every element written): the sum of `dy[k]` over the outputs `k` whose
+    /// `argmax[k]` is the element, in increasing `k`. `argmax` must come from
+    /// [`MaxPool2d::forward`] of the same shape.
     pub fn backward<'a>(
         &self,
         gpu: &Gpu,
@@ -137,18 +193,104 @@ impl MaxPool2x2 {
         argmax: impl Into<Binding<'a>>,
         dx: impl Into<Binding<'a>>,
     ) -> Result<()> {
-        const OP: &str = "MaxPool2x2::backward";
+        const OP: &str = "MaxPool2d::backward";
         let (dy, argmax, dx) = (dy.into(), argmax.into(), dx.into());
         dy.expect_len(OP, self.output_len())?;
         argmax.expect_len(OP, self.output_len())?;
         dx.expect_len(OP, self.input_len())?;
         let bindings = [
-            (0, Binding::whole(&self.uniform)),
+            (0, Binding::whole(&self.0.uniform)),
             (4, argmax),
             (5, dy),
             (6, dx),
         ];
-        gpu.dispatch(encoder, &BACKWARD, &bindings, self.backward_grid)?;
-        Ok(())
+        gpu.dispatch(encoder, &MAX_BACKWARD, &bindings, self.0.backward_grid)
+    }
+}
+
+/// A 2×2, stride-2 [`MaxPool2d`] over NCHW `[n, c, h, w]`, output `[n, c, h/2, w/2]` (rounded
+/// down); it records through the [`MaxPool2d`] it dereferences to.
+#[derive(Debug)]
+pub struct MaxPool2x2(MaxPool2d);
+
+impl MaxPool2x2 {
+    /// Validates the shape (`n, c ≥ 1` and `h, w ≥ 2`) against the device.
+    pub fn new(gpu: &Gpu, n: usize, c: usize, h: usize, w: usize) -> Result<Self> {
+        let shape = Pool2dShape::square(n, c, h, w, 2, 2, 0);
+        Launch::new(gpu, "MaxPool2x2::new", &shape).map(|l| Self(MaxPool2d(l)))
+    }
+}
+
+impl Deref for MaxPool2x2 {
+    type Target = MaxPool2d;
+
+    fn deref(&self) -> &MaxPool2d {
+        &self.0
+    }
+}
+
+/// An average pooling over NCHW (PyTorch `AvgPool2d` with `count_include_pad=True`: padding
+/// counts as zeros and every window divides by `kh·kw`): input `[n, c, h, w]`, output
+/// `[n, c, h_out, w_out]`. [`AvgPool2d::global`] averages whole planes.
+#[derive(Debug)]
+pub struct AvgPool2d(Launch);
+
+impl AvgPool2d {
+    /// Validates the shape ([`Pool2dShape::check`], and a non-empty output) against the device.
+    pub fn new(gpu: &Gpu, shape: &Pool2dShape) -> Result<Self> {
+        Launch::new(gpu, "AvgPool2d::new", shape).map(Self)
+    }
+
+    /// Global average pooling `[n, c, h, w] → [n, c, 1, 1]` ([`Pool2dShape::global`]).
+    pub fn global(gpu: &Gpu, n: usize, c: usize, h: usize, w: usize) -> Result<Self> {
+        Self::new(gpu, &Pool2dShape::global(n, c, h, w))
+    }
+
+    /// The pooling shape.
+    pub fn shape(&self) -> &Pool2dShape {
+        &self.0.shape
+    }
+
+    /// Input elements, `n·c·h·w`.
+    pub fn input_len(&self) -> usize {
+        self.0.input_len()
+    }
+
+    /// Output elements, `n·c·h_out·w_out`.
+    pub fn output_len(&self) -> usize {
+        self.0.output_len()
+    }
+
+    /// Records `y`, the window means.
+    pub fn forward<'a>(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        x: impl Into<Binding<'a>>,
+        y: impl Into<Binding<'a>>,
+    ) -> Result<()> {
+        const OP: &str = "AvgPool2d::forward";
+        let (x, y) = (x.into(), y.into());
+        x.expect_len(OP, self.input_len())?;
+        y.expect_len(OP, self.output_len())?;
+        let bindings = [(0, Binding::whole(&self.0.uniform)), (1, x), (2, y)];
+        gpu.dispatch(encoder, &AVG_FORWARD, &bindings, self.0.forward_grid)
+    }
+
+    /// Records `dx` (every element written): the sum of `dy[k] / (kh·kw)` over the outputs `k`
+    /// whose window contains the element, in increasing `k`.
+    pub fn backward<'a>(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        dy: impl Into<Binding<'a>>,
+        dx: impl Into<Binding<'a>>,
+    ) -> Result<()> {
+        const OP: &str = "AvgPool2d::backward";
+        let (dy, dx) = (dy.into(), dx.into());
+        dy.expect_len(OP, self.output_len())?;
+        dx.expect_len(OP, self.input_len())?;
+        let bindings = [(0, Binding::whole(&self.0.uniform)), (5, dy), (6, dx)];
+        gpu.dispatch(encoder, &AVG_BACKWARD, &bindings, self.0.backward_grid)
     }
 }

@@ -13,16 +13,17 @@ use crate::gpu::{Gpu, Tensor};
 use crate::kernels::bn::{BnBackward, BnBindings, FoldBackward, FoldedBn};
 use crate::kernels::channels::ChannelLayout;
 use crate::kernels::conv;
+use crate::kernels::elementwise::Add;
 use crate::kernels::epilogue::{
     ActQuant, Epilogue, EpilogueBackward, EpilogueConfig, EpilogueForward,
 };
 use crate::kernels::gemm::{self, GemmShape, Variant};
 use crate::kernels::loss::{MetricValues, Metrics, SoftmaxCrossEntropy};
 use crate::kernels::optim::{AdamGroup, ParamArena, ParamSlice};
-use crate::kernels::pool::MaxPool2x2;
+use crate::kernels::pool::{AvgPool2d, MaxPool2d};
 use crate::quant::{Quantizer, QuantizerConfig, QuantizerState, QuantizerStorage, StepState};
 use crate::reference::model::{self as reference, Group, Params, QuantizerInfo};
-use crate::spec::{Arch, LayerKind, LayerSpec};
+use crate::spec::{Arch, LayerKind, LayerSpec, Pool2dShape};
 use crate::{Error, Result};
 use std::collections::{BTreeMap, HashMap};
 
@@ -216,6 +217,8 @@ struct Plan {
     values: Vec<Tensor>,
     /// Gradient buffers at this batch size, indexed by value (`None`: no gradient needed).
     dvalues: Vec<Option<Tensor>>,
+    /// Gradient accumulation (`dst += src`) per tensor length, for values read by two layers.
+    accumulate: HashMap<usize, Add>,
     loss: SoftmaxCrossEntropy,
     labels: Tensor,
 }
@@ -223,6 +226,7 @@ struct Plan {
 #[derive(Debug)]
 enum PlanLayer {
     MaxPool(Box<PlanPool>),
+    AvgPool(AvgPool2d),
     /// Flatten: moves no data.
     Flatten,
     Add(Box<PlanAdd>),
@@ -231,13 +235,14 @@ enum PlanLayer {
 
 #[derive(Debug)]
 struct PlanPool {
-    pool: MaxPool2x2,
+    pool: MaxPool2d,
     argmax: Tensor,
 }
 
-/// A residual add: the sum `a` (the quantizer's input) and the quantizer.
+/// A residual add: the kernel, the sum `a` (the quantizer's input) and the quantizer.
 #[derive(Debug)]
 struct PlanAdd {
+    add: Add,
     quantizer: Quantizer,
     a: Tensor,
 }
@@ -577,16 +582,34 @@ impl Model {
                     a,
                 )))
             };
+            let [c, h, w] = l.input;
             let layer = match l.kind {
-                LayerKind::MaxPool { .. } => PlanLayer::MaxPool(Box::new(PlanPool {
-                    pool: MaxPool2x2::new(gpu, n, l.input[0], l.input[1], l.input[2])?,
+                LayerKind::MaxPool {
+                    kernel,
+                    stride,
+                    pad,
+                } => PlanLayer::MaxPool(Box::new(PlanPool {
+                    pool: MaxPool2d::new(
+                        gpu,
+                        &Pool2dShape::square(n, c, h, w, kernel, stride, pad),
+                    )?,
                     argmax: prefix(self.acts.argmax[i].as_ref().expect("pool argmax"), out)?,
                 })),
+                LayerKind::AvgPool {
+                    kernel,
+                    stride,
+                    pad,
+                } => PlanLayer::AvgPool(AvgPool2d::new(
+                    gpu,
+                    &Pool2dShape::square(n, c, h, w, kernel, stride, pad),
+                )?),
+                LayerKind::GlobalAvgPool => PlanLayer::AvgPool(AvgPool2d::global(gpu, n, c, h, w)?),
                 LayerKind::Flatten => PlanLayer::Flatten,
                 LayerKind::Add => {
                     let (quantizer, a) = act_quantizer(l.activation_quantizer())?
                         .expect("an add has an activation quantizer");
-                    PlanLayer::Add(Box::new(PlanAdd { quantizer, a }))
+                    let add = Add::new(gpu, n * out)?;
+                    PlanLayer::Add(Box::new(PlanAdd { add, quantizer, a }))
                 }
                 LayerKind::Conv { .. } | LayerKind::Linear { .. } => {
                     let layout = match l.kind {
@@ -619,16 +642,23 @@ impl Model {
                         },
                     }))
                 }
-                LayerKind::AvgPool { .. } | LayerKind::GlobalAvgPool => {
-                    unreachable!("refused by check_supported")
-                }
             };
             layers.push(layer);
+        }
+        let mut accumulate = HashMap::new();
+        for l in &self.arch.layers {
+            for &v in &l.inputs {
+                let len = n * self.arch.value_shape(v).iter().product::<usize>();
+                if let std::collections::hash_map::Entry::Vacant(e) = accumulate.entry(len) {
+                    e.insert(Add::new(gpu, len)?);
+                }
+            }
         }
         let plan = Plan {
             layers,
             values,
             dvalues,
+            accumulate,
             loss: SoftmaxCrossEntropy::new(gpu, n, self.arch.classes)?,
             labels: prefix(&self.acts.labels, 1)?,
         };
@@ -726,12 +756,13 @@ impl Model {
             let output = &plan.values[i + 1];
             match l {
                 PlanLayer::MaxPool(p) => p.pool.forward(gpu, enc, input, output, &p.argmax)?,
+                PlanLayer::AvgPool(p) => p.forward(gpu, enc, input, output)?,
                 PlanLayer::Flatten => {}
                 PlanLayer::Add(p) => {
                     // ReLU is implicit: the sum's quantizer is unsigned, and the unsigned clip
                     // maps negative sums to 0 with zero gradient, as ReLU then Q would.
                     let other = &plan.values[spec.inputs[1]];
-                    elementwise::add(gpu, enc, input, other, &p.a)?;
+                    p.add.forward(gpu, enc, input, other, &p.a)?;
                     p.quantizer
                         .forward(gpu, enc, &self.step_state, &p.a, output)?;
                 }
@@ -838,18 +869,32 @@ impl Model {
             };
             let first = spec.inputs[0];
             let in_len = plan.values[first].len();
+            let accumulate = |enc: &mut wgpu::CommandEncoder, src: &Tensor, dst: &Tensor| {
+                plan.accumulate[&src.len()].accumulate(gpu, enc, src, dst)
+            };
+            // A pooling backward writes its whole input gradient: into a scratch buffer, then
+            // added, when another reader wrote that gradient first.
+            let scratch_or = |dx: &Tensor, add: bool| match add {
+                true => sized(&self.acts.dy, in_len),
+                false => Ok(dx.clone()),
+            };
             match l {
                 PlanLayer::Flatten => {}
                 PlanLayer::MaxPool(p) => {
                     if let Some((dx, add)) = target(first) {
-                        let out = if add {
-                            sized(&self.acts.dy, in_len)?
-                        } else {
-                            dx.clone()
-                        };
+                        let out = scratch_or(&dx, add)?;
                         p.pool.backward(gpu, enc, dout, &p.argmax, &out)?;
                         if add {
-                            elementwise::accumulate(gpu, enc, &out, &dx)?;
+                            accumulate(enc, &out, &dx)?;
+                        }
+                    }
+                }
+                PlanLayer::AvgPool(p) => {
+                    if let Some((dx, add)) = target(first) {
+                        let out = scratch_or(&dx, add)?;
+                        p.backward(gpu, enc, dout, &out)?;
+                        if add {
+                            accumulate(enc, &out, &dx)?;
                         }
                     }
                 }
@@ -859,7 +904,7 @@ impl Model {
                         .backward(gpu, enc, &self.step_state, &p.a, dout, &ds)?;
                     for &v in &spec.inputs {
                         match target(v) {
-                            Some((dx, true)) => elementwise::accumulate(gpu, enc, &ds, &dx)?,
+                            Some((dx, true)) => accumulate(enc, &ds, &dx)?,
                             Some((dx, false)) => enc.copy_buffer_to_buffer(
                                 ds.buffer(),
                                 ds.offset(),
@@ -1313,16 +1358,6 @@ fn quant_config(
 fn check_supported(arch: &Arch) -> Result<()> {
     for l in &arch.layers {
         let problem = match l.kind {
-            LayerKind::MaxPool {
-                kernel,
-                stride,
-                pad,
-            } if [kernel, stride, pad] != [2, 2, 0] => {
-                Some("only 2×2 stride-2 max-pooling has a GPU kernel yet")
-            }
-            LayerKind::AvgPool { .. } | LayerKind::GlobalAvgPool => {
-                Some("average pooling has no GPU kernel yet")
-            }
             _ if l.relu && !l.act_quant => {
                 Some("a ReLU must be followed by an activation quantizer")
             }
@@ -1467,28 +1502,4 @@ fn build_stores(
         )?;
     }
     Ok((stores, places, x_min))
-}
-
-// TEMPORARY until the element-wise kernels land.
-mod elementwise {
-    use crate::gpu::{Gpu, Tensor};
-    use crate::{Error, Result};
-    pub fn add(
-        _: &Gpu,
-        _: &mut wgpu::CommandEncoder,
-        _: &Tensor,
-        _: &Tensor,
-        _: &Tensor,
-    ) -> Result<()> {
-        Err(Error::InvalidArgument {
-            op: "add",
-            msg: "not yet".into(),
-        })
-    }
-    pub fn accumulate(_: &Gpu, _: &mut wgpu::CommandEncoder, _: &Tensor, _: &Tensor) -> Result<()> {
-        Err(Error::InvalidArgument {
-            op: "accumulate",
-            msg: "not yet".into(),
-        })
-    }
 }

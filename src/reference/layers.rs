@@ -10,8 +10,9 @@
 //!   code in `f64` for finite-difference gradient checks. The GPU kernels mirror the `f32`
 //!   instantiation (Adam, which is never differentiated, is `f32` only).
 //!
-//! Contents: [`gemm`] and the linear layer, the strided, grouped 2-D convolution, ReLU and 2×2 max-pool,
-//! folded batch norm (spec §5.2), softmax cross-entropy and Adam.
+//! Contents: [`gemm`] and the linear layer, the strided, grouped 2-D convolution, ReLU, max and
+//! average pooling, the residual add, folded batch norm (spec §5.2), softmax cross-entropy and
+//! Adam.
 
 use std::fmt::Debug;
 use std::ops::{Add, AddAssign, Div, Mul, Neg, Sub};
@@ -31,7 +32,11 @@ pub use batch_norm::{
 pub use conv::{conv2d_backward_data, conv2d_backward_weight, conv2d_forward};
 pub use linear::{gemm, linear_backward, linear_forward, LinearGrads};
 pub use loss::{softmax_cross_entropy, CrossEntropy};
-pub use pool::{maxpool2x2_backward, maxpool2x2_forward, relu_backward, relu_forward};
+pub use pool::{
+    accumulate, add_backward, add_forward, avgpool2d_backward, avgpool2d_forward,
+    maxpool2d_backward, maxpool2d_forward, maxpool2x2_backward, maxpool2x2_forward, relu_backward,
+    relu_forward,
+};
 
 /// The scalar type of the reference: implemented for `f32` (what the GPU computes) and `f64`
 /// (what the finite-difference tests use).

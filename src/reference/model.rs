@@ -7,7 +7,7 @@
 
 use super::layers::{self, AdamState, BnParams};
 use super::quant;
-use crate::spec::{Arch, LayerKind, LayerSpec, LinearShape, Nchw};
+use crate::spec::{Arch, LayerKind, LayerSpec, LinearShape, Nchw, Pool2dShape};
 pub use crate::spec::{Group, Params, QuantizerInfo};
 use std::collections::BTreeMap;
 
@@ -338,19 +338,18 @@ pub fn forward(
     let mut saved = Vec::new();
     for l in &arch.layers {
         let x = &values[l.inputs[0]];
-        let dims_in = Nchw::new(n, l.input[0], l.input[1], l.input[2]);
         let (y, s) = match l.kind {
             LayerKind::MaxPool { .. } => {
-                let (y, argmax) = pool_shim::max_pool_forward(&dims_in, &pool_shape(l), x);
+                let (y, argmax) = layers::maxpool2d_forward(&pool_shape(l, n), x);
                 let input_len = x.len();
                 (y, Saved::MaxPool { input_len, argmax })
             }
             LayerKind::AvgPool { .. } => (
-                pool_shim::avg_pool_forward(&dims_in, &pool_shape(l), x),
+                layers::avgpool2d_forward(&pool_shape(l, n), x),
                 Saved::Passthrough(l.clone()),
             ),
             LayerKind::GlobalAvgPool => (
-                pool_shim::global_avg_pool_forward(&dims_in, x),
+                layers::avgpool2d_forward(&pool_shape(l, n), x),
                 Saved::Passthrough(l.clone()),
             ),
             LayerKind::Flatten => (x.clone(), Saved::Passthrough(l.clone())),
@@ -465,8 +464,9 @@ fn weighted_layer_forward(
     (out, saved)
 }
 
-/// The pooling window of a max- or average-pool layer.
-fn pool_shape(l: &LayerSpec) -> [usize; 3] {
+/// The pooling window of a pooling layer at batch size `n`.
+fn pool_shape(l: &LayerSpec, n: usize) -> Pool2dShape {
+    let [c, h, w] = l.input;
     match l.kind {
         LayerKind::MaxPool {
             kernel,
@@ -477,8 +477,8 @@ fn pool_shape(l: &LayerSpec) -> [usize; 3] {
             kernel,
             stride,
             pad,
-        } => [kernel, stride, pad],
-        _ => unreachable!("not a pooling layer"),
+        } => Pool2dShape::square(n, c, h, w, kernel, stride, pad),
+        _ => Pool2dShape::global(n, c, h, w),
     }
 }
 
@@ -537,18 +537,16 @@ pub fn backward(params: &Params, fwd: &Forward, dlogits: &[f32]) -> Params {
             continue;
         };
         let first = spec.inputs[0];
-        let dims_in = Nchw::new(n, spec.input[0], spec.input[1], spec.input[2]);
         match s {
             Saved::MaxPool { input_len, argmax } => {
-                let dx = pool_shim::max_pool_backward(*input_len, argmax, &dy);
+                let dx = layers::maxpool2d_backward(*input_len, argmax, &dy);
                 accumulate(&mut dvalues[first], dx);
             }
             Saved::Passthrough(l) => {
                 let dx = match l.kind {
-                    LayerKind::AvgPool { .. } => {
-                        pool_shim::avg_pool_backward(&dims_in, &pool_shape(l), &dy)
+                    LayerKind::AvgPool { .. } | LayerKind::GlobalAvgPool => {
+                        layers::avgpool2d_backward(&pool_shape(l, n), &dy)
                     }
-                    LayerKind::GlobalAvgPool => pool_shim::global_avg_pool_backward(&dims_in, &dy),
                     _ => dy,
                 };
                 accumulate(&mut dvalues[first], dx);
@@ -716,35 +714,4 @@ pub fn evaluate(arch: &Arch, params: &Params, images: &[f32], labels: &[u32]) ->
         Mode::Eval,
     );
     layers::softmax_cross_entropy(&fwd.logits, labels, arch.classes).correct
-}
-
-// TEMPORARY until the pooling references land.
-mod pool_shim {
-    use crate::reference::layers;
-    use crate::spec::Nchw;
-    pub fn max_pool_forward(d: &Nchw, s: &[usize; 3], x: &[f32]) -> (Vec<f32>, Vec<u32>) {
-        assert_eq!(*s, [2, 2, 0]);
-        layers::maxpool2x2_forward(d, x)
-    }
-    pub fn max_pool_backward(len: usize, argmax: &[u32], dy: &[f32]) -> Vec<f32> {
-        layers::maxpool2x2_backward(len, argmax, dy)
-    }
-    pub fn avg_pool_forward(_: &Nchw, _: &[usize; 3], _: &[f32]) -> Vec<f32> {
-        todo!()
-    }
-    pub fn avg_pool_backward(_: &Nchw, _: &[usize; 3], _: &[f32]) -> Vec<f32> {
-        todo!()
-    }
-    pub fn global_avg_pool_forward(d: &Nchw, x: &[f32]) -> Vec<f32> {
-        let plane = d.h * d.w;
-        x.chunks(plane)
-            .map(|c| c.iter().sum::<f32>() / plane as f32)
-            .collect()
-    }
-    pub fn global_avg_pool_backward(d: &Nchw, dy: &[f32]) -> Vec<f32> {
-        let plane = d.h * d.w;
-        dy.iter()
-            .flat_map(|&g| std::iter::repeat_n(g / plane as f32, plane))
-            .collect()
-    }
 }

@@ -9,4 +9,4 @@ pub use arch::{
     Arch, ArchBuilder, ArchError, BopInput, Conv, Group, LayerKind, LayerSpec, Linear, Params,
     QuantizerInfo, Value, QUANTIZER_TENSORS,
 };
-pub use shapes::{Conv2dShape, ConvShapeError, LinearShape, Nchw};
+pub use shapes::{Conv2dShape, ConvShapeError, LinearShape, Nchw, Pool2dShape, PoolShapeError};

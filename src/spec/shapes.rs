@@ -1,4 +1,4 @@
-//! Shapes of activation tensors and of the two weighted layer kinds.
+//! Shapes of activation tensors, of the two weighted layer kinds and of pooling.
 
 /// Dimensions of an NCHW activation tensor. A `[n, features]` tensor (BN1d) is `h = w = 1`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -253,6 +253,166 @@ impl Conv2dShape {
     }
 }
 
+/// Dimensions of a 2-D pooling (PyTorch `MaxPool2d` / `AvgPool2d` with `ceil_mode=False`): input
+/// and output `[n, c, ·, ·]`, a `kernel` window moved by `stride`, `pad` on each side of each axis
+/// (−∞ for max-pooling, zeros counted in the average for average pooling), output height
+/// `h_out = (h + 2·pad_h − kh) / stride_h + 1`.
+///
+/// Build one with [`Pool2dShape::square`] or [`Pool2dShape::global`], then
+/// [`Pool2dShape::check`] it: the size accessors assume a valid shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pool2dShape {
+    /// Batch size.
+    pub n: usize,
+    /// Channels (of both the input and the output).
+    pub c: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Window height and width.
+    pub kernel: [usize; 2],
+    /// Stride along height and width.
+    pub stride: [usize; 2],
+    /// Padding on each side, along height and width.
+    pub pad: [usize; 2],
+}
+
+/// Why a [`Pool2dShape`] is not a valid pooling.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PoolShapeError {
+    /// A size that must be at least 1 is 0.
+    #[error("{what} is 0")]
+    Zero {
+        /// Which size (`channels`, `kernel height`, `stride width`, ...).
+        what: &'static str,
+    },
+    /// The window is larger than the padded input.
+    #[error("window {kh}×{kw} is larger than the padded input {ph}×{pw}")]
+    WindowTooLarge {
+        /// Window height.
+        kh: usize,
+        /// Window width.
+        kw: usize,
+        /// Padded input height.
+        ph: usize,
+        /// Padded input width.
+        pw: usize,
+    },
+    /// The padding exceeds half the window (PyTorch's rule): a window could then hold padding
+    /// only.
+    #[error("padding {pad_h}×{pad_w} exceeds half the window {kh}×{kw}")]
+    PadTooLarge {
+        /// Padding along the height.
+        pad_h: usize,
+        /// Padding along the width.
+        pad_w: usize,
+        /// Window height.
+        kh: usize,
+        /// Window width.
+        kw: usize,
+    },
+}
+
+impl Pool2dShape {
+    /// A `k × k` window with stride `stride` and `pad` on every side.
+    #[allow(clippy::too_many_arguments)]
+    pub const fn square(
+        n: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+    ) -> Self {
+        Self {
+            n,
+            c,
+            h,
+            w,
+            kernel: [k, k],
+            stride: [stride, stride],
+            pad: [pad, pad],
+        }
+    }
+
+    /// Global pooling: one window covering the whole `h × w` plane, output `[n, c, 1, 1]`.
+    pub const fn global(n: usize, c: usize, h: usize, w: usize) -> Self {
+        Self {
+            n,
+            c,
+            h,
+            w,
+            kernel: [h, w],
+            stride: [1, 1],
+            pad: [0, 0],
+        }
+    }
+
+    /// Checks that every size is at least 1 (the batch may be 0), that the window fits the padded
+    /// input and that the padding is at most half the window, so that every window holds at
+    /// least one input element.
+    pub fn check(&self) -> Result<(), PoolShapeError> {
+        let sizes = [
+            (self.c, "channels"),
+            (self.h, "input height"),
+            (self.w, "input width"),
+            (self.kernel[0], "kernel height"),
+            (self.kernel[1], "kernel width"),
+            (self.stride[0], "stride height"),
+            (self.stride[1], "stride width"),
+        ];
+        if let Some(&(_, what)) = sizes.iter().find(|(v, _)| *v == 0) {
+            return Err(PoolShapeError::Zero { what });
+        }
+        let [kh, kw] = self.kernel;
+        if 2 * self.pad[0] > kh || 2 * self.pad[1] > kw {
+            return Err(PoolShapeError::PadTooLarge {
+                pad_h: self.pad[0],
+                pad_w: self.pad[1],
+                kh,
+                kw,
+            });
+        }
+        let [ph, pw] = self.padded();
+        if kh > ph || kw > pw {
+            return Err(PoolShapeError::WindowTooLarge { kh, kw, ph, pw });
+        }
+        Ok(())
+    }
+
+    /// Padded input size `[h + 2·pad_h, w + 2·pad_w]`.
+    pub fn padded(&self) -> [usize; 2] {
+        [self.h + 2 * self.pad[0], self.w + 2 * self.pad[1]]
+    }
+
+    /// Output height, `(h + 2·pad_h − kh) / stride_h + 1` (0 where the window does not fit).
+    pub fn h_out(&self) -> usize {
+        out_size(self.padded()[0], self.kernel[0], self.stride[0])
+    }
+
+    /// Output width, `(w + 2·pad_w − kw) / stride_w + 1` (0 where the window does not fit).
+    pub fn w_out(&self) -> usize {
+        out_size(self.padded()[1], self.kernel[1], self.stride[1])
+    }
+
+    /// Window elements, `kh·kw`: the divisor of average pooling (padding included).
+    pub fn window(&self) -> usize {
+        self.kernel[0] * self.kernel[1]
+    }
+
+    /// Dimensions of the input.
+    pub fn input(&self) -> Nchw {
+        Nchw::new(self.n, self.c, self.h, self.w)
+    }
+
+    /// Dimensions of the output.
+    pub fn output(&self) -> Nchw {
+        Nchw::new(self.n, self.c, self.h_out(), self.w_out())
+    }
+}
+
 fn out_size(padded: usize, k: usize, stride: usize) -> usize {
     padded.checked_sub(k).map_or(0, |d| d / stride.max(1) + 1)
 }
@@ -299,5 +459,50 @@ mod tests {
             })
         );
         assert_eq!(Conv2dShape::square(1, 1, 2, 9, 1, 5, 1).h_out(), 0);
+    }
+
+    #[test]
+    fn pool_sizes_and_invalid_shapes() {
+        let s = Pool2dShape::square(3, 2, 7, 6, 3, 2, 1);
+        assert_eq!(s.check(), Ok(()));
+        assert_eq!((s.h_out(), s.w_out()), (4, 3));
+        assert_eq!(s.output(), Nchw::new(3, 2, 4, 3));
+        let g = Pool2dShape::global(1, 4, 7, 5);
+        assert_eq!(
+            (g.check(), g.h_out(), g.w_out(), g.window()),
+            (Ok(()), 1, 1, 35)
+        );
+        assert_eq!(
+            Pool2dShape::square(1, 1, 1, 4, 2, 2, 0).check(),
+            Err(PoolShapeError::WindowTooLarge {
+                kh: 2,
+                kw: 2,
+                ph: 1,
+                pw: 4
+            })
+        );
+        assert_eq!(
+            Pool2dShape::square(1, 1, 4, 4, 3, 1, 2).check(),
+            Err(PoolShapeError::PadTooLarge {
+                pad_h: 2,
+                pad_w: 2,
+                kh: 3,
+                kw: 3
+            })
+        );
+        assert_eq!(
+            Pool2dShape::square(1, 0, 4, 4, 2, 2, 0).check(),
+            Err(PoolShapeError::Zero { what: "channels" })
+        );
+        assert_eq!(
+            Pool2dShape {
+                stride: [1, 0],
+                ..s
+            }
+            .check(),
+            Err(PoolShapeError::Zero {
+                what: "stride width"
+            })
+        );
     }
 }
