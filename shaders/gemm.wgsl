@@ -39,18 +39,30 @@ struct TileParams {
     c_stride: u32,
     // 1: C += A·B; 0: C = A·B.
     accumulate: u32,
-    // Convolution geometry: source (input of the correlation) channels, height and width; the
-    // output height and width; the padding; the kernel size; images per split (MODE 2).
+    // Convolution geometry: source (input of the correlation) channels (all groups), height and
+    // width; the output height and width; the padding (a wrapping u32: the backward-data
+    // correlation's kh − 1 − pad may be negative), the kernel height and width, the stride of the
+    // destination positions over the source, the dilation of the source (DILATE: the strided
+    // backward-data gather reads dy as if zeros stood between its rows and columns), the channel
+    // groups; images per split and images (MODE 2).
     src_c: u32,
     src_h: u32,
     src_w: u32,
     dst_h: u32,
     dst_w: u32,
-    pad: u32,
-    ks: u32,
+    pad_h: u32,
+    pad_w: u32,
+    kh: u32,
+    kw: u32,
+    stride_h: u32,
+    stride_w: u32,
+    dil_h: u32,
+    dil_w: u32,
+    groups: u32,
     images_per_split: u32,
     images: u32,
     _pad0: u32,
+    _pad1: u32,
 }
 
 // Largest tile the accumulator arrays hold; TM and TN (multiples of 4) choose the tile.
@@ -65,6 +77,8 @@ override MODE: u32 = 0u;
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 override FLIP: bool = false;
+// MODE 1 only: the source is dilated by (P.dil_h, P.dil_w) (strided backward data).
+override DILATE: bool = false;
 override TM: u32 = 32u;
 override TN: u32 = 8u;
 override WG: u32 = 64u;
@@ -108,7 +122,7 @@ fn gemm_a(z: u32, row: u32, p: u32) -> u32 {
 // the selects fold away, and loops around them stay free of control flow (and get unrolled).
 fn column(z: u32, col: u32) -> Column {
     let g = gemm_column(z, col);
-    let cv = conv_column(col);
+    let cv = conv_column(z, col);
     let w = wgrad_column(z, col);
     return Column(
         select(select(g.base, cv.base, MODE == 1u), w.base, MODE == 2u),
@@ -120,14 +134,14 @@ fn column(z: u32, col: u32) -> Column {
 
 // Index into `a` of A(z, row, p) for step p < k of segment s.
 fn a_index(z: u32, s: u32, row: u32, p: u32) -> u32 {
-    return select(select(gemm_a(z, row, p), conv_a(row, p), MODE == 1u), wgrad_a(s, row, p), MODE == 2u);
+    return select(select(gemm_a(z, row, p), conv_a(z, row, p), MODE == 1u), wgrad_a(z, s, row, p), MODE == 2u);
 }
 
 fn load_b(col: Column, cur: Cursor) -> f32 {
     let pc = min(cur.p, P.k - 1u);
     let gemm = col.base + select(pc * P.n, pc, TRANS_B);
-    let inside = MODE == 0u || (col.dy + cur.ty < P.src_h && col.dx + cur.tx < P.src_w);
-    let index = select(col.base + cur.off, gemm, MODE == 0u);
+    let inside = MODE == 0u || conv_inside(col, cur);
+    let index = select(conv_index(col, cur), gemm, MODE == 0u);
     return select(0.0, b[select(0u, index, inside)], inside);
 }
 
@@ -146,11 +160,11 @@ fn cursor_next(cur: Cursor) -> Cursor {
             // Taps (ci, u, v) in OIHW order: v fastest.
             n.tx += 1u;
             n.off += 1u;
-            if n.tx == P.ks {
+            if n.tx == P.kw {
                 n.tx = 0u;
                 n.ty += 1u;
-                n.off += P.src_w - P.ks;
-                if n.ty == P.ks {
+                n.off += P.src_w - P.kw;
+                if n.ty == P.kh {
                     n.ty = 0u;
                     n.ci += 1u;
                     n.off = n.ci * P.src_h * P.src_w;
@@ -158,13 +172,14 @@ fn cursor_next(cur: Cursor) -> Cursor {
             }
         }
         case 2u: {
-            // Output positions (i, j) of one image: j fastest.
-            n.tx += 1u;
-            n.off += 1u;
-            if n.tx == P.dst_w {
+            // Output positions (i, j) of one image, j fastest; ty, tx are their source offsets
+            // (i·stride_h, j·stride_w).
+            n.tx += P.stride_w;
+            n.off += P.stride_w;
+            if n.tx == P.dst_w * P.stride_w {
                 n.tx = 0u;
-                n.ty += 1u;
-                n.off += P.src_w - P.dst_w;
+                n.ty += P.stride_h;
+                n.off += P.stride_h * P.src_w - P.dst_w * P.stride_w;
             }
         }
         default: {}
@@ -175,7 +190,7 @@ fn cursor_next(cur: Cursor) -> Cursor {
 // Segments of the reduction for batch entry z: MODE 2 walks the images of its split.
 fn segments(z: u32) -> vec2<u32> {
     if MODE == 2u {
-        let first = z * P.images_per_split;
+        let first = (z / P.groups) * P.images_per_split;
         return vec2<u32>(first, min(first + P.images_per_split, P.images));
     }
     return vec2<u32>(0u, 1u);
@@ -322,8 +337,23 @@ fn pick(e0: vec4<f32>, e1: vec4<f32>, e2: vec4<f32>, j: u32, shift: u32) -> f32 
     return select(lo, hi, shift >= 2u);
 }
 
+// Whether a tap reads the source (not the zero padding, nor, when DILATE, a zero between the
+// rows or columns of the dilated source); coordinates wrap below zero.
 fn conv_inside(col: Column, cur: Cursor) -> bool {
-    return col.dy + cur.ty < P.src_h && col.dx + cur.tx < P.src_w;
+    let y = col.dy + cur.ty;
+    let x = col.dx + cur.tx;
+    let plain = y < P.src_h && x < P.src_w;
+    let dilated = y % P.dil_h == 0u && y / P.dil_h < P.src_h && x % P.dil_w == 0u && x / P.dil_w < P.src_w;
+    return select(plain, dilated, DILATE);
+}
+
+// Index into `b` of a tap inside the source: the column base plus the cursor's offset, or with
+// DILATE the dilated coordinates divided back (the base then holds the image and group only).
+fn conv_index(col: Column, cur: Cursor) -> u32 {
+    let y = (col.dy + cur.ty) / P.dil_h;
+    let x = (col.dx + cur.tx) / P.dil_w;
+    let dilated = col.base + (cur.ci * P.src_h + y) * P.src_w + x;
+    return select(col.base + cur.off, dilated, DILATE);
 }
 
 fn vec4_index(start: u32) -> u32 {

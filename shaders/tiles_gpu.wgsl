@@ -13,12 +13,15 @@
 //
 // MODE selects the operand views, with the same TileParams as gemm.wgsl:
 //   0: row-major GEMM, A stored [m,k] or [k,m] (TRANS_A), B stored [k,n] or [n,k] (TRANS_B);
-//   1: convolution as a correlation: rows destination channels, columns destination positions
-//      (image, y, x), the reduction over taps (ci, u, v) of the source. Forward: A the OIHW
-//      weight; with FLIP (backward data) the weight transposed and rotated by 180°;
-//   2: weight gradient: rows output channels, columns taps (ci, u, v), the reduction over the
-//      positions of the images of split z (A = dy, B = x); each split writes its own partial
-//      sums, which sum_splits adds in a fixed order.
+//   1: convolution as a correlation: rows destination channels of group z, columns destination
+//      positions (image, y, x) at source (y·stride_h − pad_h, x·stride_w − pad_w), the
+//      reduction over taps (ci, u, v) of the group's source channels. Forward: A the OIHW
+//      weight; with FLIP (backward data) the weight transposed and rotated by 180°, and with
+//      DILATE (stride > 1) dy read as dilated by the stride: taps between strides read zero;
+//   2: weight gradient: rows output channels of a group, columns taps (ci, u, v), the reduction
+//      over the positions of the images of a split (A = dy, B = x); z = split · groups + group;
+//      each split writes its own partial sums, which sum_splits adds in a fixed order.
+// The convolution views, strides, groups and padding (a wrapping u32) are those of conv.wgsl.
 
 struct TileParams {
     m: u32,
@@ -36,17 +39,27 @@ struct TileParams {
     src_w: u32,
     dst_h: u32,
     dst_w: u32,
-    pad: u32,
-    ks: u32,
+    pad_h: u32,
+    pad_w: u32,
+    kh: u32,
+    kw: u32,
+    stride_h: u32,
+    stride_w: u32,
+    dil_h: u32,
+    dil_w: u32,
+    groups: u32,
     images_per_split: u32,
     images: u32,
     _pad0: u32,
+    _pad1: u32,
 }
 
 override MODE: u32 = 0u;
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 override FLIP: bool = false;
+// MODE 1 only: the source is dilated by (P.dil_h, P.dil_w) (strided backward data).
+override DILATE: bool = false;
 // Tile rows and columns, K-step, and the register block of one invocation (4 or 8 each).
 override BM: u32 = 32u;
 override BN: u32 = 32u;
@@ -83,7 +96,7 @@ fn a_k_fastest() -> bool {
 
 // Images of split z (MODE 2): first and one past the last.
 fn split_images(z: u32) -> vec2<u32> {
-    let first = z * P.images_per_split;
+    let first = (z / P.groups) * P.images_per_split;
     return vec2<u32>(first, min(first + P.images_per_split, P.images));
 }
 
@@ -96,18 +109,18 @@ fn load_a_quad(z: u32, first: u32, row: u32, p: u32, kt: u32) -> vec4<f32> {
     switch MODE {
         case 1u: {
             if FLIP {
-                let kk = P.ks * P.ks;
+                let kk = P.kh * P.kw;
                 let o = pc / kk;
-                base = o * P.m * kk + kk - 1u - (pc - o * kk);
+                base = z * P.a_stride + o * P.m * kk + kk - 1u - (pc - o * kk);
                 stride = kk;
             } else {
-                base = pc;
+                base = z * P.a_stride + pc;
                 stride = P.k;
             }
         }
         case 2u: {
             let image = first + pc / P.k;
-            base = image * P.m * P.k + pc % P.k;
+            base = (image * P.groups + z % P.groups) * P.m * P.k + pc % P.k;
             stride = P.k;
         }
         default: {
@@ -125,25 +138,43 @@ fn load_a_quad(z: u32, first: u32, row: u32, p: u32, kt: u32) -> vec4<f32> {
     );
 }
 
-// The gathered column `col` (clamped to the last one) for MODE 1 and 2.
-fn column(col: u32) -> Column {
+// The gathered column `col` (clamped to the last one) of batch entry z for MODE 1 and 2.
+fn column(z: u32, col: u32) -> Column {
+    let hw = P.src_h * P.src_w;
     if MODE == 2u {
-        let kk = P.ks * P.ks;
+        let kk = P.kh * P.kw;
         let tap = col % kk;
-        let dy = tap / P.ks - P.pad;
-        let dx = tap % P.ks - P.pad;
-        return Column((col / kk) * P.src_h * P.src_w + dy * P.src_w + dx, dy, dx);
+        let dy = tap / P.kw - P.pad_h;
+        let dx = tap % P.kw - P.pad_w;
+        let base = (z % P.groups) * P.b_stride + (col / kk) * hw + dy * P.src_w + dx;
+        return Column(base, dy, dx);
     }
-    let hw = P.dst_h * P.dst_w;
-    let image = col / hw;
-    let pos = col % hw;
-    let dy = pos / P.dst_w - P.pad;
-    let dx = pos % P.dst_w - P.pad;
-    return Column(image * P.src_c * P.src_h * P.src_w + dy * P.src_w + dx, dy, dx);
+    let dst = P.dst_h * P.dst_w;
+    let image = col / dst;
+    let pos = col % dst;
+    let dy = (pos / P.dst_w) * P.stride_h - P.pad_h;
+    let dx = (pos % P.dst_w) * P.stride_w - P.pad_w;
+    let origin = image * P.src_c * hw + z * P.b_stride;
+    if DILATE {
+        // The tap's coordinates are divided back per element (see gather).
+        return Column(origin, dy, dx);
+    }
+    return Column(origin + dy * P.src_w + dx, dy, dx);
 }
 
+// B at a column's tap (ty, tx), `off` past its base (with DILATE: the tap's channel only).
 fn gather(col: Column, live: bool, off: u32, ty: u32, tx: u32) -> f32 {
-    let inside = live && col.dy + ty < P.src_h && col.dx + tx < P.src_w;
+    let y = col.dy + ty;
+    let x = col.dx + tx;
+    if DILATE {
+        let on_grid = y % P.dil_h == 0u && x % P.dil_w == 0u;
+        let yi = y / P.dil_h;
+        let xi = x / P.dil_w;
+        let inside = live && on_grid && yi < P.src_h && xi < P.src_w;
+        let index = col.base + off + yi * P.src_w + xi;
+        return select(0.0, b[select(0u, index, inside)], inside);
+    }
+    let inside = live && y < P.src_h && x < P.src_w;
     return select(0.0, b[select(0u, col.base + off, inside)], inside);
 }
 
@@ -157,17 +188,17 @@ fn gather_quad(c0: Column, c1: Column, c2: Column, c3: Column, col: u32, first: 
         // p walks the positions (i, j) of the split's images, j fastest.
         let image = first + pc / P.k;
         let pos = pc % P.k;
-        ty = pos / P.dst_w;
-        tx = pos % P.dst_w;
+        ty = (pos / P.dst_w) * P.stride_h;
+        tx = (pos % P.dst_w) * P.stride_w;
         off = image * P.src_c * P.src_h * P.src_w + ty * P.src_w + tx;
     } else {
         // p walks the taps (ci, u, v), v fastest.
-        let kk = P.ks * P.ks;
+        let kk = P.kh * P.kw;
         let ci = pc / kk;
         let t = pc - ci * kk;
-        ty = t / P.ks;
-        tx = t % P.ks;
-        off = ci * P.src_h * P.src_w + ty * P.src_w + tx;
+        ty = t / P.kw;
+        tx = t % P.kw;
+        off = ci * P.src_h * P.src_w + select(ty * P.src_w + tx, 0u, DILATE);
     }
     let live = p < kt;
     return vec4<f32>(
@@ -234,7 +265,7 @@ fn mac_step(acc: ptr<function, Acc>, q: u32, ra: u32, cb: u32) {
 fn out_index(z: u32, col: u32) -> u32 {
     if MODE == 1u {
         let hw = P.dst_h * P.dst_w;
-        return (col / hw) * P.m * hw + col % hw;
+        return ((col / hw) * P.groups + z) * P.m * hw + col % hw;
     }
     return z * P.c_stride + col;
 }
@@ -311,10 +342,10 @@ fn tiles(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     var g3 = g0;
     if MODE != 0u {
         let last = P.n - 1u;
-        g0 = column(min(b_col, last));
-        g1 = column(min(b_col + 1u, last));
-        g2 = column(min(b_col + 2u, last));
-        g3 = column(min(b_col + 3u, last));
+        g0 = column(z, min(b_col, last));
+        g1 = column(z, min(b_col + 1u, last));
+        g2 = column(z, min(b_col + 2u, last));
+        g3 = column(z, min(b_col + 3u, last));
     }
     // The invocation's block: rows ra·4 .., columns cb·4 .. of the tile.
     let bx = BN / TN;

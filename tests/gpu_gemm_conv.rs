@@ -305,6 +305,77 @@ fn conv_matches_reference() {
     }
 }
 
+/// A convolution with every size given.
+#[allow(clippy::too_many_arguments)]
+fn conv(
+    n: usize,
+    c_in: usize,
+    [h, w]: [usize; 2],
+    c_out: usize,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    pad: [usize; 2],
+    groups: usize,
+) -> Conv2dShape {
+    let s = Conv2dShape {
+        n,
+        c_in,
+        h,
+        w,
+        c_out,
+        kernel,
+        stride,
+        pad,
+        groups,
+    };
+    assert_eq!(s.check(), Ok(()), "{s:?}");
+    s
+}
+
+/// Strided, grouped, depthwise and rectangular convolutions, with odd sizes, `pad >= k`, channel
+/// counts that fill no tile, and the shapes that take the vec4 views with strides and groups.
+fn general_conv_shapes() -> Vec<Conv2dShape> {
+    vec![
+        // Stride 2 on odd sizes.
+        conv(3, 3, [9, 7], 5, [3, 3], [2, 2], [1, 1], 1),
+        // A 1×1 stride-2 projection.
+        conv(1, 6, [7, 9], 10, [1, 1], [2, 2], [0, 0], 1),
+        // Two groups; depthwise; depthwise with stride 2.
+        conv(3, 4, [6, 5], 6, [3, 3], [1, 1], [1, 1], 2),
+        conv(1, 5, [7, 6], 5, [3, 3], [1, 1], [1, 1], 5),
+        conv(3, 8, [9, 9], 8, [3, 3], [2, 2], [1, 1], 8),
+        // 1×3 and 3×1 kernels with per-axis stride and padding.
+        conv(1, 3, [6, 9], 4, [1, 3], [1, 2], [0, 1], 1),
+        conv(3, 4, [9, 5], 7, [3, 1], [2, 1], [1, 0], 1),
+        // Padding at least the kernel, strides 2 and 3, groups 3.
+        conv(1, 3, [4, 5], 6, [2, 3], [2, 3], [3, 2], 3),
+        // c_out not a multiple of any tile, grouped and strided.
+        conv(1, 4, [10, 10], 70, [3, 3], [2, 2], [1, 1], 2),
+        // vec4 views of the weights and of x (forward, weight gradient) with a vertical stride.
+        conv(2, 4, [9, 16], 12, [3, 3], [2, 1], [1, 1], 1),
+        // vec4 views with two groups (dy read as vec4 in backward data).
+        conv(2, 8, [8, 16], 6, [3, 3], [1, 1], [1, 1], 2),
+    ]
+}
+
+#[test]
+fn general_conv_matches_reference() {
+    for (g, variant) in setups() {
+        for (i, s) in general_conv_shapes().iter().enumerate() {
+            check_conv(&g, variant, s, 400 + i as u64);
+        }
+    }
+}
+
+#[test]
+fn grouped_strided_backward_weight_with_many_splits() {
+    let s = conv(16, 4, [8, 7], 6, [3, 2], [2, 1], [1, 0], 2);
+    for g in [cpu_engine(), gpu().with_engine(Engine::Gpu)] {
+        assert!(conv::backward_weight_splits(&g, &s).0 > 1, "{}", g.engine());
+        check_conv(&g, Variant::best(&g), &s, 6);
+    }
+}
+
 #[test]
 fn conv_backward_weight_with_many_splits_is_deterministic() {
     // 16 images of 8×8: several splits, summed in a fixed order.
@@ -506,9 +577,10 @@ fn bad_shapes(g: &Gpu) {
         &t,
     );
     assert!(matches!(err, Err(Error::Shape { .. })), "{err:?}");
+    // Padding at least the kernel is a valid shape: the tensors are what is wrong.
     let s = Conv2dShape::square(1, 1, 4, 4, 1, 3, 3);
     let err = conv::conv2d_forward(g, &mut e, v, &s, &t, &t, &t);
-    assert!(matches!(err, Err(Error::InvalidArgument { .. })), "{err:?}");
+    assert!(matches!(err, Err(Error::Shape { .. })), "{err:?}");
     let s = Conv2dShape {
         kernel: [7, 7],
         pad: [1, 1],
@@ -523,4 +595,38 @@ fn bad_shapes(g: &Gpu) {
     };
     let err = conv::conv2d_backward_weight(g, &mut e, v, &s, &t, &t, &t, &t);
     assert!(matches!(err, Err(Error::Shape { .. })), "{err:?}");
+    // Shapes Conv2dShape::check rejects, with tensors of the right lengths: groups that do not
+    // divide the channels, a zero stride, a kernel wider than the padded input.
+    let invalid = [
+        Conv2dShape::square(1, 6, 4, 4, 4, 3, 1).with_groups(4),
+        Conv2dShape::square(1, 2, 4, 4, 2, 3, 1).with_stride(0),
+        Conv2dShape {
+            kernel: [1, 5],
+            pad: [0, 0],
+            ..Conv2dShape::square(1, 1, 4, 4, 1, 1, 0)
+        },
+    ];
+    for s in invalid {
+        let x = g.zeros("x", &[s.input().len()]).unwrap();
+        let w = g
+            .zeros("w", &[s.c_out * s.kernel[0] * s.kernel[1] * 6])
+            .unwrap();
+        let y = g.zeros("y", &[s.n * s.c_out * s.h * s.w]).unwrap();
+        let errs = [
+            conv::conv2d_forward(g, &mut e, v, &s, &x, &w, &y),
+            conv::conv2d_backward_data(g, &mut e, v, &s, &y, &w, &x, false),
+            conv::conv2d_backward_weight(g, &mut e, v, &s, &x, &y, &w, &t),
+        ];
+        for err in errs {
+            match err {
+                Err(Error::InvalidArgument { op, msg }) => {
+                    assert!(
+                        op.starts_with("conv2d") && msg.contains("Conv2dShape"),
+                        "{msg}"
+                    )
+                }
+                other => panic!("{s:?}: {other:?}"),
+            }
+        }
+    }
 }

@@ -1,10 +1,12 @@
-//! Launchers of `shaders/conv.wgsl`: stride-1 2-D convolution (PyTorch `Conv2d` without bias,
-//! a cross-correlation) as an implicit GEMM on the tile engine of [`super::gemm`] — forward,
-//! backward-data and backward-weight, with no im2col buffer.
+//! Launchers of `shaders/conv.wgsl`: 2-D convolution (PyTorch `Conv2d` without bias, a
+//! cross-correlation) with any stride, rectangular kernel, zero padding and channel groups, as
+//! an implicit GEMM on the tile engine of [`super::gemm`] (or of [`super::tiles_gpu`]) —
+//! forward, backward-data and backward-weight, with no im2col buffer. Groups are batch entries
+//! of the GEMM.
 //!
-//! Layouts are PyTorch's: activations NCHW, weights OIHW `[c_out, c_in, k, k]`; shapes are
-//! described by the reference's [`Conv2dShape`]. Every output is a fixed-order sum, so results
-//! are bit-reproducible on one adapter.
+//! Layouts are PyTorch's: activations NCHW, weights OIHW `[c_out, c_in / groups, kh, kw]`; shapes
+//! are described by [`Conv2dShape`]. Every output is a fixed-order sum, so results are
+//! bit-reproducible on one adapter.
 
 use super::gemm::{check_tensor, launch_tiles, tile_key, TileParams, Variant, CHUNK};
 use super::gemm::{
@@ -20,12 +22,13 @@ use crate::{Error, Result};
 pub static SUBGROUP_FORWARD: PipelineKey = tile_key!(&SUBGROUP_SHADER, 1, 0, 0, 0);
 /// Forward, portable variant.
 pub static PORTABLE_FORWARD: PipelineKey = tile_key!(&PORTABLE_SHADER, 1, 0, 0, 0);
-/// Forward reading the weights through a vec4 view (`c_in·k·k` a multiple of 4), subgroup.
+/// Forward reading the weights through a vec4 view (`c_in/groups·kh·kw` a multiple of 4),
+/// subgroup.
 pub static SUBGROUP_FORWARD_VEC: PipelineKey = tile_key!(&SUBGROUP_A4_SHADER, 1, 0, 0, 0);
 /// Forward with the vec4 weight view, portable variant.
 pub static PORTABLE_FORWARD_VEC: PipelineKey = tile_key!(&PORTABLE_A4_SHADER, 1, 0, 0, 0);
-/// Forward with vec4 views of the weights and of `x` (`c_in·k·k % 4 == 0`, `w_out % 8 == 0`,
-/// `w % 4 == 0`), subgroup variant.
+/// Forward with vec4 views of the weights and of `x` (`c_in/groups·kh·kw % 4 == 0`,
+/// `w_out % 8 == 0`, `w % 4 == 0`, horizontal stride 1), subgroup variant.
 pub static SUBGROUP_FORWARD_VEC2: PipelineKey = tile_key!(&SUBGROUP_A4B4_SHADER, 1, 0, 0, 0);
 /// Forward with vec4 views of the weights and of `x`, portable variant.
 pub static PORTABLE_FORWARD_VEC2: PipelineKey = tile_key!(&PORTABLE_A4B4_SHADER, 1, 0, 0, 0);
@@ -33,6 +36,10 @@ pub static PORTABLE_FORWARD_VEC2: PipelineKey = tile_key!(&PORTABLE_A4B4_SHADER,
 pub static SUBGROUP_BACKWARD_DATA: PipelineKey = tile_key!(&SUBGROUP_SHADER, 1, 0, 0, 1);
 /// Backward data, portable variant.
 pub static PORTABLE_BACKWARD_DATA: PipelineKey = tile_key!(&PORTABLE_SHADER, 1, 0, 0, 1);
+/// Strided backward data (`DILATE`: `dy` read as dilated by the stride), subgroup variant.
+pub static SUBGROUP_BACKWARD_DATA_STRIDED: PipelineKey = tile_key!(&SUBGROUP_SHADER, 1, 0, 0, 1, 1);
+/// Strided backward data, portable variant.
+pub static PORTABLE_BACKWARD_DATA_STRIDED: PipelineKey = tile_key!(&PORTABLE_SHADER, 1, 0, 0, 1, 1);
 /// Backward data with a vec4 view of `dy` (`w % 8 == 0`, `w_out % 4 == 0`), subgroup variant.
 pub static SUBGROUP_BACKWARD_DATA_VEC: PipelineKey = tile_key!(&SUBGROUP_B4_SHADER, 1, 0, 0, 1);
 /// Backward data with a vec4 view of `dy`, portable variant.
@@ -46,7 +53,7 @@ pub static SUBGROUP_BACKWARD_WEIGHT_VEC: PipelineKey = tile_key!(&SUBGROUP_A4_SH
 /// Backward weight with the vec4 view of `dy`, portable variant.
 pub static PORTABLE_BACKWARD_WEIGHT_VEC: PipelineKey = tile_key!(&PORTABLE_A4_SHADER, 2, 0, 0, 0);
 /// Backward weight with vec4 views of `dy` and `x` (`h_out·w_out % 4 == 0`, `w_out % 8 == 0`,
-/// `w % 4 == 0`), subgroup variant.
+/// `w % 4 == 0`, horizontal stride 1), subgroup variant.
 pub static SUBGROUP_BACKWARD_WEIGHT_VEC2: PipelineKey =
     tile_key!(&SUBGROUP_A4B4_SHADER, 2, 0, 0, 0);
 /// Backward weight with vec4 views of `dy` and `x`, portable variant.
@@ -62,7 +69,7 @@ pub static SUM_SPLITS: PipelineKey = PipelineKey {
 pub const SUM_WORKGROUP: u32 = 64;
 
 /// Every convolution pipeline.
-pub static PIPELINES: [&PipelineKey; 17] = [
+pub static PIPELINES: [&PipelineKey; 19] = [
     &SUBGROUP_FORWARD,
     &PORTABLE_FORWARD,
     &SUBGROUP_FORWARD_VEC,
@@ -71,6 +78,8 @@ pub static PIPELINES: [&PipelineKey; 17] = [
     &PORTABLE_FORWARD_VEC2,
     &SUBGROUP_BACKWARD_DATA,
     &PORTABLE_BACKWARD_DATA,
+    &SUBGROUP_BACKWARD_DATA_STRIDED,
+    &PORTABLE_BACKWARD_DATA_STRIDED,
     &SUBGROUP_BACKWARD_DATA_VEC,
     &PORTABLE_BACKWARD_DATA_VEC,
     &SUBGROUP_BACKWARD_WEIGHT,
@@ -83,30 +92,30 @@ pub static PIPELINES: [&PipelineKey; 17] = [
 ];
 
 /// Whether a correlation can read its source through a vec4 view: each lane's `TILE_N` = 8
-/// columns lie in one destination row (`dst_w % 8 == 0`) and source rows start 16-byte aligned
-/// (`src_w % 4 == 0`; tensors start at multiples of 256 bytes).
+/// columns lie in one destination row (`dst_w % 8 == 0`) and read consecutive source elements
+/// (horizontal stride 1, no dilation), and source rows start 16-byte aligned (`src_w % 4 == 0`;
+/// tensors start at multiples of 256 bytes, and groups at multiples of whole rows).
 fn source_rows_aligned(p: &TileParams) -> bool {
-    super::gemm::TILE_N == 8 && p.dst_w.is_multiple_of(8) && p.src_w.is_multiple_of(4) && p.n > 0
+    super::gemm::TILE_N == 8
+        && p.dst_w.is_multiple_of(8)
+        && p.src_w.is_multiple_of(4)
+        && p.stride_w == 1
+        && p.dil_w == 1
+        && p.n > 0
 }
 
-/// Validates the shape ([`Conv2dShape::check`], and the dense stride-1 square-kernel case with
-/// `pad < k` that these kernels implement) and returns `(h_out, w_out)`.
+/// Validates the shape ([`Conv2dShape::check`]) and returns `(h_out, w_out)`.
 fn output_size(op: &'static str, s: &Conv2dShape) -> Result<(usize, usize)> {
     s.check().map_err(|e| Error::InvalidArgument {
         op,
         msg: format!("{e} ({s:?})"),
     })?;
-    if !s.is_plain() || s.pad[0] >= s.kernel[0] {
-        return Err(Error::InvalidArgument {
-            op,
-            msg: format!(
-                "only dense stride-1 convolutions with a square kernel and pad < k are \
-                 implemented; got kernel {:?} stride {:?} pad {:?} groups {}",
-                s.kernel, s.stride, s.pad, s.groups
-            ),
-        });
-    }
     Ok((s.h_out(), s.w_out()))
+}
+
+/// `a − b` as a wrapping `u32` (the shaders add it back modulo 2³²).
+fn wrapping(a: usize, b: usize) -> u32 {
+    (a as u32).wrapping_sub(b as u32)
 }
 
 /// Checks the three tensors of a pass: input `[n,c_in,h,w]`, weight, output `[n,c_out,h',w']`.
@@ -128,38 +137,45 @@ fn check_tensors(
     check_tensor(gpu, op, y, s.output().len())
 }
 
-/// Parameters of a correlation producing `m` channels of `dst_h × dst_w` from a source of
-/// `src_c × src_h × src_w` (all values fit u32: every tensor fits a storage binding).
-fn correlation(
-    s: &Conv2dShape,
-    m: usize,
-    src: [usize; 3],
-    dst: [usize; 2],
-    pad: usize,
-) -> TileParams {
+/// Parameters of a correlation producing `m` channels (all groups) of `dst_h × dst_w` from a
+/// source of `src_c × src_h × src_w`, one batch entry per group (all values fit u32: every
+/// tensor fits a storage binding). Stride, dilation and padding are the forward pass's; the
+/// backward-data launcher adjusts them.
+fn correlation(s: &Conv2dShape, m: usize, src: [usize; 3], dst: [usize; 2]) -> TileParams {
     let kk = s.kernel[0] * s.kernel[1];
+    let g = s.groups;
     TileParams {
-        m: m as u32,
+        m: (m / g) as u32,
         n: (s.n * dst[0] * dst[1]) as u32,
-        k: (src[0] * kk) as u32,
-        batches: 1,
+        k: (src[0] / g * kk) as u32,
+        batches: g as u32,
+        a_stride: (s.weight_len() / g) as u32,
+        b_stride: (src[0] / g * src[1] * src[2]) as u32,
         src_c: src[0] as u32,
         src_h: src[1] as u32,
         src_w: src[2] as u32,
         dst_h: dst[0] as u32,
         dst_w: dst[1] as u32,
-        pad: pad as u32,
-        ks: s.kernel[0] as u32,
+        pad_h: s.pad[0] as u32,
+        pad_w: s.pad[1] as u32,
+        kh: s.kernel[0] as u32,
+        kw: s.kernel[1] as u32,
+        stride_h: s.stride[0] as u32,
+        stride_w: s.stride[1] as u32,
+        dil_h: 1,
+        dil_w: 1,
+        groups: g as u32,
         images: s.n as u32,
         ..TileParams::default()
     }
 }
 
-/// Records `y[n,o,i,j] = Σ_c Σ_u Σ_v x[n, c, i+u−pad, j+v−pad] · w[o,c,u,v]` (zero padding, no
-/// bias; summed over `(c, u, v)` in that order): `x` `[n, c_in, h, w]`, `weight`
-/// `[c_out, c_in, k, k]`, `y` `[n, c_out, h_out, w_out]`.
+/// Records `y[n,o,i,j] = Σ_c Σ_u Σ_v x[n, g·cg + c, i·sh+u−pad_h, j·sw+v−pad_w] · w[o,c,u,v]`
+/// over the `cg = c_in / groups` channels of `o`'s group `g` (zero padding, no bias; summed over
+/// `(c, u, v)` in that order): `x` `[n, c_in, h, w]`, `weight` `[c_out, cg, kh, kw]`, `y`
+/// `[n, c_out, h_out, w_out]`.
 ///
-/// Fails with [`Error::InvalidArgument`] for a kernel that does not fit (or `pad >= k`) and a
+/// Fails with [`Error::InvalidArgument`] for a shape [`Conv2dShape::check`] rejects and a
 /// variant the device cannot run, [`Error::Shape`] for a tensor of the wrong length and
 /// [`Error::Limit`] beyond a storage binding or the workgroup limit.
 pub fn conv2d_forward(
@@ -177,8 +193,9 @@ pub fn conv2d_forward(
         return Ok(());
     }
     let (h_out, w_out) = output_size(OP, s)?;
-    let params = correlation(s, s.c_out, [s.c_in, s.h, s.w], [h_out, w_out], s.pad[0]);
-    // The weights are [c_out, c_in·k·k], rows 16-byte aligned when c_in·k·k is a multiple of 4.
+    let params = correlation(s, s.c_out, [s.c_in, s.h, s.w], [h_out, w_out]);
+    // The weights are [c_out, cg·kh·kw], rows (and groups) 16-byte aligned when cg·kh·kw is a
+    // multiple of 4.
     if gpu.engine() == Engine::Gpu {
         return tiles_gpu::launch(gpu, encoder, OP, Pass::Forward, params, [weight, x, y]);
     }
@@ -193,9 +210,14 @@ pub fn conv2d_forward(
 }
 
 /// Records `dx = dL/dx` of [`conv2d_forward`] from `dy = dL/dy` `[n, c_out, h_out, w_out]`:
-/// `dx[n,c,y,x] = Σ_o Σ_u Σ_v dy[n, o, y−u+pad, x−v+pad] · w[o,c,u,v]` over the output positions
-/// that exist, summed over `(o, u, v)` in that order. `dx` is `[n, c_in, h, w]`; with
-/// `accumulate` the sum is added to it (`dx += …`). Errors as [`conv2d_forward`].
+/// `dx[n,c,y,x] = Σ_o Σ_u Σ_v dy[n, o, (y−u+pad_h)/sh, (x−v+pad_w)/sw] · w[o, c mod cg, u, v]`
+/// over the output channels `o` of `c`'s group and the output positions that exist (the
+/// divisions exact), summed over `(o, u, v)` with `u` and `v` descending. `dx` is
+/// `[n, c_in, h, w]`; with `accumulate` the sum is added to it (`dx += …`). Errors as
+/// [`conv2d_forward`].
+///
+/// With a stride above 1 this is a gather over every tap, of which the ones between strides
+/// read zero: it spends `sh·sw` times the multiply-adds of the useful ones.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward_data(
     gpu: &Gpu,
@@ -213,22 +235,33 @@ pub fn conv2d_backward_data(
         return Ok(());
     }
     let (h_out, w_out) = output_size(OP, s)?;
-    // A full correlation of dy with the rotated, transposed kernel.
+    // A full correlation of dy, dilated by the stride, with the rotated, transposed kernel.
+    let strided = s.stride != [1, 1];
     let params = TileParams {
         accumulate: u32::from(accumulate),
-        ..correlation(
-            s,
-            s.c_in,
-            [s.c_out, h_out, w_out],
-            [s.h, s.w],
-            s.kernel[0] - 1 - s.pad[0],
-        )
+        pad_h: wrapping(s.kernel[0] - 1, s.pad[0]),
+        pad_w: wrapping(s.kernel[1] - 1, s.pad[1]),
+        stride_h: 1,
+        stride_w: 1,
+        dil_h: s.stride[0] as u32,
+        dil_w: s.stride[1] as u32,
+        ..correlation(s, s.c_in, [s.c_out, h_out, w_out], [s.h, s.w])
     };
     if gpu.engine() == Engine::Gpu {
         let tensors = [weight, dy, dx];
-        return tiles_gpu::launch(gpu, encoder, OP, Pass::BackwardData, params, tensors);
+        let pass = if strided {
+            Pass::BackwardDataStrided
+        } else {
+            Pass::BackwardData
+        };
+        return tiles_gpu::launch(gpu, encoder, OP, pass, params, tensors);
     }
-    let key = if source_rows_aligned(&params) {
+    let key = if strided {
+        variant.pick(
+            &SUBGROUP_BACKWARD_DATA_STRIDED,
+            &PORTABLE_BACKWARD_DATA_STRIDED,
+        )
+    } else if source_rows_aligned(&params) {
         variant.pick(&SUBGROUP_BACKWARD_DATA_VEC, &PORTABLE_BACKWARD_DATA_VEC)
     } else {
         variant.pick(&SUBGROUP_BACKWARD_DATA, &PORTABLE_BACKWARD_DATA)
@@ -244,15 +277,14 @@ pub fn conv2d_backward_data(
 /// those bounds) few enough that the partial sums fit one storage binding. Depends on the
 /// [`Gpu`]'s engine.
 pub fn backward_weight_splits(gpu: &Gpu, s: &Conv2dShape) -> (usize, usize) {
+    let (m, cols, groups) = (s.c_out_per_group(), s.fan_in(), s.groups.max(1));
     if gpu.engine() == Engine::Gpu {
-        let (h_out, w_out) = (s.h_out(), s.w_out());
-        let cols = s.weight_len() / s.c_out.max(1);
-        return tiles_gpu::backward_weight_splits(gpu, s.c_out, cols, h_out * w_out, s.n);
+        let positions = s.h_out() * s.w_out();
+        return tiles_gpu::backward_weight_splits(gpu, m, cols, groups, positions, s.n);
     }
-    let tiles = s.c_out.div_ceil(super::gemm::TILE_M as usize).max(1)
-        * (s.weight_len() / s.c_out.max(1))
-            .div_ceil(super::gemm::TILE_COLS as usize)
-            .max(1);
+    let tiles = groups
+        * m.div_ceil(super::gemm::TILE_M as usize).max(1)
+        * cols.div_ceil(super::gemm::TILE_COLS as usize).max(1);
     let limits = gpu.limits();
     let binding = limits
         .max_storage_buffer_binding_size
@@ -277,8 +309,8 @@ pub fn backward_weight_splits(gpu: &Gpu, s: &Conv2dShape) -> (usize, usize) {
     (s.n.div_ceil(per_split).max(1), per_split)
 }
 
-/// Elements of the scratch tensor [`conv2d_backward_weight`] needs: `splits · c_out·c_in·k·k`
-/// when it splits the images, else 0 (any tensor, even an empty one, will do).
+/// Elements of the scratch tensor [`conv2d_backward_weight`] needs: `splits` times the weight
+/// length when it splits the images, else 0 (any tensor, even an empty one, will do).
 pub fn backward_weight_scratch_len(gpu: &Gpu, s: &Conv2dShape) -> usize {
     match backward_weight_splits(gpu, s) {
         (1, _) => 0,
@@ -286,8 +318,9 @@ pub fn backward_weight_scratch_len(gpu: &Gpu, s: &Conv2dShape) -> usize {
     }
 }
 
-/// Records `dw = dL/dw` of [`conv2d_forward`] (`[c_out, c_in, k, k]`) from the input `x` and
-/// `dy = dL/dy`: `dw[o,c,u,v] = Σ_n Σ_i Σ_j dy[n,o,i,j] · x[n, c, i+u−pad, j+v−pad]`.
+/// Records `dw = dL/dw` of [`conv2d_forward`] (`[c_out, cg, kh, kw]`) from the input `x` and
+/// `dy = dL/dy`: `dw[o,c,u,v] = Σ_n Σ_i Σ_j dy[n,o,i,j] · x[n, g·cg + c, i·sh+u−pad_h,
+/// j·sw+v−pad_w]` (`g` the group of `o`, `cg = c_in / groups`), summed over `(i, j)` in order.
 ///
 /// Deterministic: the images are split as [`backward_weight_splits`] says; each split sums its
 /// images in order into `scratch` (at least [`backward_weight_scratch_len`] elements), and a
@@ -319,27 +352,22 @@ pub fn conv2d_backward_weight(
             actual: format!("{:?}", scratch.shape()),
         });
     }
-    let cols = s.weight_len() / s.c_out;
+    // Batch entry z = split · groups + group: rows the group's output channels, columns its taps.
+    let cols = s.fan_in();
     let params = TileParams {
-        m: s.c_out as u32,
+        m: s.c_out_per_group() as u32,
         n: cols as u32,
         k: (h_out * w_out) as u32,
-        batches: splits as u32,
-        c_stride: s.weight_len() as u32,
-        src_c: s.c_in as u32,
-        src_h: s.h as u32,
-        src_w: s.w as u32,
-        dst_h: h_out as u32,
-        dst_w: w_out as u32,
-        pad: s.pad[0] as u32,
-        ks: s.kernel[0] as u32,
+        batches: (splits * s.groups) as u32,
+        b_stride: (s.c_in_per_group() * s.h * s.w) as u32,
+        c_stride: (s.c_out_per_group() * cols) as u32,
         images_per_split: per_split as u32,
-        images: s.n as u32,
-        ..TileParams::default()
+        ..correlation(s, s.c_out, [s.c_in, s.h, s.w], [h_out, w_out])
     };
     // dy is [n, c_out, h_out·w_out], rows 16-byte aligned when h_out·w_out is a multiple of 4.
-    // Each chunk of 8 positions lies in one output row when w_out % 8 == 0: x is read as vec4.
-    let x_rows = w_out.is_multiple_of(8) && s.w.is_multiple_of(4);
+    // Each chunk of 8 positions lies in one output row when w_out % 8 == 0, and reads 8
+    // consecutive elements of x with stride 1: x is read as vec4.
+    let x_rows = w_out.is_multiple_of(8) && s.w.is_multiple_of(4) && s.stride[1] == 1;
     let key = if s.n > 0 && params.k.is_multiple_of(4) && x_rows {
         variant.pick(
             &SUBGROUP_BACKWARD_WEIGHT_VEC2,

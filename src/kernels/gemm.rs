@@ -279,9 +279,13 @@ pub const TILE_COLS: u32 = WORKGROUP * TILE_N;
 /// ([`KernelConfig::max_reduction`](crate::gpu::KernelConfig::max_reduction) is `None`).
 pub const MAX_REDUCTION: usize = crate::gpu::config::MAX_REDUCTION;
 
-/// A pipeline of the tile engine: the shader, the operand view (`MODE`), transposes and flip.
+/// A pipeline of the tile engine: the shader, the operand view (`MODE`), transposes, flip and
+/// (strided backward data) the dilated source.
 macro_rules! tile_key {
     ($shader:expr, $mode:expr, $trans_a:expr, $trans_b:expr, $flip:expr) => {
+        $crate::kernels::gemm::tile_key!($shader, $mode, $trans_a, $trans_b, $flip, 0)
+    };
+    ($shader:expr, $mode:expr, $trans_a:expr, $trans_b:expr, $flip:expr, $dilate:expr) => {
         PipelineKey {
             shader: $shader,
             entry: "tiles",
@@ -290,6 +294,7 @@ macro_rules! tile_key {
                 ("TRANS_A", $trans_a),
                 ("TRANS_B", $trans_b),
                 ("FLIP", $flip),
+                ("DILATE", $dilate),
                 ("TM", $crate::kernels::gemm::TILE_M),
                 ("TN", $crate::kernels::gemm::TILE_N),
                 ("WG", $crate::kernels::gemm::WORKGROUP),
@@ -419,7 +424,7 @@ pub struct TileParams {
     pub c_stride: u32,
     /// 1: accumulate into C.
     pub accumulate: u32,
-    /// Convolution source channels.
+    /// Convolution source channels (all groups).
     pub src_c: u32,
     /// Convolution source height.
     pub src_h: u32,
@@ -429,16 +434,31 @@ pub struct TileParams {
     pub dst_h: u32,
     /// Convolution destination width.
     pub dst_w: u32,
-    /// Zero padding on each side.
-    pub pad: u32,
-    /// Kernel size.
-    pub ks: u32,
+    /// Zero padding above and below, as a wrapping `u32` (the backward-data correlation's
+    /// `kh − 1 − pad` may be negative).
+    pub pad_h: u32,
+    /// Zero padding left and right, wrapping like `pad_h`.
+    pub pad_w: u32,
+    /// Kernel height.
+    pub kh: u32,
+    /// Kernel width.
+    pub kw: u32,
+    /// Vertical step of the destination positions over the source.
+    pub stride_h: u32,
+    /// Horizontal step of the destination positions over the source.
+    pub stride_w: u32,
+    /// Vertical dilation of the source (pipelines with `DILATE`: strided backward data).
+    pub dil_h: u32,
+    /// Horizontal dilation of the source.
+    pub dil_w: u32,
+    /// Channel groups (convolutions).
+    pub groups: u32,
     /// Images per weight-gradient split.
     pub images_per_split: u32,
     /// Images.
     pub images: u32,
     /// Padding to 16 bytes.
-    pub _pad: u32,
+    pub _pad: [u32; 2],
 }
 
 /// Records one dispatch of the tile engine over `params.batches` batch entries.

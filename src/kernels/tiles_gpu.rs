@@ -45,6 +45,9 @@ pub enum Pass {
     BackwardData,
     /// Convolution weight gradient, per-split partial sums.
     BackwardWeight,
+    /// Strided convolution backward data: [`Pass::BackwardData`] reading `dy` as dilated by the
+    /// stride (a gather in which the taps between strides read zero).
+    BackwardDataStrided,
 }
 
 impl Pass {
@@ -55,13 +58,15 @@ impl Pass {
             Self::Forward => 4,
             Self::BackwardData => 5,
             Self::BackwardWeight => 6,
+            Self::BackwardDataStrided => 7,
         }
     }
 }
 
-/// A pipeline of the engine: the pass (`MODE`, transposes, flip) and the tile shape.
+/// A pipeline of the engine: the pass (`MODE`, transposes, flip, dilated source) and the tile
+/// shape.
 macro_rules! gpu_key {
-    ($tile:expr, $mode:expr, $trans_a:expr, $trans_b:expr, $flip:expr) => {
+    ($tile:expr, $mode:expr, $trans_a:expr, $trans_b:expr, $flip:expr, $dilate:expr) => {
         PipelineKey {
             shader: &SHADER,
             entry: "tiles",
@@ -70,6 +75,7 @@ macro_rules! gpu_key {
                 ("TRANS_A", $trans_a),
                 ("TRANS_B", $trans_b),
                 ("FLIP", $flip),
+                ("DILATE", $dilate),
                 ("BM", $tile.bm),
                 ("BN", $tile.bn),
                 ("BK", $tile.bk),
@@ -83,23 +89,24 @@ macro_rules! gpu_key {
     };
 }
 
-/// The seven passes of one tile shape.
+/// The eight passes of one tile shape.
 macro_rules! gpu_keys {
     ($tile:expr) => {
         [
-            gpu_key!($tile, 0, 0, 0, 0),
-            gpu_key!($tile, 0, 0, 1, 0),
-            gpu_key!($tile, 0, 1, 0, 0),
-            gpu_key!($tile, 0, 1, 1, 0),
-            gpu_key!($tile, 1, 0, 0, 0),
-            gpu_key!($tile, 1, 0, 0, 1),
-            gpu_key!($tile, 2, 0, 0, 0),
+            gpu_key!($tile, 0, 0, 0, 0, 0),
+            gpu_key!($tile, 0, 0, 1, 0, 0),
+            gpu_key!($tile, 0, 1, 0, 0, 0),
+            gpu_key!($tile, 0, 1, 1, 0, 0),
+            gpu_key!($tile, 1, 0, 0, 0, 0),
+            gpu_key!($tile, 1, 0, 0, 1, 0),
+            gpu_key!($tile, 2, 0, 0, 0, 0),
+            gpu_key!($tile, 1, 0, 0, 1, 1),
         ]
     };
 }
 
 /// Every `tiles` pipeline, `[tile][pass]` (tiles as in [`TILES`], passes by [`Pass::index`]).
-pub static PIPELINES: [[PipelineKey; 7]; 5] = [
+pub static PIPELINES: [[PipelineKey; 8]; 5] = [
     gpu_keys!(TileShape::SMALL),
     gpu_keys!(TileShape::LARGE),
     gpu_keys!(TileShape::XL),
@@ -244,8 +251,9 @@ pub(crate) fn sum_splits(
     gpu.dispatch(encoder, &SUM_SPLITS, &bindings, grid)
 }
 
-/// How the GPU engine's weight-gradient pass splits `images` images for `m` output channels,
-/// `n` taps and `positions` output positions per image: `(splits, images per split)`.
+/// How the GPU engine's weight-gradient pass splits `images` images for `groups` groups of `m`
+/// output channels and `n` taps each, and `positions` output positions per image:
+/// `(splits, images per split)`.
 ///
 /// Enough splits for the configuration's split-K target, each split's reduction within the
 /// software adapters' budget, no more splits than images and (within those bounds) few enough
@@ -254,16 +262,17 @@ pub(crate) fn backward_weight_splits(
     gpu: &Gpu,
     m: usize,
     n: usize,
+    groups: usize,
     positions: usize,
     images: usize,
 ) -> (usize, usize) {
-    let tile = TILES[choose_tile(gpu, m as u32, n as u32, 1)];
-    let tiles = tile_count(&tile, m as u32, n as u32).max(1) as usize;
+    let tile = TILES[choose_tile(gpu, m as u32, n as u32, groups as u32)];
+    let tiles = tile_count(&tile, m as u32, n as u32).max(1) as usize * groups.max(1);
     let limits = gpu.limits();
     let binding = limits
         .max_storage_buffer_binding_size
         .min(limits.max_buffer_size);
-    let fit = (binding / (4 * (m * n).max(1) as u64)).max(1) as usize;
+    let fit = (binding / (4 * (groups * m * n).max(1) as u64)).max(1) as usize;
     let most_per_split = match gpu.kernel_config().reduction_limit(Engine::Gpu) {
         Some(limit) => (limit / positions.max(1)).max(1),
         None => usize::MAX,
