@@ -367,7 +367,8 @@ impl Pool2dShape {
             return Err(PoolShapeError::Zero { what });
         }
         let [kh, kw] = self.kernel;
-        if 2 * self.pad[0] > kh || 2 * self.pad[1] > kw {
+        // `pad > k / 2` is `2·pad > k` for integers, without overflow.
+        if self.pad[0] > kh / 2 || self.pad[1] > kw / 2 {
             return Err(PoolShapeError::PadTooLarge {
                 pad_h: self.pad[0],
                 pad_w: self.pad[1],
