@@ -1,5 +1,6 @@
 // Fused layer epilogue: a = [relu](scale[c] * y + shift[c]), optionally followed by the layer's
-// (unsigned, unpruned) activation quantizer q = Q(a); and its backward: dy = scale[c] * da with
+// (unpruned) activation quantizer q = Q(a), unsigned after a ReLU, signed (SIGNED_QUANT) where the
+// layer has none (a residual block's last convolution); and its backward: dy = scale[c] * da with
 // per-channel sums of da and da * y (bias / BN shift and scale gradients).
 // bb_common.wgsl and channels.wgsl are prepended by the host.
 
@@ -45,10 +46,13 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
     }
 }
 
+// The activation quantizer's signedness (spec §1.2).
+override SIGNED_QUANT: bool = false;
+
 @compute @workgroup_size(256)
 fn forward_quant(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let x_max = x_max_buf[0];
-    let s = bb_scales(x_max, false);
+    let s = bb_scales(x_max, SIGNED_QUANT);
     let g = vec4<f32>(gates[0], gates[1], gates[2], gates[3]);
     let stages = bb_stages(g);
     let base = element_base(wg, nwg, t);
@@ -57,7 +61,7 @@ fn forward_quant(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
         if i < cp.len {
             let a = affine(i);
             out[i] = a;
-            q[i] = bb_quantize(a, x_max, s, false, g, stages);
+            q[i] = bb_quantize(a, x_max, s, SIGNED_QUANT, g, stages);
         }
     }
 }

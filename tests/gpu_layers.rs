@@ -311,6 +311,7 @@ fn run_epilogue(config: EpilogueConfig, quantize: bool, seed: u64) -> EpilogueRu
             shift: group.param(g, slices[0]).unwrap(),
             a: (&at).into(),
             quant: quantize.then(|| ActQuant {
+                signed: false,
                 x_max: (&x_max).into(),
                 gates: (&gates).into(),
                 q: (&qt).into(),

@@ -31,11 +31,17 @@ pub static FORWARD: PipelineKey = PipelineKey {
     entry: "forward",
     constants: &[("PER_THREAD", PER_THREAD)],
 };
-/// `a = [relu](scale·y + shift)`, `q = Q_act(a)`.
+/// `a = [relu](scale·y + shift)`, `q = Q_act(a)` with an unsigned quantizer.
 pub static FORWARD_QUANT: PipelineKey = PipelineKey {
     shader: &SHADER,
     entry: "forward_quant",
     constants: &[("PER_THREAD", PER_THREAD)],
+};
+/// `a = scale·y + shift`, `q = Q_act(a)` with a signed quantizer.
+pub static FORWARD_QUANT_SIGNED: PipelineKey = PipelineKey {
+    shader: &SHADER,
+    entry: "forward_quant",
+    constants: &[("PER_THREAD", PER_THREAD), ("SIGNED_QUANT", 1)],
 };
 /// Backward level 1: `dy` and per-slice partial sums.
 pub static BACKWARD_PARTIALS: PipelineKey = PipelineKey {
@@ -50,8 +56,13 @@ pub static BACKWARD_SUMS: PipelineKey = PipelineKey {
     constants: &[],
 };
 /// Every pipeline of this module.
-pub static PIPELINES: [&PipelineKey; 4] =
-    [&FORWARD, &FORWARD_QUANT, &BACKWARD_PARTIALS, &BACKWARD_SUMS];
+pub static PIPELINES: [&PipelineKey; 5] = [
+    &FORWARD,
+    &FORWARD_QUANT,
+    &FORWARD_QUANT_SIGNED,
+    &BACKWARD_PARTIALS,
+    &BACKWARD_SUMS,
+];
 
 /// How an [`Epilogue`] is set up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,9 +75,11 @@ pub struct EpilogueConfig {
     pub scaled: bool,
 }
 
-/// The activation quantizer applied in the forward pass (unsigned, no pruning gate).
+/// The activation quantizer applied in the forward pass (no pruning gate).
 #[derive(Clone, Copy, Debug)]
 pub struct ActQuant<'a> {
+    /// Signed (after a layer without ReLU) or unsigned (after a ReLU).
+    pub signed: bool,
     /// The quantizer's `[x_max]`.
     pub x_max: Binding<'a>,
     /// The quantizer's gates `[g4, g8, g16, g32, …]` (only the first four are read).
@@ -194,7 +207,11 @@ impl Epilogue {
                     });
                 }
                 bindings.extend([(6, quant.q), (7, quant.x_max), (8, quant.gates)]);
-                &FORWARD_QUANT
+                if quant.signed {
+                    &FORWARD_QUANT_SIGNED
+                } else {
+                    &FORWARD_QUANT
+                }
             }
         };
         gpu.dispatch(encoder, key, &bindings, self.plan.elementwise)?;

@@ -830,6 +830,7 @@ impl Model {
             ),
         };
         let quant = p.act_quant.as_ref().map(|(q, _)| ActQuant {
+            signed: q.config().signed,
             x_max: q.x_max.binding(),
             gates: q.gates.binding(),
             q: output.binding(),
