@@ -20,11 +20,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Which experiment an example runs.
+/// A model `--model` can choose: its name and its preset.
+pub type NamedModel = (&'static str, fn() -> Arch);
+
 pub struct Experiment {
     /// Model (the first of `models`).
     pub arch: Arch,
     /// The models `--model` chooses from, by name; the first is the default.
-    pub models: &'static [(&'static str, fn() -> Arch)],
+    pub models: &'static [NamedModel],
     /// Paper defaults.
     pub defaults: TrainConfig,
     /// Training-time augmentation.
