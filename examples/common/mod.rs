@@ -19,10 +19,10 @@ use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Which experiment an example runs.
 /// A model `--model` can choose: its name and its preset.
 pub type NamedModel = (&'static str, fn() -> Arch);
 
+/// Which experiment an example runs.
 pub struct Experiment {
     /// Model (the first of `models`).
     pub arch: Arch,
