@@ -9,6 +9,7 @@ use bayesian_bits::data::{self, Augment};
 use bayesian_bits::nn::Arch;
 use bayesian_bits::train::TrainConfig;
 use std::path::Path;
+use std::process::ExitCode;
 
 fn ensure(dir: &Path, offline: bool) -> Result<std::path::PathBuf, data::DataError> {
     if offline {
@@ -17,12 +18,12 @@ fn ensure(dir: &Path, offline: bool) -> Result<std::path::PathBuf, data::DataErr
     data::ensure_cifar10(dir)
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    common::main(common::Experiment {
+fn main() -> ExitCode {
+    common::exit::exit_code(common::main(common::Experiment {
         arch: Arch::vgg7(),
         defaults: TrainConfig::cifar10(),
         augment: Augment::CropFlip,
         ensure,
         load: data::load_cifar10,
-    })
+    }))
 }
