@@ -10,6 +10,9 @@
 //! Times with timestamp queries when the adapter has them, else with the wall clock around
 //! submit-and-wait; every shape is warmed up (pipeline compilation) first.
 
+#[path = "common/exit.rs"]
+mod exit;
+
 use bayesian_bits::gpu::{Engine, Gpu, Tensor};
 use bayesian_bits::kernels::conv;
 use bayesian_bits::kernels::gemm::{self, GemmShape, Variant};
@@ -190,7 +193,11 @@ const FC_LAYERS: [(&str, &str, usize, usize); 4] = [
     ("vgg7", "fc2", 1024, 10),
 ];
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    exit::exit_code(run())
+}
+
+fn run() -> Result<()> {
     env_logger::init();
     let args = Args::parse();
     let mut gpu = Gpu::new_blocking()?;

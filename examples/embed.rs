@@ -2,6 +2,9 @@
 //! LeNet-5 steps on synthetic data and classifies a batch. The library creates no instance and
 //! never blocks: the application polls its own device when it wants results.
 
+#[path = "common/exit.rs"]
+mod exit;
+
 use bayesian_bits::gpu::{Gpu, OPTIONAL_FEATURES};
 use bayesian_bits::nn::{Arch, LearningRates, Model, StepConfig};
 use bayesian_bits::reference::model::{init_params, range_init, InitConfig};
@@ -26,7 +29,11 @@ fn synthetic_batch(n: usize, offset: usize) -> (Vec<f32>, Vec<u32>) {
     (images, labels)
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> std::process::ExitCode {
+    exit::exit_code(run())
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     // The application's own instance, adapter and device.
     let instance =
         wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());

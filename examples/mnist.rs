@@ -10,6 +10,7 @@ use bayesian_bits::data::{self, Augment};
 use bayesian_bits::nn::Arch;
 use bayesian_bits::train::TrainConfig;
 use std::path::Path;
+use std::process::ExitCode;
 
 fn ensure(dir: &Path, offline: bool) -> Result<std::path::PathBuf, data::DataError> {
     if offline {
@@ -18,13 +19,13 @@ fn ensure(dir: &Path, offline: bool) -> Result<std::path::PathBuf, data::DataErr
     data::ensure_mnist(dir)
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    common::main(common::Experiment {
+fn main() -> ExitCode {
+    common::exit::exit_code(common::main(common::Experiment {
         arch: Arch::lenet5(),
         models: &[("lenet5", Arch::lenet5)],
         defaults: TrainConfig::mnist(),
         augment: Augment::None,
         ensure,
         load: data::load_mnist,
-    })
+    }))
 }

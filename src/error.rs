@@ -1,8 +1,9 @@
-//! The crate's single error type.
+//! The core error type of the GPU, kernel, quantizer, model, spec and export layers.
+//!
+//! Higher layers (`train`, `data`) have their own errors, which wrap this one; it names none
+//! of them, so dependencies point down.
 
-use crate::data::DataError;
-
-/// Result alias used throughout the crate.
+/// Result alias of the core layers (`train` has its own, `train::Result`).
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong, with the operation and the numbers involved.
@@ -76,26 +77,9 @@ pub enum Error {
         /// wgpu's message.
         msg: String,
     },
-    /// Training diverged: a non-finite loss or a range that left (0, ∞).
-    #[error("training diverged at step {step}: {detail}")]
-    Diverged {
-        /// Training steps completed.
-        step: u32,
-        /// What went wrong, naming the layer and quantizer where known.
-        detail: String,
-    },
     /// Mapping a buffer for readback failed.
     #[error("buffer readback failed: {0}")]
     Map(#[from] wgpu::BufferAsyncError),
-    /// A dataset could not be read.
-    #[error(transparent)]
-    Data(#[from] DataError),
-    /// A checkpoint could not be saved, loaded or matched to a model.
-    #[error(transparent)]
-    Checkpoint(#[from] crate::train::checkpoint::CheckpointError),
-    /// A training report or metrics log could not be written or read.
-    #[error(transparent)]
-    Report(#[from] crate::train::report::ReportError),
     /// A model could not be exported, or an export file could not be read or run.
     #[error(transparent)]
     Export(#[from] crate::export::ExportError),

@@ -10,20 +10,29 @@
 //! * [`spec`]: shapes shared by the kernels, the model and the reference.
 //! * [`quant`]: the Bayesian Bits quantizer state, gates, regulariser and bit-width readout.
 //! * [`reference`](mod@reference): the plain-Rust CPU mirror of every kernel, the test oracle.
-//! * [`data`]: dataset loaders in their official formats.
 //! * [`export`]: the trained model at its learned bit widths, and integer inference of it.
+//! * `data` (features `data` or `train`): in-memory datasets and the batcher; with `data`, the
+//!   loaders of the official formats and checked downloads.
+//! * `train` (feature `train`): the trainer, checkpoints, reports and metrics; SVG plots with
+//!   feature `plot`.
+//!
+//! [`Error`] is the error of the layers up to `export`; `train` wraps it in its own
+//! `train::TrainError`, so dependencies point down only.
 
 #![warn(missing_docs)]
 
+#[cfg(any(feature = "train", feature = "data"))]
 pub mod data;
 pub mod error;
 pub mod export;
+mod fs;
 pub mod gpu;
 pub mod kernels;
 pub mod nn;
 pub mod quant;
 pub mod reference;
 pub mod spec;
+#[cfg(feature = "train")]
 pub mod train;
 
 pub use error::{Error, Result};

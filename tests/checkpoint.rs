@@ -1,5 +1,7 @@
 //! Safetensors checkpoints: round trip, atomic save, typed errors, validation against a model.
 
+#![cfg(feature = "train")]
+
 use std::collections::HashMap;
 use std::path::Path;
 

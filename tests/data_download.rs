@@ -1,5 +1,7 @@
 //! `ensure_cifar10_from` against a one-shot HTTP server on 127.0.0.1 serving a small archive.
 
+#![cfg(feature = "data")]
+
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::Path;

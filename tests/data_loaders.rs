@@ -1,5 +1,7 @@
 //! Dataset loaders on small files written by the tests, batching and augmentation.
 
+#![cfg(feature = "data")]
+
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;

@@ -1,6 +1,8 @@
 //! Gate metrics: the per-step lines of `metrics.jsonl` (checked against the CPU reference), the
 //! next gate to flip, the gate plot, and one submission per training step.
 
+#![cfg(feature = "plot")]
+
 mod common;
 
 use bayesian_bits::data::{Augment, Dataset};

@@ -1,5 +1,7 @@
 //! Reports: report.json keys, relative BOPs (spec TV6), metrics log resume, SVG plot.
 
+#![cfg(feature = "plot")]
+
 use bayesian_bits::nn::Arch;
 use bayesian_bits::quant::QuantizerState;
 use bayesian_bits::train::report::{

@@ -2,6 +2,8 @@
 //! (spec §1.4, §2.1, §2.3, §2.4): on the CPU reference, in the GPU gate kernel, and through the
 //! evaluation of a LeNet-5 checkpoint whose logits sit on the float32 neighbours of the threshold.
 
+#![cfg(feature = "train")]
+
 mod common;
 
 use bayesian_bits::nn::{Arch, Model};

@@ -1,6 +1,8 @@
 //! End-to-end training on the GPU: LeNet-5 learns a small synthetic task, checkpoints round
 //! trip, and a resumed run is bit-identical to an uninterrupted one.
 
+#![cfg(feature = "train")]
+
 mod common;
 
 use bayesian_bits::data::{Augment, Dataset};
@@ -147,7 +149,7 @@ fn divergence_stops_training_with_a_typed_error() {
     )
     .unwrap();
     match trainer.train_epoch(|_| {}) {
-        Err(bayesian_bits::Error::Diverged { step, detail }) => {
+        Err(bayesian_bits::train::TrainError::Diverged { step, detail }) => {
             assert!(step >= 1, "{step}");
             assert!(detail.contains("quantizer.x_max = -"), "{detail}");
         }

@@ -2,6 +2,8 @@
 //! (progress bar, per-epoch table, checkpoint, metrics, report and plots), resume, evaluate, or
 //! redraw the plots of a (running) training's `metrics.jsonl`.
 
+pub mod exit;
+
 use bayesian_bits::data::{self, Augment, Dataset, Split};
 use bayesian_bits::gpu::Gpu;
 use bayesian_bits::nn::{Arch, Model};

@@ -1,25 +1,37 @@
 //! Dataset loaders in their official formats (CIFAR-10 binary, MNIST/Fashion-MNIST idx), the
 //! per-epoch batcher with CIFAR augmentation and background prefetch, and checked downloads.
 //!
+//! The in-memory part ([`Dataset`], [`Batcher`], [`Prefetcher`]) comes with feature `train` or
+//! `data`; the loaders and downloads (gzip, tar, TLS) with feature `data` only.
+//!
 //! A [`Dataset`] holds every image in memory, NCHW, after the dataset's transform:
 //! MNIST-style data is scaled to `[0, 1]` (torchvision's `ToTensor`), CIFAR-10 is scaled and then
 //! normalised per channel (`Normalize(mean, std)`).
 
 mod batch;
+#[cfg(feature = "data")]
 mod cifar;
+#[cfg(feature = "data")]
 mod download;
+#[cfg(feature = "data")]
 mod idx;
 
+#[cfg(feature = "data")]
 use std::io::Read;
-use std::path::{Path, PathBuf};
+#[cfg(feature = "data")]
+use std::path::Path;
+use std::path::PathBuf;
 
 pub use batch::{Augment, Batch, Batcher, Prefetcher, CROP_PADDING};
+#[cfg(feature = "data")]
 pub use cifar::{load_cifar10, load_cifar10_train_batches, CIFAR10_MEAN, CIFAR10_STD};
+#[cfg(feature = "data")]
 pub use download::{
     ensure_cifar10, ensure_cifar10_from, ensure_fashion_mnist, ensure_mnist, CIFAR10_MD5,
     CIFAR10_URL, CIFAR10_URL_ENV, FASHION_MNIST_URL, FASHION_MNIST_URL_ENV, MNIST_URL,
     MNIST_URL_ENV,
 };
+#[cfg(feature = "data")]
 pub use idx::load_mnist;
 
 /// Errors raised while reading or fetching a dataset; every variant names the file involved.
@@ -307,6 +319,7 @@ impl Dataset {
 }
 
 /// `dir/name` if it exists, else `dir/name.gz` if that exists.
+#[cfg(feature = "data")]
 fn locate(dir: &Path, name: &str) -> Option<PathBuf> {
     [dir.join(name), dir.join(format!("{name}.gz"))]
         .into_iter()
@@ -315,6 +328,7 @@ fn locate(dir: &Path, name: &str) -> Option<PathBuf> {
 
 /// Reads `dir/name` (or `dir/name.gz`), gunzipping content that starts with the gzip magic.
 /// Returns the path read and the (decompressed) bytes.
+#[cfg(feature = "data")]
 fn read_data(dir: &Path, name: &str) -> Result<(PathBuf, Vec<u8>), DataError> {
     let path = locate(dir, name).unwrap_or_else(|| dir.join(name));
     let bytes = std::fs::read(&path).map_err(|source| DataError::Io {

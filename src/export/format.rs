@@ -461,7 +461,7 @@ impl ExportedModel {
     pub fn save(&self, path: impl AsRef<Path>) -> Result<u64, ExportError> {
         let path = path.as_ref();
         let bytes = self.to_bytes()?;
-        crate::train::checkpoint::write_atomic(path, &bytes).map_err(|source| ExportError::Io {
+        crate::fs::write_atomic(path, &bytes).map_err(|source| ExportError::Io {
             action: "write",
             path: path.to_path_buf(),
             source,

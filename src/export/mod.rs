@@ -45,10 +45,11 @@ pub use format::{
 pub use infer::{infer_cpu, predictions, IntPlan};
 pub use size::{SizeRow, SizeTable};
 
-use crate::reference::model::Params;
-use crate::train::checkpoint::Checkpoint;
+#[cfg(feature = "train")]
+use crate::{reference::model::Params, train::checkpoint::Checkpoint};
 
 /// A checkpoint's model tensors as [`Params`] (what [`export`] takes).
+#[cfg(feature = "train")]
 pub fn params_of(checkpoint: &Checkpoint) -> Params {
     checkpoint
         .tensors

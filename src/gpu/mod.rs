@@ -680,6 +680,13 @@ impl Gpu {
         &self,
         tensors: &[&Tensor],
     ) -> impl std::future::Future<Output = Result<Vec<Vec<f32>>>> + use<> {
+        // A buffer without COPY_SRC (e.g. from `Tensor::from_buffer`) would fail wgpu validation.
+        let readable = tensors
+            .iter()
+            .try_for_each(|t| t.expect_usage("Gpu::read", wgpu::BufferUsages::COPY_SRC));
+        if let Err(e) = readable {
+            return futures::future::Either::Left(futures::future::ready(Err(e)));
+        }
         let total: u64 = tensors.iter().map(|t| t.bytes()).sum();
         let staging = self.take_staging(total.max(4));
         let mut encoder = self.encoder("readback");
@@ -696,7 +703,7 @@ impl Gpu {
             .slice(..)
             .map_async(wgpu::MapMode::Read, move |r| drop(tx.send(r)));
         let pool = self.staging.clone();
-        async move {
+        futures::future::Either::Right(async move {
             rx.await.map_err(|_| Error::Gpu {
                 op: "readback",
                 msg: "device lost before the map finished".into(),
@@ -718,7 +725,7 @@ impl Gpu {
             staging.unmap();
             pool.lock().unwrap_or_else(|e| e.into_inner()).push(staging);
             Ok(out)
-        }
+        })
     }
 
     /// Reads tensors back to the host in one round trip. **Blocking**: polls the device.

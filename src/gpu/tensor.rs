@@ -44,6 +44,69 @@ impl Tensor {
         self.offset
     }
 
+    /// Wraps `bytes_offset..bytes_offset + 4·len(shape)` of an existing storage buffer (e.g. one
+    /// an embedding application owns) as a tensor, without copying.
+    ///
+    /// The buffer needs `STORAGE` usage ([`Gpu::write`] also needs `COPY_DST`, [`Gpu::read`]
+    /// `COPY_SRC`); the offset must be a multiple of the device's
+    /// `min_storage_buffer_offset_alignment`, and the range (at least one word, as for
+    /// [`Gpu::zeros`]) must lie inside the buffer and fit one storage binding.
+    pub fn from_buffer(
+        gpu: &Gpu,
+        buffer: wgpu::Buffer,
+        bytes_offset: u64,
+        shape: &[usize],
+    ) -> Result<Tensor> {
+        const OP: &str = "Tensor::from_buffer";
+        if !buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
+            return Err(Error::InvalidArgument {
+                op: OP,
+                msg: format!("the buffer has usage {:?}, without STORAGE", buffer.usage()),
+            });
+        }
+        let align = u64::from(gpu.limits().min_storage_buffer_offset_alignment).max(4);
+        let len = shape
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .and_then(|n| u64::try_from(n).ok());
+        let end = len
+            .and_then(|n| n.max(1).checked_mul(4))
+            .and_then(|b| b.checked_add(bytes_offset));
+        match end {
+            Some(end) if bytes_offset.is_multiple_of(align) && end <= buffer.size() => {}
+            _ => {
+                return Err(Error::InvalidArgument {
+                    op: OP,
+                    msg: format!(
+                        "shape {shape:?} at byte {bytes_offset} of a {}-byte buffer (offsets must be multiples of {align} bytes and the range must lie inside the buffer)",
+                        buffer.size()
+                    ),
+                })
+            }
+        }
+        let len: usize = shape.iter().product();
+        gpu.check_binding(OP, len)?;
+        Ok(Tensor {
+            buffer,
+            offset: bytes_offset,
+            shape: shape.to_vec(),
+        })
+    }
+
+    /// Fails with [`Error::InvalidArgument`] naming `op` unless the buffer has `usage`.
+    pub(super) fn expect_usage(&self, op: &'static str, usage: wgpu::BufferUsages) -> Result<()> {
+        if self.buffer.usage().contains(usage) {
+            return Ok(());
+        }
+        Err(Error::InvalidArgument {
+            op,
+            msg: format!(
+                "the buffer has usage {:?}, without {usage:?}",
+                self.buffer.usage()
+            ),
+        })
+    }
+
     /// The tensor as a shader binding.
     pub fn binding(&self) -> Binding<'_> {
         self.into()
@@ -156,18 +219,21 @@ impl Gpu {
         Ok(tensor)
     }
 
-    /// Overwrites a tensor's contents; queued, takes effect at the next submit.
+    /// Overwrites a tensor's contents — only its own range of the buffer when it is a view
+    /// ([`Tensor::slice`], [`Tensor::from_buffer`]); queued, takes effect at the next submit.
     pub fn write<T: bytemuck::Pod>(&self, tensor: &Tensor, data: &[T]) -> Result<()> {
+        const OP: &str = "Gpu::write";
         if std::mem::size_of::<T>() != 4 {
             return Err(Error::InvalidArgument {
-                op: "Gpu::write",
+                op: OP,
                 msg: format!("elements must be 4 bytes, got {}", std::mem::size_of::<T>()),
             });
         }
-        tensor.expect_len("Gpu::write", data.len())?;
+        tensor.expect_len(OP, data.len())?;
+        tensor.expect_usage(OP, wgpu::BufferUsages::COPY_DST)?;
         if !data.is_empty() {
             self.queue()
-                .write_buffer(tensor.buffer(), 0, bytemuck::cast_slice(data));
+                .write_buffer(tensor.buffer(), tensor.offset(), bytemuck::cast_slice(data));
         }
         Ok(())
     }

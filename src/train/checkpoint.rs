@@ -52,12 +52,11 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use safetensors::{Dtype, SafeTensors, View};
 
+use crate::fs::write_atomic;
 use crate::nn::Arch;
 
 /// File-name prefix of [`Checkpoint::extra`] tensors.
@@ -332,26 +331,6 @@ impl View for F32View<'_> {
     }
 }
 
-/// IEEE half → f32 (exact).
-fn f16_to_f32(h: u16) -> f32 {
-    let sign = u32::from(h >> 15) << 31;
-    let exp = u32::from((h >> 10) & 0x1f);
-    let mant = u32::from(h & 0x3ff);
-    let bits = match (exp, mant) {
-        (0, 0) => sign,
-        (0, m) => {
-            // Subnormal: value = m · 2^-24; normalise into an f32.
-            let shift = m.leading_zeros() - 21; // bring the top set bit to position 10
-            let m = (m << shift) & 0x3ff;
-            let e = 127 - 15 + 1 - shift;
-            sign | (e << 23) | (m << 13)
-        }
-        (0x1f, m) => sign | 0x7f80_0000 | (m << 13),
-        (e, m) => sign | ((e + 127 - 15) << 23) | (m << 13),
-    };
-    f32::from_bits(bits)
-}
-
 fn decode(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
     Some(match dtype {
         Dtype::F32 => bytes
@@ -368,11 +347,11 @@ fn decode(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
             .collect(),
         Dtype::F16 => bytes
             .chunks_exact(2)
-            .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
             .collect(),
         Dtype::BF16 => bytes
             .chunks_exact(2)
-            .map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16))
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
             .collect(),
         _ => return None,
     })
@@ -391,49 +370,6 @@ fn is_integer(dtype: Dtype) -> bool {
             | Dtype::I64
             | Dtype::U64
     )
-}
-
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Writes `bytes` to `path` atomically: sibling temp file, fsync, rename, fsync of the directory.
-/// Shared with the report writer.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let file_name = path.file_name().ok_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "the path has no file name",
-        )
-    })?;
-    let temp = dir.join(format!(
-        ".{}.tmp-{}-{}",
-        file_name.to_string_lossy(),
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&temp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
-        return result;
-    }
-    // Make the rename itself durable; directories cannot be opened for syncing everywhere
-    // (e.g. Windows), so this is best effort.
-    if let Ok(d) = std::fs::File::open(&dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }
 
 impl Checkpoint {
@@ -757,17 +693,33 @@ fn check_model_name(name: &str) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// Decodes little-endian 16-bit words of `dtype`.
+    fn decode16(dtype: Dtype, words: &[u16]) -> Vec<f32> {
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        decode(dtype, &bytes).expect("a float dtype")
+    }
+
     #[test]
-    fn f16_conversion() {
-        assert_eq!(f16_to_f32(0x3c00), 1.0);
-        assert_eq!(f16_to_f32(0xc000), -2.0);
-        assert_eq!(f16_to_f32(0x7bff), 65504.0);
-        assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
-        assert_eq!(f16_to_f32(0x03ff), 1023.0 * 2f32.powi(-24));
-        assert_eq!(f16_to_f32(0x0200), 2f32.powi(-15));
-        assert_eq!(f16_to_f32(0x8000).to_bits(), 0x8000_0000);
-        assert!(f16_to_f32(0x7c00).is_infinite());
-        assert!(f16_to_f32(0x7e00).is_nan());
-        assert_eq!(f16_to_f32(0x3555), 0.333_251_95);
+    fn half_precision_decoding() {
+        let f16 = decode16(
+            Dtype::F16,
+            &[0x3c00, 0xc000, 0x7bff, 0x0001, 0x03ff, 0x0200, 0x3555],
+        );
+        let expected = [
+            1.0,
+            -2.0,
+            65504.0,
+            2f32.powi(-24),
+            1023.0 * 2f32.powi(-24),
+            2f32.powi(-15),
+            0.333_251_95,
+        ];
+        assert_eq!(f16, expected);
+        let special = decode16(Dtype::F16, &[0x8000, 0x7c00, 0x7e00]);
+        assert_eq!(special[0].to_bits(), 0x8000_0000);
+        assert!(special[1].is_infinite() && special[2].is_nan());
+        // bf16 is the top half of an f32.
+        let bf16 = decode16(Dtype::BF16, &[0x3f80, 0xc040, 0x3eab]);
+        assert_eq!(bf16, [1.0, -3.0, f32::from_bits(0x3eab_0000)]);
     }
 }

@@ -11,7 +11,7 @@
 //! `null` (JSON has no NaN) and read back as NaN.
 //!
 //! Plots: `bits.svg` ([`plot_svg`]) over epochs, and `gates.svg` ([`plot_gates_svg`]) of the
-//! gate probabilities over steps; [`redraw`] draws both from a `metrics.jsonl`.
+//! gate probabilities over steps; [`redraw`] draws both from a `metrics.jsonl` (feature `plot`).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -19,9 +19,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::fs::write_atomic;
 use crate::nn::Arch;
 use crate::quant::{relative_bops, LayerBops, QuantizerState};
-use crate::train::checkpoint::write_atomic;
 use crate::train::metrics::{LayerGates, StepMetrics};
 
 /// Errors raised while computing, writing or reading reports; file errors name the file.
@@ -572,6 +572,7 @@ impl MetricsLog {
 
 /// Redraws `bits.svg` and `gates.svg` in `dir` from the `metrics.jsonl` at `metrics` (also
 /// while a run is still writing it); returns the paths written.
+#[cfg(feature = "plot")]
 pub fn redraw(metrics: impl AsRef<Path>, dir: impl AsRef<Path>) -> Result<[PathBuf; 2]> {
     let history = MetricsLog::read_all(metrics)?;
     let dir = dir.as_ref();
@@ -582,6 +583,7 @@ pub fn redraw(metrics: impl AsRef<Path>, dir: impl AsRef<Path>) -> Result<[PathB
     Ok([bits, gates])
 }
 
+#[cfg(feature = "plot")]
 mod plot {
     use plotters::prelude::*;
     use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -1120,6 +1122,7 @@ mod plot {
 /// visible) and relative BOPs in percent; then test accuracy against relative BOPs, one point
 /// per epoch (the trade-off curve of the paper's figures). Non-finite values are left out; an
 /// empty slice gives empty axes.
+#[cfg(feature = "plot")]
 pub fn plot_svg(epochs: &[EpochReport], path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
     let svg = plot::render(epochs).map_err(|msg| ReportError::Plot {
@@ -1136,6 +1139,7 @@ pub fn plot_svg(epochs: &[EpochReport], path: impl AsRef<Path>) -> Result<()> {
 /// test-time threshold ([`crate::train::metrics::threshold_probability`], ≈ 0.66) dashed in
 /// red. The y axis is P on a logit scale, so the slow early movement of probabilities near 0
 /// or 1 stays visible. Runs of more than 1500 step lines are thinned evenly.
+#[cfg(feature = "plot")]
 pub fn plot_gates_svg(steps: &[StepMetrics], path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
     let threshold = crate::train::metrics::threshold_probability();

@@ -5,6 +5,7 @@ use super::checkpoint::{Checkpoint, EPOCH, MODEL, SEED, STEP};
 use super::metrics::{layer_gates, StepMetrics};
 use super::report::{EpochReport, LayerReport};
 use super::schedule::LrSchedule;
+use super::{Result, TrainError};
 use crate::data::{Augment, Batcher, Dataset, Prefetcher};
 use crate::gpu::Gpu;
 use crate::kernels::loss::MetricValues;
@@ -12,7 +13,7 @@ use crate::nn::model::{AdamState, Snapshot};
 use crate::nn::{Arch, LearningRates, Model, StepConfig};
 use crate::quant::{graph_relative_bops, QuantizerState};
 use crate::reference::model::{self as reference, InitConfig};
-use crate::{Error, Result};
+use crate::Error;
 use futures::FutureExt;
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
@@ -34,7 +35,7 @@ struct Pending {
     /// Images trained this epoch when it was recorded.
     images: usize,
     submission: wgpu::SubmissionIndex,
-    future: Pin<Box<dyn Future<Output = Result<Snapshot>>>>,
+    future: Pin<Box<dyn Future<Output = crate::Result<Snapshot>>>>,
 }
 
 /// What an epoch accumulates from its readbacks.
@@ -375,7 +376,7 @@ impl Trainer {
     }
 
     /// Polls the device once without blocking (fires the callbacks of finished copies).
-    fn poll(&self) -> Result<()> {
+    fn poll(&self) -> crate::Result<()> {
         self.gpu
             .device()
             .poll(wgpu::PollType::Poll)
@@ -387,7 +388,7 @@ impl Trainer {
     }
 
     /// Blocks until `submission` has finished. **Blocking.**
-    fn wait_for(&self, submission: wgpu::SubmissionIndex) -> Result<()> {
+    fn wait_for(&self, submission: wgpu::SubmissionIndex) -> crate::Result<()> {
         self.gpu
             .device()
             .poll(wgpu::PollType::Wait {
@@ -445,7 +446,7 @@ impl Trainer {
             self.model
                 .eval_batch(&self.gpu, &batch.images, &batch.labels)?;
         }
-        self.model.take_metrics(&self.gpu)
+        Ok(self.model.take_metrics(&self.gpu)?)
     }
 
     /// Test-time bit widths and kept channels per weighted layer. **Blocking.**
@@ -496,7 +497,7 @@ fn check_health(step: u32, snapshot: &Snapshot) -> Result<()> {
         None if !loss.is_finite() => format!("the training loss is {loss}"),
         None => return Ok(()),
     };
-    Err(Error::Diverged { step, detail })
+    Err(TrainError::Diverged { step, detail })
 }
 
 fn layer_reports_from(
@@ -514,7 +515,7 @@ fn layer_reports_from(
         .collect()
 }
 
-fn check_data(arch: &Arch, data: &Dataset) -> Result<()> {
+fn check_data(arch: &Arch, data: &Dataset) -> crate::Result<()> {
     let shape = [data.channels(), data.height(), data.width()];
     if shape != arch.input || data.num_classes() != arch.classes {
         return Err(Error::Shape {
