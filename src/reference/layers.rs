@@ -11,7 +11,7 @@
 //!   instantiation (Adam, which is never differentiated, is `f32` only).
 //!
 //! Contents: [`gemm`] and the linear layer, the strided, grouped 2-D convolution, ReLU and 2×2 max-pool,
-//! folded batch norm (spec §5.2), softmax cross-entropy and Adam.
+//! folded batch norm (spec §5.2), softmax cross-entropy, Adam and SGD.
 
 use std::fmt::Debug;
 use std::ops::{Add, AddAssign, Div, Mul, Neg, Sub};
@@ -22,6 +22,7 @@ mod conv;
 mod linear;
 mod loss;
 mod pool;
+mod sgd;
 
 pub use adam::{AdamState, ADAM_BETA1, ADAM_BETA2, ADAM_EPS};
 pub use batch_norm::{
@@ -32,6 +33,7 @@ pub use conv::{conv2d_backward_data, conv2d_backward_weight, conv2d_forward};
 pub use linear::{gemm, linear_backward, linear_forward, LinearGrads};
 pub use loss::{softmax_cross_entropy, CrossEntropy};
 pub use pool::{maxpool2x2_backward, maxpool2x2_forward, relu_backward, relu_forward};
+pub use sgd::{SgdConfig, SgdState};
 
 /// The scalar type of the reference: implemented for `f32` (what the GPU computes) and `f64`
 /// (what the finite-difference tests use).
