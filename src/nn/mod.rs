@@ -4,4 +4,4 @@ pub mod arch;
 pub mod model;
 
 pub use arch::{Arch, LayerKind, LayerSpec};
-pub use model::{LearningRates, Model, StepConfig};
+pub use model::{LearningRates, Model, OptimizerState, StepConfig};

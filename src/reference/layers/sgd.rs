@@ -27,7 +27,10 @@ impl SgdConfig {
     pub fn problem(&self) -> Option<String> {
         let ok = |v: f64| v.is_finite() && v >= 0.0;
         if !ok(self.momentum) {
-            Some(format!("SGD momentum {} is not finite and ≥ 0", self.momentum))
+            Some(format!(
+                "SGD momentum {} is not finite and ≥ 0",
+                self.momentum
+            ))
         } else if !ok(self.weight_decay) {
             Some(format!(
                 "SGD weight decay {} is not finite and ≥ 0",
@@ -69,8 +72,16 @@ impl SgdState {
     /// Every operation is an `f32` operation with μ and λ rounded to `f32`, each rounded
     /// separately (no fused multiply-add).
     pub fn update(&mut self, params: &mut [f32], grads: &[f32], lr: f32, cfg: &SgdConfig) {
-        assert_eq!(params.len(), self.buf.len(), "sgd: params have the wrong length");
-        assert_eq!(grads.len(), self.buf.len(), "sgd: grads have the wrong length");
+        assert_eq!(
+            params.len(),
+            self.buf.len(),
+            "sgd: params have the wrong length"
+        );
+        assert_eq!(
+            grads.len(),
+            self.buf.len(),
+            "sgd: grads have the wrong length"
+        );
         let (mu, wd) = (cfg.momentum as f32, cfg.weight_decay as f32);
         let first = self.step == 0;
         self.step += 1;
