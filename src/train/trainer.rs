@@ -1,10 +1,10 @@
 //! The training procedure of spec §7.1 around a GPU [`Model`]: initialisation, range
-//! initialisation, epochs with the weights-only schedule, evaluation, checkpoints and resume.
+//! initialisation, epochs with the learning-rate schedule, evaluation, checkpoints and resume.
 
 use super::checkpoint::{Checkpoint, EPOCH, MODEL, SEED, STEP};
 use super::metrics::{layer_gates, StepMetrics};
 use super::report::{relative_bops_percent, EpochReport, LayerReport};
-use super::schedule::LrSchedule;
+use super::schedule::Schedule;
 use crate::data::{Augment, Batcher, Dataset, Prefetcher};
 use crate::gpu::Gpu;
 use crate::kernels::loss::MetricValues;
@@ -52,7 +52,7 @@ struct Sums {
 /// Hyper-parameters of a run; the constructors give the paper's recipes (spec §7.2, §7.3).
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainConfig {
-    /// Epochs E (also sets the schedule's milestone K = int(2E/3)).
+    /// Epochs E (also sets the linear tail's milestone K = int(2E/3)).
     pub epochs: u32,
     /// Images per training step.
     pub batch_size: usize,
@@ -62,6 +62,8 @@ pub struct TrainConfig {
     pub lr_weights: f32,
     /// Optimizer of the weights group (gates and ranges always use Adam, spec §7.5).
     pub optimizer: Optimizer,
+    /// Learning-rate schedule.
+    pub schedule: Schedule,
     /// Learning rate of the gate logits.
     pub lr_gates: f32,
     /// Learning rate of the ranges.
@@ -87,6 +89,7 @@ impl TrainConfig {
             mu: 0.1,
             lr_weights: 1e-3,
             optimizer: Optimizer::Adam,
+            schedule: Schedule::LinearTail,
             lr_gates: 1e-3,
             lr_scales: 1e-3,
             seed: 0,
@@ -133,7 +136,6 @@ pub struct Trainer {
     train: Arc<Dataset>,
     test: Arc<Dataset>,
     augment: Augment,
-    schedule: LrSchedule,
     /// Epochs completed.
     epoch: u32,
     /// Training steps completed (the next step's noise counter is `step + 1`).
@@ -170,7 +172,6 @@ impl Trainer {
         model.set_weights_optimizer(gpu, cfg.optimizer)?;
         Ok(Self {
             gpu: gpu.clone(),
-            schedule: LrSchedule::new(cfg.epochs),
             arch,
             cfg,
             model,
@@ -238,7 +239,6 @@ impl Trainer {
         let cfg = TrainConfig { seed, ..cfg };
         Ok(Self {
             gpu: gpu.clone(),
-            schedule: LrSchedule::new(cfg.epochs),
             arch,
             cfg,
             model,
@@ -297,13 +297,15 @@ impl Trainer {
         mut on_step: Option<&mut StepSink<'_>>,
     ) -> Result<EpochReport> {
         let epoch = self.epoch + 1;
-        let lr = LearningRates {
-            weights: self
-                .schedule
-                .learning_rate(f64::from(self.cfg.lr_weights), epoch) as f32,
+        let base = LearningRates {
+            weights: self.cfg.lr_weights,
             gates: self.cfg.lr_gates,
             scales: self.cfg.lr_scales,
         };
+        let lr = self
+            .cfg
+            .schedule
+            .learning_rates(self.cfg.epochs, epoch, base);
         let batcher = Batcher::train(
             self.train.clone(),
             self.cfg.batch_size,
