@@ -45,17 +45,15 @@ enum Store {
 
 impl Store {
     const ALL: [Store; 4] = [Store::Weights, Store::Gates, Store::Scales, Store::Buffers];
-}
 
-/// The stores an optimizer steps.
-const OPTIMIZED: [Store; 3] = [Store::Weights, Store::Gates, Store::Scales];
-
-impl Store {
     /// The optimizer group's name (`weights`, `gates`, `scales`).
     fn group_name(self) -> String {
         format!("{self:?}").to_lowercase()
     }
 }
+
+/// The stores an optimizer steps.
+const OPTIMIZED: [Store; 3] = [Store::Weights, Store::Gates, Store::Scales];
 
 /// Optimizer state of one parameter group (`weights`, `gates` or `scales`), for checkpoints.
 #[derive(Clone, Debug, PartialEq)]

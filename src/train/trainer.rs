@@ -168,8 +168,7 @@ impl Trainer {
                 msg: "the training set is empty".into(),
             })?;
         reference::range_init(&arch, &mut params, &first.images, first.n, cfg.seed);
-        let mut model = Model::new(gpu, arch.clone(), cfg.batch_size, &params)?;
-        model.set_weights_optimizer(gpu, cfg.optimizer)?;
+        let model = build_model(gpu, &arch, &cfg, &params)?;
         Ok(Self {
             gpu: gpu.clone(),
             arch,
@@ -203,8 +202,7 @@ impl Trainer {
             .iter()
             .map(|(k, v)| (k.clone(), v.data.clone()))
             .collect();
-        let mut model = Model::new(gpu, arch.clone(), cfg.batch_size, &params)?;
-        model.set_weights_optimizer(gpu, cfg.optimizer)?;
+        let mut model = build_model(gpu, &arch, &cfg, &params)?;
         let mut state = Vec::new();
         for (group, optimizer) in model.optimizers() {
             if let Some(other) = other_optimizer_state(ckpt, &group, optimizer) {
@@ -496,6 +494,21 @@ impl Trainer {
         ckpt.set_meta(MODEL, self.arch.name);
         Ok(ckpt)
     }
+}
+
+/// The GPU model of `params` with `cfg`'s weights optimizer (Adam, its default, is kept
+/// without reallocating its state).
+fn build_model(
+    gpu: &Gpu,
+    arch: &Arch,
+    cfg: &TrainConfig,
+    params: &reference::Params,
+) -> Result<Model> {
+    let mut model = Model::new(gpu, arch.clone(), cfg.batch_size, params)?;
+    if cfg.optimizer != Optimizer::Adam {
+        model.set_weights_optimizer(gpu, cfg.optimizer)?;
+    }
+    Ok(model)
 }
 
 /// The kind of another optimizer whose state `ckpt` holds for `group` (a `KIND.GROUP.steps`
