@@ -37,16 +37,27 @@ fn bb_stages(gates: vec4<f32>) -> u32 {
     return 5u;
 }
 
-// PACT-style clip in the official relu form, staged ties-to-even rounding with per-stage
-// integer clamps (spec §1.4, §1.5, P3).
-fn bb_decompose(x: f32, x_max: f32, s: array<f32, 5>, signed: bool, stages: u32) -> Decomposition {
-    var d: Decomposition;
+struct Clipped {
+    value: f32,
+    // 0 below, 1 inside, 2 above the clip range.
+    region: u32,
+}
+
+// PACT-style clip in the official relu form (spec §1.4), not a min/max clamp.
+fn bb_clip(x: f32, x_max: f32, signed: bool) -> Clipped {
     let hi = CLIP_SHRINK * x_max;
     let lo = select(0.0, -hi, signed);
     let a = x - lo;
     let b = (hi - lo) - max(a, 0.0);
-    d.clipped = hi - max(b, 0.0);
-    d.region = select(select(1u, 2u, b <= 0.0), 0u, a <= 0.0);
+    return Clipped(hi - max(b, 0.0), select(select(1u, 2u, b <= 0.0), 0u, a <= 0.0));
+}
+
+// The clip, then staged ties-to-even rounding with per-stage integer clamps (spec §1.5, P3).
+fn bb_decompose(x: f32, x_max: f32, s: array<f32, 5>, signed: bool, stages: u32) -> Decomposition {
+    var d: Decomposition;
+    let c = bb_clip(x, x_max, signed);
+    d.clipped = c.value;
+    d.region = c.region;
     let q0 = d.clipped / s[0];
     d.quotient[0] = q0;
     d.k[0] = clamp(round(q0), select(0.0, -1.0, signed), select(3.0, 1.0, signed));

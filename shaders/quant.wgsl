@@ -1,6 +1,7 @@
 // Bayesian Bits quantizer kernels: gate sampling, fused forward, fused backward with
 // deterministic two-level reductions, and the finalisation that turns gate gradients into
-// logit gradients and adds the BOP-weighted regulariser (spec §1–§3).
+// logit gradients and adds the BOP-weighted regulariser (spec §1–§3); and the fixed-gate
+// fine-tuning quantizer (spec §7.4, fixed_* entry points).
 // bb_common.wgsl is prepended by the host.
 
 struct QuantParams {
@@ -296,5 +297,103 @@ fn backward_finalize(@builtin(local_invocation_index) t: u32) {
         let p2 = prob_nonzero(logits[4u + c]);
         let dreg = per_channel / f32(params.prune_channels) * p2 * (1.0 - p2);
         logit_grad[4u + c] = dz * gate_dlogit[4u + c] + mu * dreg;
+    }
+}
+
+// ---- fixed-gate fine-tuning quantizer (spec §7.4), mirroring reference::quant::fixed_quantize ----
+// y = mask[c] · s_b · rne(x_c / s_b): the same clip and step chain, direct rounding without an
+// integer clamp (spec §1.7), a fixed 0/1 mask per output channel and a learned x_max.
+
+struct FixedParams {
+    len: u32,
+    // Output channels of the mask (0: no mask; the mask binding is then never read).
+    mask_channels: u32,
+    channel_len: u32,
+    signed: u32,
+    // Index of b in the step chain: 0 for 2 bits … 4 for 32 bits.
+    stage: u32,
+    // Backward level-1 workgroups, one partial sum of dL/dx_max each.
+    num_partials: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(13) var<uniform> fixed: FixedParams;
+@group(0) @binding(14) var<storage, read> mask: array<f32>;
+
+fn fixed_mask(element: u32) -> f32 {
+    if fixed.mask_channels == 0u {
+        return 1.0;
+    }
+    return mask[element / fixed.channel_len];
+}
+
+@compute @workgroup_size(256)
+fn fixed_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let x_max = x_max_buf[0];
+    let signed = fixed.signed != 0u;
+    let s = bb_scales(x_max, signed)[fixed.stage];
+    let base = (wg.x + wg.y * nwg.x) * 256u * PER_THREAD + t;
+    for (var j = 0u; j < PER_THREAD; j++) {
+        let i = base + j * 256u;
+        if i < fixed.len {
+            out[i] = fixed_mask(i) * (s * round(bb_clip(x[i], x_max, signed).value / s));
+        }
+    }
+}
+
+// Backward level 1: dx per element; per workgroup (PER_THREAD · 256 consecutive elements) the
+// partial sum of dL/dx_max = G·m·(c·κ + ρ·(k − q)·3/(2^b − 1)), as §1.8 with one stage.
+@compute @workgroup_size(256)
+fn fixed_backward_partials(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let group = wg.x + wg.y * nwg.x;
+    var acc = 0.0;
+    if group < fixed.num_partials {
+        let x_max = x_max_buf[0];
+        let signed = fixed.signed != 0u;
+        let s = bb_scales(x_max, signed)[fixed.stage];
+        let rho = select(1.0 / 3.0, 2.0 / 3.0, signed);
+        let base = group * 256u * PER_THREAD + t;
+        for (var j = 0u; j < PER_THREAD; j++) {
+            let i = base + j * 256u;
+            if i < fixed.len {
+                let gm = dy[i] * fixed_mask(i);
+                let c = bb_clip(x[i], x_max, signed);
+                out[i] = select(0.0, gm, c.region == 1u);
+                var kappa = 0.0;
+                if c.region == 2u {
+                    kappa = 1.0;
+                } else if c.region == 0u && signed {
+                    kappa = -1.0;
+                }
+                let q = c.value / s;
+                acc += gm * (CLIP_SHRINK * kappa + rho * (round(q) - q) * STAGE_TO_S2[fixed.stage]);
+            }
+        }
+    }
+    red[0][t] = acc;
+    for (var p = 1u; p < PARTIALS; p++) {
+        red[p][t] = 0.0;
+    }
+    reduce_workgroup(t);
+    if t == 0u && group < fixed.num_partials {
+        partials[group] = red[0][0];
+    }
+}
+
+// Backward level 2 (one workgroup): dL/dx_max = the partial sums in a fixed order.
+@compute @workgroup_size(256)
+fn fixed_backward_finalize(@builtin(local_invocation_index) t: u32) {
+    var acc = 0.0;
+    for (var i = t; i < fixed.num_partials; i += 256u) {
+        acc += partials[i];
+    }
+    red[0][t] = acc;
+    for (var p = 1u; p < PARTIALS; p++) {
+        red[p][t] = 0.0;
+    }
+    reduce_workgroup(t);
+    if t == 0u {
+        x_max_grad[0] = red[0][0];
     }
 }

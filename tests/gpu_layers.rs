@@ -1,4 +1,4 @@
-//! The layer kernels (max-pool, softmax cross-entropy, Adam, folded BN, fused epilogue) on the
+//! The layer kernels (max-pool, softmax cross-entropy, Adam, SGD, folded BN, fused epilogue) on the
 //! GPU against the CPU reference, on awkward sizes; reductions must rerun bit for bit.
 
 mod common;
@@ -10,11 +10,13 @@ use bayesian_bits::kernels::epilogue::{
     ActQuant, Epilogue, EpilogueBackward, EpilogueConfig, EpilogueForward,
 };
 use bayesian_bits::kernels::loss::{Metrics, SoftmaxCrossEntropy};
-use bayesian_bits::kernels::optim::{AdamGroup, ParamArena, ParamSlice};
+use bayesian_bits::kernels::optim::{AdamGroup, Optimizer, ParamArena, ParamSlice};
 use bayesian_bits::kernels::pool::MaxPool2x2;
 use bayesian_bits::kernels::{self, optim, pool};
 use bayesian_bits::quant::{Quantizer, QuantizerConfig};
-use bayesian_bits::reference::layers::{self as reference, AdamState, BnParams};
+use bayesian_bits::reference::layers::{
+    self as reference, AdamState, BnParams, SgdConfig, SgdState,
+};
 use bayesian_bits::reference::quant;
 use bayesian_bits::spec::{LinearShape, Nchw};
 use bayesian_bits::Error;
@@ -225,6 +227,97 @@ fn adam_updates_a_packed_group_like_the_reference() {
     };
     assert!((0..all.len()).all(|i| inside(i) || all[i] == 0.0));
     assert!(group.step(g, &mut g.encoder("nan"), f32::NAN).is_err());
+}
+
+/// SGD over a packed group against the reference for four steps: plain, with momentum, and
+/// Nesterov with weight decay. The kernel rounds every product and sum separately as the
+/// reference does, so parameters and momentum buffers must agree to the bit.
+#[test]
+fn sgd_updates_a_packed_group_like_the_reference() {
+    let g = gpu();
+    let lens = [5, 1, 300];
+    let configs = [
+        SgdConfig {
+            momentum: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+        },
+        SgdConfig {
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 0.0,
+        },
+        SgdConfig {
+            weight_decay: 5e-4,
+            ..SgdConfig::NESTEROV
+        },
+    ];
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for cfg in configs {
+        let init: Vec<Vec<f32>> = lens
+            .iter()
+            .enumerate()
+            .map(|(k, &len)| uniform(k as u64 + 40, len, -1.0, 1.0))
+            .collect();
+        let refs: Vec<&[f32]> = init.iter().map(Vec::as_slice).collect();
+        let (mut group, slices) = group_with(&refs, &[None; 3]);
+        group.set_optimizer(g, Optimizer::Sgd(cfg)).unwrap();
+        assert_eq!(group.moments().len(), 1);
+        let mut params = init.clone();
+        let mut states: Vec<SgdState> = lens.iter().map(|&l| SgdState::new(l)).collect();
+        for step in 0..4 {
+            let lr = 0.05 / (step + 1) as f32;
+            let mut grads = vec![0.0; group.grads().len()];
+            for (k, s) in slices.iter().enumerate() {
+                let gr = uniform(200 * step + k as u64, s.len, -2.0, 2.0);
+                grads[s.offset..s.offset + s.len].copy_from_slice(&gr);
+                states[k].update(&mut params[k], &gr, lr, &cfg);
+            }
+            g.write(group.grads(), &grads).unwrap();
+            run(|enc| group.step(g, enc, lr).unwrap());
+        }
+        assert_eq!(group.steps(), 4);
+        let all = read(group.params());
+        let buf = read(group.moments()[0]);
+        for (k, s) in slices.iter().enumerate() {
+            assert_eq!(
+                bits(s.of(&all).unwrap()),
+                bits(&params[k]),
+                "{cfg:?} params"
+            );
+            assert_eq!(
+                bits(s.of(&buf).unwrap()),
+                bits(&states[k].buf),
+                "{cfg:?} buf"
+            );
+            assert_ne!(s.of(&all).unwrap(), &init[k][..], "{cfg:?}: nothing moved");
+        }
+        let inside = |i: usize| {
+            slices
+                .iter()
+                .any(|s| (s.offset..s.offset + s.len).contains(&i))
+        };
+        assert!((0..all.len()).all(|i| inside(i) || (all[i] == 0.0 && buf[i] == 0.0)));
+    }
+    // PyTorch refuses Nesterov without momentum; switching back to Adam starts afresh.
+    let (mut group, _) = group_with(&[&[1.0]], &[Some(&[1.0])]);
+    let err = group
+        .set_optimizer(
+            g,
+            Optimizer::Sgd(SgdConfig {
+                momentum: 0.0,
+                ..SgdConfig::NESTEROV
+            }),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("Nesterov"), "{err}");
+    assert_eq!(group.optimizer(), Optimizer::Adam);
+    group
+        .set_optimizer(g, Optimizer::Sgd(SgdConfig::NESTEROV))
+        .unwrap();
+    run(|enc| group.step(g, enc, 0.1).unwrap());
+    group.set_optimizer(g, Optimizer::Adam).unwrap();
+    assert_eq!((group.steps(), group.moments().len()), (0, 2));
 }
 
 fn layouts() -> [ChannelLayout; 5] {

@@ -2,6 +2,8 @@
 
 mod common;
 
+use bayesian_bits::gpu::Binding;
+use bayesian_bits::kernels::quant::{FixedBuffers, FixedQuant};
 use bayesian_bits::quant::{Quantizer, QuantizerConfig, StepState};
 use bayesian_bits::reference::quant as reference;
 use bayesian_bits::Error;
@@ -439,4 +441,99 @@ fn unknown_adapter_name_is_a_typed_error() {
     .unwrap_err();
     assert!(matches!(err, Error::NoAdapter { .. }), "{err}");
     assert!(err.to_string().contains("mesa-vulkan-drivers"), "{err}");
+}
+
+/// The fixed-gate fine-tuning quantizer (spec §7.4) against the reference at every width, with
+/// and without a mask, over several backward workgroups: the forward and dx to the bit,
+/// ∂L/∂x_max to float32 summation accuracy; and direct rounding's 2^(b−1) edge case.
+#[test]
+fn fixed_quantizer_matches_the_reference() {
+    let g = gpu();
+    let channels = 5;
+    let n = channels * 1000 + 5;
+    let mask: Vec<f32> = (0..channels).map(|c| f32::from(c != 2)).collect();
+    let bits_of = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let run = |x: &[f32], dy: &[f32], x_max: f32, signed: bool, bits: u32, mask: Option<&[f32]>| {
+        let q = FixedQuant::new(g, x.len(), bits, signed, mask.map_or(0, <[f32]>::len)).unwrap();
+        let t = |name: &str, v: &[f32]| g.upload(name, &[v.len()], v).unwrap();
+        let (xt, dyt, xm) = (t("x", x), t("dy", dy), t("x_max", &[x_max]));
+        let mt = mask.map(|m| t("mask", m));
+        let (y, dx) = (
+            g.zeros("y", &[x.len()]).unwrap(),
+            g.zeros("dx", &[x.len()]).unwrap(),
+        );
+        let partials = g.zeros("partials", &[q.partials_len()]).unwrap();
+        let grad = g.zeros("dx_max", &[1]).unwrap();
+        let b = FixedBuffers {
+            x_max: Binding::from(&xm),
+            mask: mt.as_ref().map(Binding::from),
+            partials: Binding::from(&partials),
+            x_max_grad: Binding::from(&grad),
+        };
+        let mut enc = g.encoder("fixed");
+        q.forward(g, &mut enc, &b, Binding::from(&xt), Binding::from(&y))
+            .unwrap();
+        q.backward(
+            g,
+            &mut enc,
+            &b,
+            Binding::from(&xt),
+            Binding::from(&dyt),
+            Binding::from(&dx),
+        )
+        .unwrap();
+        g.submit(enc);
+        let mut out = g.read_blocking(&[&y, &dx, &grad]).unwrap();
+        let dx_max = out.pop().unwrap()[0];
+        let dx = out.pop().unwrap();
+        (out.pop().unwrap(), dx, dx_max)
+    };
+    for bits in reference::STAGE_BITS {
+        for signed in [false, true] {
+            for m in [None, Some(mask.as_slice())] {
+                let x_max = 1.7;
+                let x = uniform(u64::from(bits) + 60, n, -2.0, 2.0);
+                let dy = uniform(u64::from(bits) + 70, n, -1.0, 1.0);
+                let (y, dx, dx_max) = run(&x, &dy, x_max, signed, bits, m);
+                let what = format!("{bits} bits, signed {signed}, mask {}", m.is_some());
+                let want = reference::fixed_quantize(&x, x_max, signed, bits, m);
+                assert_eq!(bits_of(&y), bits_of(&want), "{what}: y");
+                let grads = reference::fixed_quantize_backward(&x, &dy, x_max, signed, bits, m);
+                assert_eq!(bits_of(&dx), bits_of(&grads.dx), "{what}: dx");
+                let scale: f64 = dy.iter().map(|v| f64::from(v.abs())).sum();
+                assert!(
+                    (f64::from(dx_max) - grads.dx_max).abs() <= 1e-6 * scale,
+                    "{what}: dx_max {dx_max} vs {}",
+                    grads.dx_max
+                );
+                assert!(dx_max != 0.0, "{what}: no gradient reached x_max");
+            }
+        }
+    }
+    // A signed x_max whose clipped extreme rounds to +2^(b−1) at 4 bits (spec §1.7).
+    let x_max = (0..100_000)
+        .map(|k| 1.0 + k as f32 * 1e-4)
+        .find(|&x_max| {
+            let s = reference::scales(x_max, true)[1];
+            (reference::CLIP_SHRINK * x_max / s).round_ties_even() == 8.0
+        })
+        .unwrap();
+    let (y, ..) = run(
+        &[3.0 * x_max, -3.0 * x_max],
+        &[1.0, 1.0],
+        x_max,
+        true,
+        4,
+        None,
+    );
+    let s4 = reference::scales(x_max, true)[1];
+    assert_eq!(y, [8.0 * s4, -8.0 * s4]);
+    // Refused settings.
+    let bad_bits = FixedQuant::new(g, 10, 3, true, 0).unwrap_err();
+    assert!(
+        matches!(bad_bits, Error::InvalidArgument { .. }),
+        "{bad_bits}"
+    );
+    let bad_mask = FixedQuant::new(g, 10, 4, true, 3).unwrap_err();
+    assert!(matches!(bad_mask, Error::Shape { .. }), "{bad_mask}");
 }

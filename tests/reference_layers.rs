@@ -553,3 +553,70 @@ fn residual_add_and_gradient_accumulation() {
     accumulate(&mut d, &[10.0, 20.0, 30.0]);
     assert_eq!(d, vec![11.0, 22.0, 33.0]);
 }
+
+/// Expected values computed in double precision with `torch.optim.SGD`'s update (dampening 0,
+/// first step `buf = d`), for Nesterov with weight decay and for plain momentum.
+#[test]
+fn sgd_three_steps_match_pytorch() {
+    let grads = [[0.1, -0.2, 0.0], [0.3, 0.1, 1e-3], [-0.2, 0.4, 0.0]];
+    let cases = [
+        (
+            SgdConfig {
+                momentum: 0.9,
+                nesterov: true,
+                weight_decay: 0.01,
+            },
+            [
+                [0.9791, -0.461_05, 0.249_525],
+                [0.911_329_71, -0.462_569_005, 0.248_658_402_5],
+                [
+                    0.914_486_112_551,
+                    -0.530_472_173_390_5,
+                    0.247_720_586_285_25,
+                ],
+            ],
+        ),
+        (
+            SgdConfig {
+                momentum: 0.9,
+                nesterov: false,
+                weight_decay: 0.0,
+            },
+            [
+                [0.99, -0.48, 0.25],
+                [0.951, -0.472, 0.2499],
+                [0.9359, -0.5048, 0.249_81],
+            ],
+        ),
+    ];
+    for (cfg, want) in cases {
+        assert_eq!(cfg.problem(), None);
+        let mut params = [1.0f32, -0.5, 0.25];
+        let mut state = SgdState::new(3);
+        for (g, w) in grads.iter().zip(&want) {
+            state.update(&mut params, g, 0.1, &cfg);
+            assert_close("sgd params", &params, w, 1e-6);
+        }
+        assert_eq!(state.step, 3);
+    }
+    // Plain SGD keeps no buffer; refused settings are named.
+    let plain = SgdConfig {
+        momentum: 0.0,
+        nesterov: false,
+        weight_decay: 0.0,
+    };
+    let mut params = [1.0f32];
+    let mut state = SgdState::new(1);
+    state.update(&mut params, &[0.5], 0.1, &plain);
+    assert_eq!((params[0], state.buf[0]), (0.95, 0.0));
+    let nesterov_without = SgdConfig {
+        nesterov: true,
+        ..plain
+    };
+    assert!(nesterov_without.problem().unwrap().contains("Nesterov"));
+    let negative = SgdConfig {
+        momentum: -0.1,
+        ..plain
+    };
+    assert!(negative.problem().unwrap().contains("-0.1"));
+}

@@ -305,3 +305,87 @@ fn logit_cutoff_switches_higher_gates_off() {
     assert!(g.chain[0] > 0.0);
     assert_eq!(g.prune, [1.0]);
 }
+
+/// A signed x_max whose clipped extreme rounds directly to 2^(b−1) at `bits` (spec §1.7).
+fn edge_x_max(bits: u32) -> f32 {
+    let stage = stage_of_bits(bits).unwrap();
+    (0..100_000)
+        .map(|k| 1.0 + k as f32 * 1e-4)
+        .find(|&x_max| {
+            let s = scales(x_max, true)[stage];
+            (CLIP_SHRINK * x_max / s).round_ties_even() == (1u32 << (bits - 1)) as f32
+        })
+        .expect("an x_max with the edge case")
+}
+
+/// The fixed-gate fine-tuning quantizer (spec §7.4) equals the decomposition with 0/1 gates of
+/// the same width, forward and backward (§1.8: only the last enabled stage then contributes to
+/// ∂L/∂x_max), up to rare one-step near-ties, except for direct rounding's ±2^(b−1) edge case,
+/// which it must keep.
+#[test]
+fn fixed_quantizer_matches_the_decomposition_at_its_width() {
+    let mask = [1.0, 0.0, 1.0, 1.0];
+    let n = 400;
+    for (bits, gates) in EVAL_GATES {
+        for signed in [false, true] {
+            for x_max in [0.7f32, 1.3, 2.9] {
+                let x: Vec<f32> = (0..n)
+                    .map(|i| x_max * 1.5 * ((i as f32 * 0.618_034).fract() * 2.0 - 1.0))
+                    .collect();
+                let dy: Vec<f32> = (0..n).map(|i| ((i * 7 % 13) as f32 - 6.0) / 6.0).collect();
+                let fixed = fixed_quantize(&x, x_max, signed, bits, Some(&mask));
+                let bb = quantize(&x, x_max, signed, gates, Some(&mask));
+                let what = format!("{bits} bits, signed {signed}, x_max {x_max}");
+                // Float near-ties may differ by one step from 8 bits on (spec §1.7), rarely.
+                let step = scales(x_max, signed)[stage_of_bits(bits).unwrap()];
+                let mut near_ties = 0;
+                for (i, (f, b)) in fixed.iter().zip(&bb).enumerate() {
+                    let diff = (f - b).abs();
+                    assert!(
+                        diff <= step.max(1e-6 * x_max) * 1.001,
+                        "{what}: x[{i}] = {}: {f} vs {b}",
+                        x[i]
+                    );
+                    near_ties += usize::from(diff > 1e-6 * x_max);
+                }
+                assert!(
+                    near_ties <= if bits <= 4 { 0 } else { n / 100 },
+                    "{what}: {near_ties} near-ties"
+                );
+                let fg = fixed_quantize_backward(&x, &dy, x_max, signed, bits, Some(&mask));
+                let bg = quantize_backward(&x, &dy, x_max, signed, gates, Some(&mask));
+                assert_eq!(fg.dx, bg.dx, "{what}: dx");
+                // At 32 bits x_c/s32 is beyond float32 integer precision: its δ is noise.
+                if bits < 32 {
+                    assert!(
+                        (fg.dx_max - bg.dx_max).abs() <= 1e-4 * (1.0 + bg.dx_max.abs()),
+                        "{what}: dx_max {} vs {}",
+                        fg.dx_max,
+                        bg.dx_max
+                    );
+                }
+                assert!(
+                    fixed[n / 4..n / 2].iter().all(|&v| v == 0.0),
+                    "{what}: mask"
+                );
+            }
+        }
+    }
+    // Direct rounding reaches 2^(b−1) where the decomposition stays on the symmetric grid.
+    for (bits, gates) in &EVAL_GATES[1..4] {
+        let x_max = edge_x_max(*bits);
+        let s = scales(x_max, true)[stage_of_bits(*bits).unwrap()];
+        let top = (1u32 << (bits - 1)) as f32;
+        assert_eq!(
+            fixed_quantize(&[2.0 * x_max], x_max, true, *bits, None),
+            [s * top]
+        );
+        assert_eq!(
+            fixed_quantize(&[-2.0 * x_max], x_max, true, *bits, None),
+            [-s * top]
+        );
+        let bb = quantize(&[2.0 * x_max], x_max, true, *gates, None)[0];
+        assert!(bb < s * top, "{bits} bits: {bb}");
+    }
+    assert_eq!(stage_of_bits(3), None);
+}

@@ -6,8 +6,11 @@
 mod common;
 
 use bayesian_bits::data::{Augment, Dataset};
+use bayesian_bits::kernels::optim::Optimizer;
 use bayesian_bits::nn::Arch;
+use bayesian_bits::reference::layers::SgdConfig;
 use bayesian_bits::train::checkpoint::Checkpoint;
+use bayesian_bits::train::schedule::{MultiStep, Schedule};
 use bayesian_bits::train::{TrainConfig, Trainer};
 use common::gpu;
 use std::sync::Arc;
@@ -72,9 +75,65 @@ fn lenet_learns_far_above_chance() {
 
 #[test]
 fn resume_is_bit_identical_to_an_uninterrupted_run() {
+    assert_resume_is_bit_identical(config(2, 4));
+}
+
+/// SGD-Nesterov on the weights and a multistep decay after epoch 1 (spec §7.5): the momentum
+/// buffer and the gates' and ranges' Adam state are checkpointed, and resuming is exact.
+#[test]
+fn resume_with_sgd_and_multistep_is_bit_identical() {
+    let cfg = TrainConfig {
+        optimizer: Optimizer::Sgd(SgdConfig::NESTEROV),
+        schedule: Schedule::MultiStep(MultiStep::new(vec![1], 0.1).unwrap()),
+        lr_weights: 0.01,
+        ..config(2, 2)
+    };
+    let ckpt = assert_resume_is_bit_identical(cfg.clone());
+    let keys: Vec<&str> = ckpt.extra.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "adam.gates.m",
+            "adam.gates.v",
+            "adam.scales.m",
+            "adam.scales.v",
+            "sgd.weights.momentum_buffer"
+        ]
+    );
+    assert_eq!(ckpt.get_u64("sgd.weights.steps").unwrap(), Some(4));
+    assert!(ckpt.extra["sgd.weights.momentum_buffer"]
+        .data
+        .iter()
+        .any(|&b| b != 0.0));
+    // Resuming with another optimizer than the checkpoint's is refused, naming both.
+    let (train, test) = (synthetic(96, 3), synthetic(32, 4));
+    let adam = TrainConfig {
+        optimizer: Optimizer::Adam,
+        ..cfg
+    };
+    let err = Trainer::resume(
+        gpu(),
+        Arch::lenet5(),
+        adam,
+        train,
+        test,
+        Augment::None,
+        &ckpt,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("sgd state for the weights group") && err.contains("uses adam"),
+        "{err}"
+    );
+}
+
+/// Trains `cfg` for two epochs straight and again with a checkpoint round trip after the
+/// first; every tensor, extra and metadata entry must agree to the bit. Returns the final
+/// checkpoint.
+fn assert_resume_is_bit_identical(cfg: TrainConfig) -> Checkpoint {
     let g = gpu();
     let (train, test) = (synthetic(96, 3), synthetic(32, 4));
-    let cfg = config(2, 4);
     let mut straight = Trainer::new(
         g,
         Arch::lenet5(),
@@ -125,6 +184,7 @@ fn resume_is_bit_identical_to_an_uninterrupted_run() {
         assert_eq!(got.extra[name].data, t.data, "{name} differs after resume");
     }
     assert_eq!(got.metadata, want.metadata);
+    got
 }
 
 #[test]

@@ -6,16 +6,19 @@ pub mod exit;
 
 use bayesian_bits::data::{self, Augment, Dataset, Split};
 use bayesian_bits::gpu::Gpu;
+use bayesian_bits::kernels::optim::Optimizer;
 use bayesian_bits::nn::{Arch, Model};
 use bayesian_bits::quant::graph_relative_bops;
+use bayesian_bits::reference::layers::SgdConfig;
 use bayesian_bits::train::checkpoint::Checkpoint;
 use bayesian_bits::train::metrics::layer_gates;
 use bayesian_bits::train::report::{
     format_table_with_flips, plot_svg, redraw, EpochReport, MetricsLog, Report,
 };
+use bayesian_bits::train::schedule::{MultiStep, Schedule};
 use bayesian_bits::train::trainer::layer_reports;
 use bayesian_bits::train::{TrainConfig, Trainer};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::error::Error;
 use std::path::{Path, PathBuf};
@@ -102,6 +105,15 @@ enum Command {
     },
 }
 
+/// The `--optimizer` of the weights group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum WeightsOptimizer {
+    /// Adam (the paper's MNIST and CIFAR-10 recipe).
+    Adam,
+    /// SGD with momentum (the ImageNet recipe).
+    Sgd,
+}
+
 #[derive(Args)]
 struct TrainArgs {
     /// Dataset directory (downloaded there when empty).
@@ -123,6 +135,25 @@ struct TrainArgs {
     /// Learning rate of weights, biases and BN parameters.
     #[arg(long)]
     lr_weights: Option<f32>,
+    /// Optimizer of weights, biases and BN parameters; gates and ranges always use Adam.
+    #[arg(long, value_enum, default_value_t = WeightsOptimizer::Adam)]
+    optimizer: WeightsOptimizer,
+    /// SGD momentum [default: 0.9].
+    #[arg(long)]
+    momentum: Option<f64>,
+    /// SGD with Nesterov momentum [default: true].
+    #[arg(long)]
+    nesterov: Option<bool>,
+    /// SGD weight decay [default: 0].
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// Multistep decay of all three learning rates by --gamma after these epochs, e.g. 10,20
+    /// (replaces the paper's linear decay of the weights rate).
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    milestones: Option<Vec<u32>>,
+    /// Decay factor of --milestones.
+    #[arg(long, requires = "milestones", default_value_t = 0.1)]
+    gamma: f64,
     /// Learning rate of the gate logits.
     #[arg(long)]
     lr_gates: Option<f32>,
@@ -162,13 +193,38 @@ struct TrainArgs {
 }
 
 impl TrainArgs {
-    fn config(&self, defaults: &TrainConfig) -> TrainConfig {
+    fn config(&self, defaults: &TrainConfig) -> Result<TrainConfig, Box<dyn Error>> {
         let d = defaults.clone();
-        TrainConfig {
+        let sgd_flags = self.momentum.is_some() || self.nesterov.is_some();
+        let optimizer = match self.optimizer {
+            WeightsOptimizer::Adam if sgd_flags || self.weight_decay.is_some() => {
+                return Err("--momentum, --nesterov and --weight-decay need --optimizer sgd".into())
+            }
+            WeightsOptimizer::Adam => d.optimizer,
+            WeightsOptimizer::Sgd => {
+                let sgd = SgdConfig {
+                    momentum: self.momentum.unwrap_or(0.9),
+                    nesterov: self.nesterov.unwrap_or(true),
+                    weight_decay: self.weight_decay.unwrap_or(0.0),
+                };
+                // Refuse before loading any data.
+                if let Some(problem) = sgd.problem() {
+                    return Err(problem.into());
+                }
+                Optimizer::Sgd(sgd)
+            }
+        };
+        let schedule = match &self.milestones {
+            Some(m) => Schedule::MultiStep(MultiStep::new(m.clone(), self.gamma)?),
+            None => d.schedule,
+        };
+        Ok(TrainConfig {
             epochs: self.epochs.unwrap_or(d.epochs),
             batch_size: self.batch_size.unwrap_or(d.batch_size),
             mu: self.mu.unwrap_or(d.mu),
             lr_weights: self.lr_weights.unwrap_or(d.lr_weights),
+            optimizer,
+            schedule,
             lr_gates: self.lr_gates.unwrap_or(d.lr_gates),
             lr_scales: self.lr_scales.unwrap_or(d.lr_scales),
             seed: self.seed.unwrap_or(d.seed),
@@ -179,7 +235,7 @@ impl TrainArgs {
             prune_logit: self.prune_logit.unwrap_or(d.prune_logit),
             max_steps_per_epoch: self.max_steps_per_epoch.or(d.max_steps_per_epoch),
             log_every: self.log_every.unwrap_or(d.log_every),
-        }
+        })
     }
 }
 
@@ -251,7 +307,7 @@ pub fn main(mut exp: Experiment) -> Result<(), Box<dyn Error>> {
 }
 
 fn train(exp: &Experiment, args: &TrainArgs) -> Result<(), Box<dyn Error>> {
-    let cfg = args.config(&exp.defaults);
+    let cfg = args.config(&exp.defaults)?;
     let gpu = gpu(&args.adapter)?;
     let mut sets = load(exp, &args.data, args.offline, &[Split::Train, Split::Test])?;
     let (test_set, train_set) = (

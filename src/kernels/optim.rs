@@ -1,15 +1,18 @@
-//! Launcher of `shaders/optim.wgsl`: Adam over a whole packed parameter group per dispatch.
+//! Launcher of `shaders/optim.wgsl`: Adam or SGD over a whole packed parameter group per
+//! dispatch.
 //!
 //! A [`ParamArena`] lays the tensors of one optimiser group (spec §4.2: weights, gates or
 //! scales) out contiguously, each starting at a multiple of the device's
-//! `min_storage_buffer_offset_alignment`; [`ParamArena::build`] allocates the group's four
-//! buffers (parameters, gradients, first and second moments) as an [`AdamGroup`]. Kernels bind
-//! one tensor of the group with [`AdamGroup::param`] / [`AdamGroup::grad`], and
-//! [`AdamGroup::step`] updates every tensor of the group in one dispatch. Padding between
-//! tensors keeps zero parameters, gradients and moments, which Adam leaves at zero.
+//! `min_storage_buffer_offset_alignment`; [`ParamArena::build`] allocates the group's buffers
+//! (parameters, gradients and the [`Optimizer`]'s state, Adam's first and second moments by
+//! default) as an [`AdamGroup`]; [`AdamGroup::set_optimizer`] switches it to SGD (spec §7.4,
+//! §7.5). Kernels bind one tensor of the group with [`AdamGroup::param`] /
+//! [`AdamGroup::grad`], and [`AdamGroup::step`] updates every tensor of the group in one
+//! dispatch. Padding between tensors keeps zero parameters, gradients and state, which both
+//! optimisers leave at zero.
 
 use crate::gpu::{Binding, Gpu, PipelineKey, Shader, Tensor};
-use crate::reference::layers::{ADAM_BETA1, ADAM_BETA2, ADAM_EPS};
+use crate::reference::layers::{SgdConfig, ADAM_BETA1, ADAM_BETA2, ADAM_EPS};
 use crate::{Error, Result};
 
 /// The optimiser module.
@@ -30,8 +33,44 @@ pub static ADAM: PipelineKey = PipelineKey {
     entry: "adam",
     constants: &[("PER_THREAD", PER_THREAD)],
 };
+/// One SGD step over a packed group.
+pub static SGD: PipelineKey = PipelineKey {
+    shader: &SHADER,
+    entry: "sgd",
+    constants: &[("PER_THREAD", PER_THREAD)],
+};
 /// Every pipeline of this module.
-pub static PIPELINES: [&PipelineKey; 1] = [&ADAM];
+pub static PIPELINES: [&PipelineKey; 2] = [&ADAM, &SGD];
+
+/// The optimiser of one parameter group.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum Optimizer {
+    /// Adam with PyTorch's defaults (spec §4.2): every group of the paper's MNIST and CIFAR-10
+    /// recipes.
+    #[default]
+    Adam,
+    /// SGD (PyTorch semantics): the weights optimizer of the ImageNet recipe (spec §7.5).
+    Sgd(SgdConfig),
+}
+
+impl Optimizer {
+    /// Short name, as in checkpoint keys (`adam`, `sgd`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Optimizer::Adam => "adam",
+            Optimizer::Sgd(_) => "sgd",
+        }
+    }
+
+    /// Names of the state buffers, in the order of [`AdamGroup::moments`]: PyTorch's
+    /// `exp_avg`, `exp_avg_sq` as `m`, `v` for Adam, `momentum_buffer` for SGD.
+    pub fn buffer_names(&self) -> &'static [&'static str] {
+        match self {
+            Optimizer::Adam => &["m", "v"],
+            Optimizer::Sgd(_) => &["momentum_buffer"],
+        }
+    }
+}
 
 /// `struct AdamParams` in the shader.
 #[repr(C)]
@@ -47,6 +86,19 @@ struct AdamParams {
     one_minus_beta2: f32,
     eps: f32,
     _pad: [u32; 3],
+}
+
+/// `struct SgdParams` in the shader.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct SgdParams {
+    len: u32,
+    lr: f32,
+    momentum: f32,
+    weight_decay: f32,
+    first: u32,
+    nesterov: u32,
+    _pad: [u32; 2],
 }
 
 /// Where one tensor lies in its group's packed buffers (in 32-bit words).
@@ -136,27 +188,51 @@ impl ParamArena {
             limit: u64::from(u32::MAX),
         })?;
         let shape = [self.len];
+        let (state, uniform) = optimizer_state(gpu, label, Optimizer::Adam, self.len)?;
         Ok(AdamGroup {
             grid: gpu.grid(OP, len.div_ceil(WORKGROUP * PER_THREAD))?,
             params: gpu.zeros(&format!("{label} params"), &shape)?,
             grads: gpu.zeros(&format!("{label} grads"), &shape)?,
-            m: gpu.zeros(&format!("{label} adam m"), &shape)?,
-            v: gpu.zeros(&format!("{label} adam v"), &shape)?,
-            uniform: gpu.uniform(OP, &AdamParams::default()),
+            optimizer: Optimizer::Adam,
+            state,
+            uniform,
+            label: label.to_string(),
             len,
             steps: 0,
         })
     }
 }
 
-/// One optimiser group's packed parameters, gradients and Adam moments.
+/// Zeroed state buffers of `optimizer` for a group of `len` words, and its uniform.
+fn optimizer_state(
+    gpu: &Gpu,
+    label: &str,
+    optimizer: Optimizer,
+    len: usize,
+) -> Result<(Vec<Tensor>, wgpu::Buffer)> {
+    let state = optimizer
+        .buffer_names()
+        .iter()
+        .map(|b| gpu.zeros(&format!("{label} {} {b}", optimizer.name()), &[len]))
+        .collect::<Result<_>>()?;
+    let uniform = match optimizer {
+        Optimizer::Adam => gpu.uniform(label, &AdamParams::default()),
+        Optimizer::Sgd(_) => gpu.uniform(label, &SgdParams::default()),
+    };
+    Ok((state, uniform))
+}
+
+/// One optimiser group's packed parameters, gradients and optimiser state (named for Adam,
+/// its default).
 #[derive(Debug)]
 pub struct AdamGroup {
     params: Tensor,
     grads: Tensor,
-    m: Tensor,
-    v: Tensor,
+    optimizer: Optimizer,
+    /// The optimiser's buffers, as [`Optimizer::buffer_names`].
+    state: Vec<Tensor>,
     uniform: wgpu::Buffer,
+    label: String,
     grid: [u32; 3],
     len: u32,
     steps: u32,
@@ -202,9 +278,35 @@ impl AdamGroup {
         &self.grads
     }
 
-    /// The first and second moment buffers.
-    pub fn moments(&self) -> [&Tensor; 2] {
-        [&self.m, &self.v]
+    /// The optimiser's state buffers, in the order of [`Optimizer::buffer_names`] (Adam: first
+    /// and second moments; SGD: the momentum buffer).
+    pub fn moments(&self) -> Vec<&Tensor> {
+        self.state.iter().collect()
+    }
+
+    /// The group's optimiser.
+    pub fn optimizer(&self) -> Optimizer {
+        self.optimizer
+    }
+
+    /// Switches the group to `optimizer` with fresh state: zeroed buffers and no step taken, as
+    /// a new PyTorch optimizer (e.g. the fine-tuning phase of spec §7.4). Parameters and
+    /// gradients are kept. Fails on settings PyTorch refuses ([`SgdConfig::problem`]).
+    pub fn set_optimizer(&mut self, gpu: &Gpu, optimizer: Optimizer) -> Result<()> {
+        if let Some(msg) = match optimizer {
+            Optimizer::Sgd(cfg) => cfg.problem(),
+            Optimizer::Adam => None,
+        } {
+            return Err(Error::InvalidArgument {
+                op: "AdamGroup::set_optimizer",
+                msg,
+            });
+        }
+        (self.state, self.uniform) =
+            optimizer_state(gpu, &self.label, optimizer, self.len as usize)?;
+        self.optimizer = optimizer;
+        self.steps = 0;
+        Ok(())
     }
 
     /// Queues new values for one tensor of the parameter buffer.
@@ -235,9 +337,9 @@ impl AdamGroup {
         self.steps = steps;
     }
 
-    /// Records one Adam step at learning rate `lr` over the whole group, with the gradients
-    /// currently in [`AdamGroup::grads`]. The step's constants are queued with
-    /// `Queue::write_buffer`, so record at most one step per submission.
+    /// Records one step of the group's optimiser at learning rate `lr` over the whole group,
+    /// with the gradients currently in [`AdamGroup::grads`]. The step's constants are queued
+    /// with `Queue::write_buffer`, so record at most one step per submission.
     pub fn step(&mut self, gpu: &Gpu, encoder: &mut wgpu::CommandEncoder, lr: f32) -> Result<()> {
         const OP: &str = "AdamGroup::step";
         if !lr.is_finite() {
@@ -249,10 +351,26 @@ impl AdamGroup {
         let t = self.steps.checked_add(1).filter(|&t| t <= i32::MAX as u32);
         let t = t.ok_or(Error::Limit {
             op: OP,
-            what: "Adam steps",
+            what: "optimizer steps",
             value: u64::from(self.steps) + 1,
             limit: i32::MAX as u64,
         })?;
+        match self.optimizer {
+            Optimizer::Adam => self.record_adam(gpu, encoder, lr, t)?,
+            Optimizer::Sgd(cfg) => self.record_sgd(gpu, encoder, lr, &cfg)?,
+        }
+        self.steps = t;
+        Ok(())
+    }
+
+    /// Adam step `t` (1-based).
+    fn record_adam(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        lr: f32,
+        t: u32,
+    ) -> Result<()> {
         let params = AdamParams {
             len: self.len,
             lr,
@@ -271,11 +389,37 @@ impl AdamGroup {
             (0, Binding::whole(&self.uniform)),
             (1, Binding::from(&self.params)),
             (2, Binding::from(&self.grads)),
-            (3, Binding::from(&self.m)),
-            (4, Binding::from(&self.v)),
+            (3, Binding::from(&self.state[0])),
+            (4, Binding::from(&self.state[1])),
         ];
-        gpu.dispatch(encoder, &ADAM, &bindings, self.grid)?;
-        self.steps = t;
-        Ok(())
+        gpu.dispatch(encoder, &ADAM, &bindings, self.grid)
+    }
+
+    /// SGD step; the momentum buffer starts as a copy of the first step's update direction.
+    fn record_sgd(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        lr: f32,
+        cfg: &SgdConfig,
+    ) -> Result<()> {
+        let params = SgdParams {
+            len: self.len,
+            lr,
+            momentum: cfg.momentum as f32,
+            weight_decay: cfg.weight_decay as f32,
+            first: u32::from(self.steps == 0),
+            nesterov: u32::from(cfg.nesterov),
+            _pad: [0; 2],
+        };
+        gpu.queue()
+            .write_buffer(&self.uniform, 0, bytemuck::bytes_of(&params));
+        let bindings = [
+            (5, Binding::whole(&self.uniform)),
+            (1, Binding::from(&self.params)),
+            (2, Binding::from(&self.grads)),
+            (3, Binding::from(&self.state[0])),
+        ];
+        gpu.dispatch(encoder, &SGD, &bindings, self.grid)
     }
 }

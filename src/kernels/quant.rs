@@ -1,7 +1,9 @@
-//! Launchers of `shaders/quant.wgsl`: gate sampling, fused quantizer forward and backward.
+//! Launchers of `shaders/quant.wgsl`: gate sampling, fused quantizer forward and backward, and
+//! the fixed-gate fine-tuning quantizer of spec §7.4 ([`FixedQuant`]).
 
 use crate::gpu::{Binding, Gpu, PipelineKey, Shader};
-use crate::Result;
+use crate::reference::quant::stage_of_bits;
+use crate::{Error, Result};
 
 /// The quantizer module, with the shared per-element functions prepended.
 pub static SHADER: Shader = Shader {
@@ -46,12 +48,33 @@ pub static BACKWARD_FINALIZE: PipelineKey = PipelineKey {
     entry: "backward_finalize",
     constants: &[],
 };
+/// Fixed-gate quantizer forward.
+pub static FIXED_FORWARD: PipelineKey = PipelineKey {
+    shader: &SHADER,
+    entry: "fixed_forward",
+    constants: &[("PER_THREAD", PER_THREAD)],
+};
+/// Fixed-gate quantizer backward level 1: dx and per-workgroup partial sums of ∂L/∂x_max.
+pub static FIXED_BACKWARD_PARTIALS: PipelineKey = PipelineKey {
+    shader: &SHADER,
+    entry: "fixed_backward_partials",
+    constants: &[("PER_THREAD", PER_THREAD)],
+};
+/// Fixed-gate quantizer backward level 2: ∂L/∂x_max in a fixed order.
+pub static FIXED_BACKWARD_FINALIZE: PipelineKey = PipelineKey {
+    shader: &SHADER,
+    entry: "fixed_backward_finalize",
+    constants: &[],
+};
 /// Every pipeline of this module.
-pub static PIPELINES: [&PipelineKey; 4] = [
+pub static PIPELINES: [&PipelineKey; 7] = [
     &SAMPLE_GATES,
     &FORWARD,
     &BACKWARD_PARTIALS,
     &BACKWARD_FINALIZE,
+    &FIXED_FORWARD,
+    &FIXED_BACKWARD_PARTIALS,
+    &FIXED_BACKWARD_FINALIZE,
 ];
 
 /// Per-quantizer constants (`struct QuantParams` in the shader).
@@ -184,4 +207,158 @@ pub fn backward(
     ];
     gpu.dispatch(encoder, &BACKWARD_FINALIZE, &bindings, [1, 1, 1])?;
     Ok(())
+}
+
+/// `struct FixedParams` in the shader.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct FixedParams {
+    len: u32,
+    mask_channels: u32,
+    channel_len: u32,
+    signed: u32,
+    stage: u32,
+    num_partials: u32,
+    _pad: [u32; 2],
+}
+
+/// The fixed-gate fine-tuning quantizer of one tensor (spec §7.4): a fixed bit width b, a
+/// learned x_max, the BB quantizer's signedness and an optional fixed 0/1 mask per output
+/// channel (axis 0). Forward `y = mask[c] · s_b · rne(clip(x) / s_b)` with the clip and step
+/// chain of the BB quantizer and direct rounding (spec §1.7); straight-through backward with
+/// ∂L/∂x and ∂L/∂x_max (a deterministic two-level sum). Mirrors
+/// [`crate::reference::quant::fixed_quantize`] and its backward.
+#[derive(Debug)]
+pub struct FixedQuant {
+    uniform: wgpu::Buffer,
+    num_partials: u32,
+    mask_channels: u32,
+}
+
+/// Buffers of a [`FixedQuant`] step besides the activations.
+#[derive(Clone, Copy, Debug)]
+pub struct FixedBuffers<'a> {
+    /// `[x_max]`.
+    pub x_max: Binding<'a>,
+    /// One 0/1 value per output channel; `None` without a mask.
+    pub mask: Option<Binding<'a>>,
+    /// Scratch of [`FixedQuant::partials_len`] words.
+    pub partials: Binding<'a>,
+    /// `[∂L/∂x_max]`, written by the backward pass.
+    pub x_max_grad: Binding<'a>,
+}
+
+impl FixedQuant {
+    /// A quantizer of `len` elements at `bits` (2, 4, 8, 16 or 32) with `mask_channels`
+    /// mask values (0: no mask; otherwise it must divide `len`).
+    pub fn new(
+        gpu: &Gpu,
+        len: usize,
+        bits: u32,
+        signed: bool,
+        mask_channels: usize,
+    ) -> Result<Self> {
+        const OP: &str = "FixedQuant::new";
+        let stage = stage_of_bits(bits).ok_or_else(|| Error::InvalidArgument {
+            op: OP,
+            msg: format!("bit width {bits} is not one of 2, 4, 8, 16, 32"),
+        })?;
+        if len == 0 || (mask_channels > 0 && !len.is_multiple_of(mask_channels)) {
+            return Err(Error::Shape {
+                op: OP,
+                expected: "a non-empty tensor whose length the mask channels divide".into(),
+                actual: format!("{len} elements, {mask_channels} mask channels"),
+            });
+        }
+        let len = u32::try_from(len).map_err(|_| Error::Limit {
+            op: OP,
+            what: "elements",
+            value: len as u64,
+            limit: u64::from(u32::MAX),
+        })?;
+        let num_partials = len.div_ceil(SLICE_LEN);
+        let mask_channels = mask_channels as u32;
+        let params = FixedParams {
+            len,
+            mask_channels,
+            channel_len: len.checked_div(mask_channels).unwrap_or(len),
+            signed: u32::from(signed),
+            stage: stage as u32,
+            num_partials,
+            _pad: [0; 2],
+        };
+        Ok(Self {
+            uniform: gpu.constant_uniform(&params),
+            num_partials,
+            mask_channels,
+        })
+    }
+
+    /// Words of the `partials` scratch buffer.
+    pub fn partials_len(&self) -> usize {
+        self.num_partials as usize
+    }
+
+    /// The mask binding, checked against the construction. Without a mask `x` is bound in
+    /// its place: the shader never reads it then, and a binding must still be present.
+    fn mask<'a>(&self, b: &FixedBuffers<'a>, x: Binding<'a>) -> Result<Binding<'a>> {
+        match (b.mask, self.mask_channels) {
+            (Some(m), c) if c > 0 => Ok(m),
+            (None, 0) => Ok(x),
+            (m, c) => Err(Error::InvalidArgument {
+                op: "FixedQuant",
+                msg: format!(
+                    "built with {c} mask channels but {} mask",
+                    if m.is_some() { "given a" } else { "given no" }
+                ),
+            }),
+        }
+    }
+
+    /// Records `y = mask · s_b · rne(clip(x) / s_b)`.
+    pub fn forward(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        b: &FixedBuffers,
+        x: Binding,
+        y: Binding,
+    ) -> Result<()> {
+        let grid = gpu.grid("fixed quantizer forward", self.num_partials)?;
+        let bindings = [
+            (13, Binding::whole(&self.uniform)),
+            (2, b.x_max),
+            (14, self.mask(b, x)?),
+            (6, x),
+            (7, y),
+        ];
+        gpu.dispatch(encoder, &FIXED_FORWARD, &bindings, grid)
+    }
+
+    /// Records the straight-through backward for upstream gradient `dy`: `dx`, then
+    /// `x_max_grad`. Deterministic: fixed-order reductions, no atomics.
+    pub fn backward(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        b: &FixedBuffers,
+        x: Binding,
+        dy: Binding,
+        dx: Binding,
+    ) -> Result<()> {
+        let grid = gpu.grid("fixed quantizer backward", self.num_partials)?;
+        let uniform = Binding::whole(&self.uniform);
+        let bindings = [
+            (13, uniform),
+            (2, b.x_max),
+            (14, self.mask(b, x)?),
+            (6, x),
+            (7, dx),
+            (8, dy),
+            (9, b.partials),
+        ];
+        gpu.dispatch(encoder, &FIXED_BACKWARD_PARTIALS, &bindings, grid)?;
+        let bindings = [(13, uniform), (9, b.partials), (10, b.x_max_grad)];
+        gpu.dispatch(encoder, &FIXED_BACKWARD_FINALIZE, &bindings, [1, 1, 1])
+    }
 }

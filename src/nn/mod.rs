@@ -4,4 +4,4 @@
 pub mod model;
 
 pub use crate::spec::{Arch, LayerKind, LayerSpec};
-pub use model::{LearningRates, Model, StepConfig};
+pub use model::{LearningRates, Model, OptimizerState, StepConfig};

@@ -6,8 +6,8 @@
 //! raw W, batch statistics] → fused epilogue (bias or BN correction, ReLU, activation
 //! quantizer) → [max-pool]; then softmax cross-entropy; backward in reverse — activation
 //! quantizer → epilogue → [BN: both convolutions, statistics, folding] → weight quantizer
-//! (+μ·∂R/∂ℓ) → conv/linear data and weight gradients; [BN: running-stat update]; then one Adam
-//! dispatch per parameter group.
+//! (+μ·∂R/∂ℓ) → conv/linear data and weight gradients; [BN: running-stat update]; then one
+//! optimiser dispatch per parameter group (Adam, or SGD for the weights group, spec §7.5).
 
 use crate::gpu::{Gpu, Tensor};
 use crate::kernels::bn::{BnBackward, BnBindings, FoldBackward, FoldedBn};
@@ -19,7 +19,7 @@ use crate::kernels::epilogue::{
 };
 use crate::kernels::gemm::{self, GemmShape, Variant};
 use crate::kernels::loss::{MetricValues, Metrics, SoftmaxCrossEntropy};
-use crate::kernels::optim::{AdamGroup, ParamArena, ParamSlice};
+use crate::kernels::optim::{AdamGroup, Optimizer, ParamArena, ParamSlice};
 use crate::kernels::pool::{AvgPool2d, MaxPool2d};
 use crate::quant::{Quantizer, QuantizerConfig, QuantizerState, QuantizerStorage, StepState};
 use crate::reference::model::{self as reference, Group, Params, QuantizerInfo};
@@ -46,19 +46,28 @@ enum Store {
 
 impl Store {
     const ALL: [Store; 4] = [Store::Weights, Store::Gates, Store::Scales, Store::Buffers];
+
+    /// The optimizer group's name (`weights`, `gates`, `scales`).
+    fn group_name(self) -> String {
+        format!("{self:?}").to_lowercase()
+    }
 }
 
-/// Adam moments and step count of one parameter group (`weights`, `gates` or `scales`).
+/// The stores an optimizer steps.
+const OPTIMIZED: [Store; 3] = [Store::Weights, Store::Gates, Store::Scales];
+
+/// Optimizer state of one parameter group (`weights`, `gates` or `scales`), for checkpoints.
 #[derive(Clone, Debug, PartialEq)]
-pub struct AdamState {
+pub struct OptimizerState {
     /// Group name.
     pub group: String,
+    /// The group's optimizer (its kind names the buffers; its settings are not state).
+    pub optimizer: Optimizer,
     /// Steps taken.
     pub steps: u32,
-    /// First moments, packed as the group's buffer.
-    pub m: Vec<f32>,
-    /// Second moments.
-    pub v: Vec<f32>,
+    /// The optimizer's buffers, packed as the group's buffer, in the order of
+    /// [`Optimizer::buffer_names`] (Adam: m, v; SGD: the momentum buffer).
+    pub buffers: Vec<Vec<f32>>,
 }
 
 /// What [`Model::snapshot_async`] reads back in one round trip.
@@ -690,11 +699,10 @@ impl Model {
         let mut enc = gpu.encoder("training step");
         self.record_forward(gpu, &mut enc, n, true)?;
         self.record_backward(gpu, &mut enc, n)?;
-        for (store, lr) in [
-            (Store::Weights, cfg.lr.weights),
-            (Store::Gates, cfg.lr.gates),
-            (Store::Scales, cfg.lr.scales),
-        ] {
+        for (store, lr) in OPTIMIZED
+            .into_iter()
+            .zip([cfg.lr.weights, cfg.lr.gates, cfg.lr.scales])
+        {
             self.stores
                 .get_mut(&store)
                 .expect("optimizer group")
@@ -1054,47 +1062,71 @@ impl Model {
         Ok(out)
     }
 
-    /// Adam state of the three groups, for checkpoints. **Blocking.**
-    pub fn optimizer_state(&self, gpu: &Gpu) -> Result<Vec<AdamState>> {
-        let mut out = Vec::new();
-        for (store, group) in &self.stores {
-            if *store == Store::Buffers {
-                continue;
-            }
-            let [m, v] = group.moments();
-            let mut words = gpu.read_blocking(&[m, v])?;
-            let v = words.pop().expect("v");
-            out.push(AdamState {
-                group: format!("{store:?}").to_lowercase(),
-                steps: group.steps(),
-                m: words.pop().expect("m"),
-                v,
-            });
-        }
-        Ok(out)
+    /// The optimizer of each parameter group, by group name (`weights`, `gates`, `scales`).
+    pub fn optimizers(&self) -> Vec<(String, Optimizer)> {
+        OPTIMIZED
+            .iter()
+            .map(|s| (s.group_name(), self.stores[s].optimizer()))
+            .collect()
     }
 
-    /// Restores Adam state written by [`Model::optimizer_state`].
-    pub fn set_optimizer_state(&mut self, gpu: &Gpu, state: &[AdamState]) -> Result<()> {
-        for AdamState {
-            group: name,
-            steps,
-            m,
-            v,
-        } in state
-        {
-            let store = [Store::Weights, Store::Gates, Store::Scales]
+    /// Switches the weights group (weights, biases, BN γ and β) to `optimizer` with fresh
+    /// state; gates and ranges stay on Adam (spec §7.5). Call before the first step, or to
+    /// start a new phase.
+    pub fn set_weights_optimizer(&mut self, gpu: &Gpu, optimizer: Optimizer) -> Result<()> {
+        self.stores
+            .get_mut(&Store::Weights)
+            .expect("weights group")
+            .set_optimizer(gpu, optimizer)
+    }
+
+    /// Optimizer state of the three groups, for checkpoints. **Blocking.**
+    pub fn optimizer_state(&self, gpu: &Gpu) -> Result<Vec<OptimizerState>> {
+        let groups: Vec<&AdamGroup> = OPTIMIZED.iter().map(|s| &self.stores[s]).collect();
+        let tensors: Vec<&Tensor> = groups.iter().flat_map(|g| g.moments()).collect();
+        let mut words = gpu.read_blocking(&tensors)?.into_iter();
+        Ok(OPTIMIZED
+            .iter()
+            .zip(groups)
+            .map(|(store, group)| OptimizerState {
+                group: store.group_name(),
+                optimizer: group.optimizer(),
+                steps: group.steps(),
+                buffers: words.by_ref().take(group.moments().len()).collect(),
+            })
+            .collect())
+    }
+
+    /// Restores optimizer state written by [`Model::optimizer_state`]; each group must already
+    /// run the optimizer kind the state belongs to.
+    pub fn set_optimizer_state(&mut self, gpu: &Gpu, state: &[OptimizerState]) -> Result<()> {
+        const OP: &str = "Model::set_optimizer_state";
+        for st in state {
+            let store = OPTIMIZED
                 .into_iter()
-                .find(|s| format!("{s:?}").to_lowercase() == *name)
+                .find(|s| s.group_name() == st.group)
                 .ok_or_else(|| Error::InvalidArgument {
-                    op: "Model::set_optimizer_state",
-                    msg: format!("unknown optimizer group {name:?}"),
+                    op: OP,
+                    msg: format!("unknown optimizer group {:?}", st.group),
                 })?;
             let group = self.stores.get_mut(&store).expect("group");
-            let [tm, tv] = group.moments();
-            gpu.write(tm, m)?;
-            gpu.write(tv, v)?;
-            group.set_steps(*steps);
+            let have = group.optimizer();
+            if have.name() != st.optimizer.name() || st.buffers.len() != group.moments().len() {
+                return Err(Error::InvalidArgument {
+                    op: OP,
+                    msg: format!(
+                        "the {} group runs {} but the state is {} with {} buffers",
+                        st.group,
+                        have.name(),
+                        st.optimizer.name(),
+                        st.buffers.len()
+                    ),
+                });
+            }
+            for (tensor, data) in group.moments().into_iter().zip(&st.buffers) {
+                gpu.write(tensor, data)?;
+            }
+            group.set_steps(st.steps);
         }
         Ok(())
     }

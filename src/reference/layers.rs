@@ -11,8 +11,8 @@
 //!   instantiation (Adam, which is never differentiated, is `f32` only).
 //!
 //! Contents: [`gemm`] and the linear layer, the strided, grouped 2-D convolution, ReLU, max and
-//! average pooling, the residual add, folded batch norm (spec §5.2), softmax cross-entropy and
-//! Adam.
+//! average pooling, the residual add, folded batch norm (spec §5.2), softmax cross-entropy, Adam
+//! and SGD.
 
 use std::fmt::Debug;
 use std::ops::{Add, AddAssign, Div, Mul, Neg, Sub};
@@ -23,6 +23,7 @@ mod conv;
 mod linear;
 mod loss;
 mod pool;
+mod sgd;
 
 pub use adam::{AdamState, ADAM_BETA1, ADAM_BETA2, ADAM_EPS};
 pub use batch_norm::{
@@ -37,6 +38,7 @@ pub use pool::{
     maxpool2d_backward, maxpool2d_forward, maxpool2x2_backward, maxpool2x2_forward, relu_backward,
     relu_forward,
 };
+pub use sgd::{SgdConfig, SgdState};
 
 /// The scalar type of the reference: implemented for `f32` (what the GPU computes) and `f64`
 /// (what the finite-difference tests use).

@@ -225,6 +225,81 @@ pub fn quantize_backward(
     grads
 }
 
+/// The stage of bit width `bits` (2, 4, 8, 16 or 32) in [`STAGE_BITS`], `None` for any other.
+pub fn stage_of_bits(bits: u32) -> Option<usize> {
+    STAGE_BITS.iter().position(|&b| b == bits)
+}
+
+/// The fixed-gate fine-tuning quantizer (spec §7.4): `mask[c] · s_b · rne(x_c / s_b)` with the
+/// clip of [`clip`], `s_b` from the chain of [`scales`] and **direct** rounding: no integer
+/// clamp, so a signed clipped extreme may land on ±2^(b−1) (spec §1.7). `mask` holds one 0/1
+/// value per output channel (axis 0). Panics unless `bits` is one of [`STAGE_BITS`].
+pub fn fixed_quantize(
+    x: &[f32],
+    x_max: f32,
+    signed: bool,
+    bits: u32,
+    mask: Option<&[f32]>,
+) -> Vec<f32> {
+    let s = scales(x_max, signed)[stage_of_bits(bits).expect("fixed_quantize: bits")];
+    let per_channel = channel_len(x.len(), mask);
+    x.iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let y = s * (clip(v, x_max, signed).0 / s).round_ties_even();
+            mask.map_or(y, |m| m[i / per_channel] * y)
+        })
+        .collect()
+}
+
+/// Gradients of [`fixed_quantize`]'s straight-through backward.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FixedQuantGrads {
+    /// ∂L/∂x per element.
+    pub dx: Vec<f32>,
+    /// ∂L/∂x_max.
+    pub dx_max: f64,
+}
+
+/// Straight-through backward of [`fixed_quantize`] for upstream gradient `dy`: §1.8 with one
+/// stage, `∂L/∂x = G·m·1[inside]` and `∂L/∂x_max = Σ G·m·(c·κ + ρ·(k − x_c/s_b)·3/(2^b − 1))`
+/// (the mask is fixed and gets no gradient). The sum accumulates in f64.
+pub fn fixed_quantize_backward(
+    x: &[f32],
+    dy: &[f32],
+    x_max: f32,
+    signed: bool,
+    bits: u32,
+    mask: Option<&[f32]>,
+) -> FixedQuantGrads {
+    let stage = stage_of_bits(bits).expect("fixed_quantize_backward: bits");
+    let s = scales(x_max, signed)[stage];
+    let per_channel = channel_len(x.len(), mask);
+    let rho = if signed { 2.0 / 3.0 } else { 1.0 / 3.0 };
+    let mut grads = FixedQuantGrads {
+        dx: vec![0.0; x.len()],
+        dx_max: 0.0,
+    };
+    for (i, (&v, &g)) in x.iter().zip(dy).enumerate() {
+        let m = mask.map_or(1.0, |m| m[i / per_channel]);
+        let (clipped, region) = clip(v, x_max, signed);
+        if region == Region::Inside {
+            grads.dx[i] = g * m;
+        }
+        let kappa = match region {
+            Region::Above => 1.0,
+            Region::Below if signed => -1.0,
+            _ => 0.0,
+        };
+        let q = clipped / s;
+        let delta = f64::from(q.round_ties_even()) - f64::from(q);
+        let step_term = delta * STAGE_LEVELS[0] / STAGE_LEVELS[stage];
+        grads.dx_max +=
+            f64::from(g) * f64::from(m) * (f64::from(CLIP_SHRINK) * kappa + rho * step_term);
+    }
+    grads
+}
+
 fn sigmoid(v: f32) -> f32 {
     1.0 / (1.0 + (-v).exp())
 }

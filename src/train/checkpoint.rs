@@ -5,9 +5,11 @@
 //!   `state_dict` names and shapes ([`Arch::state_dict_shapes`]), e.g. `features.0.weight`
 //!   (OIHW), `features.0.weight_quantizer.quantizer.x_max` (`[1]`),
 //!   `features.0.weight_quantizer.quantizer.gamma_2` (`[C_out]`), `features.0.running_var`;
-//! * [`Checkpoint::extra`]: everything else a resumed run needs (Adam moments, …), stored in the
-//!   file under the prefix [`EXTRA_PREFIX`] (`_bayesian_bits.adam.weights.m` …) so that it can
-//!   never collide with a PyTorch name;
+//! * [`Checkpoint::extra`]: everything else a resumed run needs (the optimizers' state: Adam
+//!   moments, an SGD momentum buffer), stored in the file under the prefix [`EXTRA_PREFIX`]
+//!   (`_bayesian_bits.adam.weights.m`, `_bayesian_bits.sgd.weights.momentum_buffer` …) so that
+//!   it can never collide with a PyTorch name; each group's step count is the metadata entry
+//!   `adam.weights.steps` (or `sgd.weights.steps`, …);
 //! * [`Checkpoint::metadata`]: the safetensors string header: step, epoch, seed, model name and
 //!   the format version ([`STEP`], [`EPOCH`], [`SEED`], [`MODEL`], [`FORMAT_VERSION`]).
 //!

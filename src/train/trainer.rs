@@ -1,16 +1,17 @@
 //! The training procedure of spec §7.1 around a GPU [`Model`]: initialisation, range
-//! initialisation, epochs with the weights-only schedule, evaluation, checkpoints and resume.
+//! initialisation, epochs with the learning-rate schedule, evaluation, checkpoints and resume.
 
 use super::checkpoint::{Checkpoint, EPOCH, MODEL, SEED, STEP};
 use super::metrics::{layer_gates, StepMetrics};
 use super::report::{EpochReport, LayerReport};
-use super::schedule::LrSchedule;
+use super::schedule::Schedule;
 use super::{Result, TrainError};
 use crate::data::{Augment, Batcher, Dataset, Prefetcher};
 use crate::gpu::Gpu;
 use crate::kernels::loss::MetricValues;
-use crate::nn::model::{AdamState, Snapshot};
-use crate::nn::{Arch, LearningRates, Model, StepConfig};
+use crate::kernels::optim::Optimizer;
+use crate::nn::model::Snapshot;
+use crate::nn::{Arch, LearningRates, Model, OptimizerState, StepConfig};
 use crate::quant::{graph_relative_bops, QuantizerState};
 use crate::reference::model::{self as reference, InitConfig};
 use crate::Error;
@@ -52,7 +53,7 @@ struct Sums {
 /// Hyper-parameters of a run; the constructors give the paper's recipes (spec §7.2, §7.3).
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainConfig {
-    /// Epochs E (also sets the schedule's milestone K = int(2E/3)).
+    /// Epochs E (also sets the linear tail's milestone K = int(2E/3)).
     pub epochs: u32,
     /// Images per training step.
     pub batch_size: usize,
@@ -60,6 +61,10 @@ pub struct TrainConfig {
     pub mu: f32,
     /// Base learning rate of weights, biases and BN parameters (scheduled).
     pub lr_weights: f32,
+    /// Optimizer of the weights group (gates and ranges always use Adam, spec §7.5).
+    pub optimizer: Optimizer,
+    /// Learning-rate schedule.
+    pub schedule: Schedule,
     /// Learning rate of the gate logits.
     pub lr_gates: f32,
     /// Learning rate of the ranges.
@@ -84,6 +89,8 @@ impl TrainConfig {
             batch_size: 128,
             mu: 0.1,
             lr_weights: 1e-3,
+            optimizer: Optimizer::Adam,
+            schedule: Schedule::LinearTail,
             lr_gates: 1e-3,
             lr_scales: 1e-3,
             seed: 0,
@@ -130,14 +137,11 @@ pub struct Trainer {
     train: Arc<Dataset>,
     test: Arc<Dataset>,
     augment: Augment,
-    schedule: LrSchedule,
     /// Epochs completed.
     epoch: u32,
     /// Training steps completed (the next step's noise counter is `step + 1`).
     step: u32,
 }
-
-const OPTIMIZER_GROUPS: [&str; 3] = ["weights", "gates", "scales"];
 
 impl Trainer {
     /// Initialises a model as the official code does (PyTorch default initialisation, then
@@ -165,10 +169,9 @@ impl Trainer {
                 msg: "the training set is empty".into(),
             })?;
         reference::range_init(&arch, &mut params, &first.images, first.n, cfg.seed);
-        let model = Model::new(gpu, arch.clone(), cfg.batch_size, &params)?;
+        let model = build_model(gpu, &arch, &cfg, &params)?;
         Ok(Self {
             gpu: gpu.clone(),
-            schedule: LrSchedule::new(cfg.epochs),
             arch,
             cfg,
             model,
@@ -180,8 +183,9 @@ impl Trainer {
         })
     }
 
-    /// Continues a run from a checkpoint written by [`Trainer::checkpoint`]: parameters, Adam
-    /// state, epoch and step, so the run proceeds exactly as if uninterrupted.
+    /// Continues a run from a checkpoint written by [`Trainer::checkpoint`]: parameters,
+    /// optimizer state, epoch and step, so the run proceeds exactly as if uninterrupted.
+    /// `cfg.optimizer` must be the kind the checkpoint's state was written with.
     pub fn resume(
         gpu: &Gpu,
         arch: Arch,
@@ -199,20 +203,32 @@ impl Trainer {
             .iter()
             .map(|(k, v)| (k.clone(), v.data.clone()))
             .collect();
-        let mut model = Model::new(gpu, arch.clone(), cfg.batch_size, &params)?;
+        let mut model = build_model(gpu, &arch, &cfg, &params)?;
         let mut state = Vec::new();
-        for g in OPTIMIZER_GROUPS {
-            let get = |what: &str| {
-                ckpt.get_extra(&format!("adam.{g}.{what}"))
-                    .map(|t| t.data.clone())
-            };
-            if let (Some(m), Some(v)) = (get("m"), get("v")) {
-                let steps = ckpt.get_u64(&format!("adam.{g}.steps"))?.unwrap_or(0) as u32;
-                state.push(AdamState {
-                    group: g.to_string(),
+        for (group, optimizer) in model.optimizers() {
+            if let Some(other) = other_optimizer_state(ckpt, &group, optimizer) {
+                return Err(Error::InvalidArgument {
+                    op: "Trainer::resume",
+                    msg: format!(
+                        "the checkpoint holds {other} state for the {group} group but this run uses {}",
+                        optimizer.name()
+                    ),
+                }
+                .into());
+            }
+            let key = |what: &str| format!("{}.{group}.{what}", optimizer.name());
+            let buffers: Option<Vec<Vec<f32>>> = optimizer
+                .buffer_names()
+                .iter()
+                .map(|b| ckpt.get_extra(&key(b)).map(|t| t.data.clone()))
+                .collect();
+            if let Some(buffers) = buffers {
+                let steps = ckpt.get_u64(&key("steps"))?.unwrap_or(0) as u32;
+                state.push(OptimizerState {
+                    group,
+                    optimizer,
                     steps,
-                    m,
-                    v,
+                    buffers,
                 });
             }
         }
@@ -223,7 +239,6 @@ impl Trainer {
         let cfg = TrainConfig { seed, ..cfg };
         Ok(Self {
             gpu: gpu.clone(),
-            schedule: LrSchedule::new(cfg.epochs),
             arch,
             cfg,
             model,
@@ -282,13 +297,15 @@ impl Trainer {
         mut on_step: Option<&mut StepSink<'_>>,
     ) -> Result<EpochReport> {
         let epoch = self.epoch + 1;
-        let lr = LearningRates {
-            weights: self
-                .schedule
-                .learning_rate(f64::from(self.cfg.lr_weights), epoch) as f32,
+        let base = LearningRates {
+            weights: self.cfg.lr_weights,
             gates: self.cfg.lr_gates,
             scales: self.cfg.lr_scales,
         };
+        let lr = self
+            .cfg
+            .schedule
+            .learning_rates(self.cfg.epochs, epoch, base);
         let batcher = Batcher::train(
             self.train.clone(),
             self.cfg.batch_size,
@@ -454,7 +471,8 @@ impl Trainer {
         layer_reports(&self.gpu, &self.model)
     }
 
-    /// Parameters (official names), Adam state, epoch, step and seed. **Blocking.**
+    /// Parameters (official names), optimizer state (`adam.weights.m`, …,
+    /// `sgd.weights.momentum_buffer`), epoch, step and seed. **Blocking.**
     pub fn checkpoint(&self) -> Result<Checkpoint> {
         let mut ckpt = Checkpoint::new();
         let shapes = self.arch.state_dict_shapes();
@@ -465,10 +483,12 @@ impl Trainer {
                 .expect("the model holds every state_dict tensor");
             ckpt.insert(name, shape, data)?;
         }
-        for AdamState { group, steps, m, v } in self.model.optimizer_state(&self.gpu)? {
-            ckpt.set_u64(format!("adam.{group}.steps"), u64::from(steps));
-            ckpt.insert_extra(format!("adam.{group}.m"), vec![m.len()], m)?;
-            ckpt.insert_extra(format!("adam.{group}.v"), vec![v.len()], v)?;
+        for st in self.model.optimizer_state(&self.gpu)? {
+            let key = |what: &str| format!("{}.{}.{what}", st.optimizer.name(), st.group);
+            ckpt.set_u64(key("steps"), u64::from(st.steps));
+            for (name, data) in st.optimizer.buffer_names().iter().zip(st.buffers) {
+                ckpt.insert_extra(key(name), vec![data.len()], data)?;
+            }
         }
         ckpt.set_u64(EPOCH, u64::from(self.epoch));
         ckpt.set_u64(STEP, u64::from(self.step));
@@ -476,6 +496,35 @@ impl Trainer {
         ckpt.set_meta(MODEL, &self.arch.name);
         Ok(ckpt)
     }
+}
+
+/// The GPU model of `params` with `cfg`'s weights optimizer (Adam, its default, is kept
+/// without reallocating its state).
+fn build_model(
+    gpu: &Gpu,
+    arch: &Arch,
+    cfg: &TrainConfig,
+    params: &reference::Params,
+) -> Result<Model> {
+    let mut model = Model::new(gpu, arch.clone(), cfg.batch_size, params)?;
+    if cfg.optimizer != Optimizer::Adam {
+        model.set_weights_optimizer(gpu, cfg.optimizer)?;
+    }
+    Ok(model)
+}
+
+/// The kind of another optimizer whose state `ckpt` holds for `group` (a `KIND.GROUP.steps`
+/// key), if any.
+fn other_optimizer_state<'a>(
+    ckpt: &'a Checkpoint,
+    group: &str,
+    ours: Optimizer,
+) -> Option<&'a str> {
+    let suffix = format!(".{group}.steps");
+    ckpt.metadata
+        .keys()
+        .filter_map(|k| k.strip_suffix(suffix.as_str()))
+        .find(|kind| *kind != ours.name())
 }
 
 /// Test-time bit widths and kept channels of a model's weighted layers. **Blocking.**
