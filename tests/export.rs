@@ -492,14 +492,14 @@ fn check_onnx(model: &ExportedModel) -> onnx::proto::ModelProto {
                 assert_eq!(t.raw_data.len(), 4 * v.len());
             }
         }
-        assert_eq!(
-            init(&format!("{name}.bias")).dims,
-            vec![l.kept.len() as i64]
-        );
+        // The bias is added after the operator, broadcast over the positions of a conv.
+        let bias_dims = if linear { vec![] } else { vec![1, 1] };
+        let bias_dims: Vec<i64> = [l.kept.len() as i64].into_iter().chain(bias_dims).collect();
+        assert_eq!(init(&format!("{name}.bias")).dims, bias_dims);
         if linear && !ops.contains(&"Flatten") {
             ops.push("Flatten");
         }
-        ops.push(if linear { "Gemm" } else { "Conv" });
+        ops.extend([if linear { "Gemm" } else { "Conv" }, "Add"]);
         if m.relu {
             ops.push("Relu");
         }
@@ -595,32 +595,56 @@ fn onnx_lenet_graph_and_data() {
         }
     }
 
-    // Data for the onnxruntime check: model, images (f32 LE, NCHW) and fake-quant predictions.
-    let fq_logits = fake_quant_logits_cpu(&arch, &params, &images, n);
-    let p_fq = predictions(&fq_logits, 10);
+    write_onnx_case("lenet5", &model, &arch, &params, &images, n);
+}
+
+/// Writes `{name}.onnx`, the images (f32 LE, NCHW) and the fake-quant predictions of `params`
+/// (CPU reference, eval mode) for `tests/python/test_onnx.py`.
+fn write_onnx_case(
+    name: &str,
+    model: &ExportedModel,
+    arch: &Arch,
+    params: &Params,
+    images: &[f32],
+    n: usize,
+) {
+    let p_fq = predictions(
+        &fake_quant_logits_cpu(arch, params, images, n),
+        arch.classes,
+    );
     let mut classes = p_fq.clone();
     classes.sort_unstable();
     classes.dedup();
-    assert!(classes.len() >= 3, "the test network predicts {classes:?}");
+    assert!(
+        classes.len() >= 3,
+        "{name}: the test network predicts {classes:?}"
+    );
     let dir = onnx_dir();
-    onnx::save_onnx(&model, dir.join("lenet5.onnx")).unwrap();
+    onnx::save_onnx(model, dir.join(format!("{name}.onnx"))).unwrap();
     let raw: Vec<u8> = images.iter().flat_map(|v| v.to_le_bytes()).collect();
-    std::fs::write(dir.join("lenet5.images.f32"), raw).unwrap();
+    std::fs::write(dir.join(format!("{name}.images.f32")), raw).unwrap();
+    let [c, h, w] = arch.input;
     let case = serde_json::json!({
-        "model": "lenet5.onnx",
-        "images": "lenet5.images.f32",
-        "shape": [n, 1, 28, 28],
+        "model": format!("{name}.onnx"),
+        "images": format!("{name}.images.f32"),
+        "shape": [n, c, h, w],
         "fake_quant_predictions": p_fq,
     });
-    std::fs::write(dir.join("lenet5.json"), case.to_string()).unwrap();
-    println!("wrote the LeNet-5 ONNX check data to {}", dir.display());
+    std::fs::write(dir.join(format!("{name}.json")), case.to_string()).unwrap();
+    println!("wrote the {name} ONNX check data to {}", dir.display());
 }
 
 /// VGG-7 as ONNX: padded convolutions, folded BN, 32-bit weights and activations, channels
-/// kept for exactness; the graph decodes to what the export holds.
+/// kept for exactness; the graph decodes to what the export holds, and the model, images and
+/// fake-quant predictions are written for the onnxruntime check.
 #[test]
-fn onnx_vgg7_graph() {
-    let (arch, params) = vgg7();
+fn onnx_vgg7_graph_and_data() {
+    let (arch, mut params) = vgg7();
+    let n = 16;
+    let images = uniform(8, n * 3 * 32 * 32, -2.0, 2.0);
+    center_logits(&mut params, "classifier.1", |p| {
+        fake_quant_logits_cpu(&arch, p, &images, n)
+    });
     let model = export::export(&arch, &params, &ExportOptions::default()).unwrap();
     let decoded = check_onnx(&model);
     let g = decoded.graph.as_ref().unwrap();
@@ -637,6 +661,7 @@ fn onnx_vgg7_graph() {
             .is_empty()
     });
     assert!(kept_for_exactness);
+    write_onnx_case("vgg7", &model, &arch, &params, &images, n);
 }
 
 /// 4-bit packing as the ONNX spec has it (two per byte, low nibble first), and typed errors

@@ -11,8 +11,9 @@
 //!   `INT8`/`UINT8`, 16 bits `INT16`/`UINT16` — and a per-tensor f32 scale
 //!   `{layer}.weight_scale`, joined by `DequantizeLinear` (zero point 0: the grids are
 //!   symmetric when signed, spec §1.6). 32-bit weights are f32 initializers. Biases are f32.
-//! * **Layers**: `Conv` (pads from the export) or `Flatten` + `Gemm` (`transB = 1`), `MaxPool`
-//!   2×2 for the pooling layers.
+//! * **Layers**: `Conv` (pads from the export) or `Flatten` + `Gemm` (`transB = 1`), each
+//!   followed by an `Add` of the f32 bias (see the code for why not the operators' bias input);
+//!   `MaxPool` 2×2 for the pooling layers.
 //! * **Activations**: `Relu`, then a `QuantizeLinear`/`DequantizeLinear` pair at the learned
 //!   width with scale `s_b` and zero point 0, in `UINT8` for 2, 4 and 8 bits (see
 //!   [`act_container`]) and `UINT16` for 16. QuantizeLinear rounds half to even and saturates at
@@ -452,7 +453,15 @@ pub fn to_onnx(model: &ExportedModel) -> Result<ModelProto, ExportError> {
                 )))
             }
         };
-        let bias = b.init(f32_tensor(&format!("{name}.bias"), &[m.kept_out], &l.bias));
+        // The bias is a separate `Add` (shape [C, 1, 1] after a convolution): as an input of
+        // Conv/Gemm between DequantizeLinear inputs, onnxruntime's default optimizations
+        // (WeightBiasQuantization) round it to an int32 multiple of the two scales.
+        let bias_shape: &[usize] = if linear {
+            &[m.kept_out]
+        } else {
+            &[m.kept_out, 1, 1]
+        };
+        let bias = b.init(f32_tensor(&format!("{name}.bias"), bias_shape, &l.bias));
         if linear {
             if !flat {
                 x = b.node(
@@ -465,8 +474,8 @@ pub fn to_onnx(model: &ExportedModel) -> Result<ModelProto, ExportError> {
             }
             x = b.node(
                 "Gemm",
-                &[&x, &weight, &bias],
-                format!("{name}.out"),
+                &[&x, &weight],
+                format!("{name}.matmul"),
                 vec![int("transB", 1)],
             );
             (h, w) = (1, 1);
@@ -479,8 +488,8 @@ pub fn to_onnx(model: &ExportedModel) -> Result<ModelProto, ExportError> {
             }
             x = b.node(
                 "Conv",
-                &[&x, &weight, &bias],
-                format!("{name}.out"),
+                &[&x, &weight],
+                format!("{name}.conv"),
                 vec![
                     ints("kernel_shape", &[k, k]),
                     ints("pads", &[p, p, p, p]),
@@ -492,6 +501,7 @@ pub fn to_onnx(model: &ExportedModel) -> Result<ModelProto, ExportError> {
                 w + 2 * m.padding + 1 - m.kernel,
             );
         }
+        x = b.node("Add", &[&x, &bias], format!("{name}.out"), vec![]);
         c = m.kept_out;
         if m.relu {
             x = b.node("Relu", &[&x], format!("{name}.relu"), vec![]);
