@@ -5,7 +5,7 @@
 mod common;
 
 use bayesian_bits::export::{
-    self, infer_cpu, predictions, Codes, ExportError, ExportOptions, ExportedModel, IntPlan,
+    self, infer_cpu, onnx, predictions, Codes, ExportError, ExportOptions, ExportedModel, IntPlan,
     PruneMode, SizeTable,
 };
 use bayesian_bits::kernels::int_infer::IntEngine;
@@ -205,12 +205,8 @@ fn center_logits(params: &mut Params, layer: &str, logits: impl Fn(&Params) -> V
     params.insert(name, mean);
 }
 
-/// VGG-7 with random weights, BN statistics and mixed gates: pruned channels before padded
-/// convolutions are kept where their constant is non-zero, and the GPU integer engine equals
-/// the CPU reference and agrees with the GPU fake-quantized evaluation.
-#[test]
-fn vgg7_export_integer_inference() {
-    let g = gpu();
+/// VGG-7 with random weights, BN statistics, ranges from two images and mixed gates.
+fn vgg7() -> (Arch, Params) {
     let arch = Arch::vgg7();
     let init = InitConfig {
         chain_logits: [6.0; 4],
@@ -239,6 +235,16 @@ fn vgg7_export_integer_inference() {
         &[8, 4, 8, 4, 8, 32, 8],
         7,
     );
+    (arch, params)
+}
+
+/// VGG-7: pruned channels before padded convolutions are kept where their constant is
+/// non-zero, and the GPU integer engine equals the CPU reference and agrees with the GPU
+/// fake-quantized evaluation.
+#[test]
+fn vgg7_export_integer_inference() {
+    let g = gpu();
+    let (arch, mut params) = vgg7();
     let n = 8;
     let images = uniform(8, n * 3 * 32 * 32, -2.0, 2.0);
     let fake_quant = |p: &Params| {
@@ -386,4 +392,321 @@ fn corrupt_and_truncated_files_give_typed_errors() {
         Err(ExportError::Manifest { msg, .. }) => assert!(msg.contains("bits 5"), "{msg}"),
         other => panic!("bad bits: {other:?}"),
     }
+}
+
+/// Decodes the ONNX model of `model` with the crate's own decoder and checks it against the
+/// export: opset, input/output, per layer the node sequence, the weight container type, the
+/// kept-channel shapes and the unpacked codes and scales.
+fn check_onnx(model: &ExportedModel) -> onnx::proto::ModelProto {
+    use onnx::proto::data_type;
+    let bytes = onnx::onnx_bytes(model).unwrap();
+    let decoded = onnx::decode(&bytes).unwrap();
+    assert!(decoded == onnx::to_onnx(model).unwrap(), "decode ∘ encode");
+    assert_eq!(decoded.ir_version, onnx::IR_VERSION);
+    assert_eq!(decoded.opset_import.len(), 1);
+    assert_eq!(
+        (
+            decoded.opset_import[0].domain.as_str(),
+            decoded.opset_import[0].version
+        ),
+        ("", 21)
+    );
+    let g = decoded.graph.as_ref().unwrap();
+    let dims = |v: &onnx::proto::ValueInfoProto| -> Vec<Option<i64>> {
+        let t = v.r#type.as_ref().unwrap().tensor_type.as_ref().unwrap();
+        assert_eq!(t.elem_type, data_type::FLOAT);
+        t.shape
+            .as_ref()
+            .unwrap()
+            .dim
+            .iter()
+            .map(|d| d.dim_value)
+            .collect()
+    };
+    let man = &model.manifest;
+    assert_eq!((g.input.len(), g.input[0].name.as_str()), (1, "input"));
+    let [c, h, w] = man.input.map(|d| Some(d as i64));
+    assert_eq!(dims(&g.input[0]), vec![None, c, h, w]);
+    assert_eq!((g.output.len(), g.output[0].name.as_str()), (1, "logits"));
+    assert_eq!(dims(&g.output[0]), vec![None, Some(man.classes as i64)]);
+    let init = |name: &str| {
+        g.initializer
+            .iter()
+            .find(|t| t.name == name)
+            .unwrap_or_else(|| panic!("initializer {name}"))
+    };
+    let scalar = |name: &str| {
+        let t = init(name);
+        assert!(
+            t.dims.is_empty() && t.data_type == data_type::FLOAT,
+            "{name}"
+        );
+        f32::from_le_bytes(t.raw_data[..].try_into().unwrap())
+    };
+    let mut ops = Vec::new();
+    let mut prev: Option<(usize, usize)> = None; // (kept, original out channels)
+    for lm in &man.layers {
+        let Some(m) = &lm.weighted else {
+            ops.push("MaxPool");
+            continue;
+        };
+        let l = model.layers.iter().find(|l| l.name == lm.name).unwrap();
+        let name = &lm.name;
+        // Kept-channel shapes: rows are the kept output channels, columns the previous layer's
+        // kept channels (times the positions per channel for a linear layer).
+        let q = &m.weight;
+        assert_eq!(q.shape[0], l.kept.len(), "{name}");
+        let linear = lm.kind == "linear";
+        let in_expected = match prev {
+            None => {
+                man.input[0]
+                    * if linear {
+                        man.input[1] * man.input[2]
+                    } else {
+                        1
+                    }
+            }
+            Some((kept, total)) if linear => kept * (lm.input.iter().product::<usize>() / total),
+            Some((kept, _)) => kept,
+        };
+        assert_eq!(q.shape[1], in_expected, "{name} input columns");
+        prev = Some((l.kept.len(), m.out_channels));
+        let shape: Vec<i64> = q.shape.iter().map(|&d| d as i64).collect();
+        let numel: usize = q.shape.iter().product();
+        match &l.weight {
+            Codes::Int(codes) => {
+                let (dtype, stored) = onnx::code_container(q.bits, q.signed).unwrap();
+                let t = init(&format!("{name}.weight_codes"));
+                assert_eq!((t.data_type, &t.dims), (dtype, &shape), "{name}");
+                if q.bits <= 4 {
+                    assert_eq!(
+                        dtype,
+                        [data_type::UINT4, data_type::INT4][q.signed as usize]
+                    );
+                }
+                let back = export::pack::unpack(&t.raw_data, numel, stored, q.signed).unwrap();
+                assert!(&back == codes, "{name}: codes round trip");
+                assert_eq!(scalar(&format!("{name}.weight_scale")), q.scale);
+                ops.push("DequantizeLinear");
+            }
+            Codes::Float(v) => {
+                let t = init(&format!("{name}.weight"));
+                assert_eq!((t.data_type, &t.dims), (data_type::FLOAT, &shape));
+                assert_eq!(t.raw_data.len(), 4 * v.len());
+            }
+        }
+        // The bias is added after the operator, broadcast over the positions of a conv.
+        let bias_dims = if linear { vec![] } else { vec![1, 1] };
+        let bias_dims: Vec<i64> = [l.kept.len() as i64].into_iter().chain(bias_dims).collect();
+        assert_eq!(init(&format!("{name}.bias")).dims, bias_dims);
+        if linear && !ops.contains(&"Flatten") {
+            ops.push("Flatten");
+        }
+        ops.extend([if linear { "Gemm" } else { "Conv" }, "Add"]);
+        if m.relu {
+            ops.push("Relu");
+        }
+        if let Some(a) = &m.activation {
+            match onnx::act_container(a.bits, a.signed) {
+                None => ops.push("Clip"),
+                Some((dtype, _)) => {
+                    if a.bits < 8 {
+                        ops.push("Min");
+                    }
+                    assert_eq!(init(&format!("{name}.act_zero_point")).data_type, dtype);
+                    assert_eq!(scalar(&format!("{name}.act_scale")), a.scale);
+                    ops.extend(["QuantizeLinear", "DequantizeLinear"]);
+                }
+            }
+            if a.bits < 8 || a.bits == 32 {
+                assert_eq!(scalar(&format!("{name}.act_clip")), a.clip);
+            }
+        }
+    }
+    let got: Vec<&str> = g.node.iter().map(|n| n.op_type.as_str()).collect();
+    assert_eq!(got, ops);
+    assert_eq!(g.node.last().unwrap().output, vec!["logits".to_string()]);
+    decoded
+}
+
+/// Where the ONNX models and data for `tests/python/test_onnx.py` go: `BB_ONNX_DIR`, else a
+/// folder in the target directory.
+fn onnx_dir() -> std::path::PathBuf {
+    let dir = std::env::var_os("BB_ONNX_DIR")
+        .map(Into::into)
+        .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("onnx"));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// LeNet-5 as ONNX (2-bit codes in an int4 container, 4/8/16-bit weights, 2/4/16-bit
+/// activations, pruned channels removed): the graph decodes to what the export holds, the
+/// dequantized first-layer weights are the fake-quantized ones, and the model, images and
+/// fake-quant predictions are written for the onnxruntime check in `tests/python`.
+#[test]
+fn onnx_lenet_graph_and_data() {
+    let (arch, mut params) = lenet(&[2, 4, 8, 16], &[4, 2, 16], 6);
+    let n = 1000;
+    let images = uniform(11, n * 784, 0.0, 1.0);
+    center_logits(&mut params, "classifier.1", |p| {
+        fake_quant_logits_cpu(&arch, p, &images[..64 * 784], 64)
+    });
+    let model = export::export(&arch, &params, &ExportOptions::default()).unwrap();
+    assert!(model.layers.iter().any(|l| {
+        let m = model.layer_manifest(&l.name).unwrap();
+        !m.pruning.removed.is_empty()
+    }));
+    let decoded = check_onnx(&model);
+
+    // DequantizeLinear of the first layer's int4 codes gives the fake-quantized weights (the
+    // first layer keeps its whole input) up to the rounding of one product vs. the stage sum;
+    // at 2 bits there is no sum, so they are bit-identical.
+    let g = decoded.graph.as_ref().unwrap();
+    let t = g
+        .initializer
+        .iter()
+        .find(|t| t.name == "features.0.weight_codes")
+        .unwrap();
+    let m = model.layer_manifest("features.0").unwrap();
+    assert_eq!(
+        (m.weight.bits, t.data_type),
+        (2, onnx::proto::data_type::INT4)
+    );
+    let kept = &model.layers[0].kept;
+    let codes = export::pack::unpack(&t.raw_data, kept.len() * 25, 4, true).unwrap();
+    assert!(codes.iter().all(|c| (-1..=1).contains(c)));
+    assert!(
+        codes.contains(&-1) && codes.contains(&1),
+        "both ends of the ternary grid"
+    );
+    let prefix = "features.0.weight_quantizer.quantizer";
+    let chain =
+        ["gamma_4", "gamma_8", "gamma_16", "gamma_32"].map(|g| params[&format!("{prefix}.{g}")][0]);
+    let gates = quant::gates(chain, &[], false, |_| 0.5).chain;
+    let fq = quant::quantize(
+        &params["features.0.weight"],
+        m.weight.x_max,
+        true,
+        gates,
+        None,
+    );
+    for (r, &o) in kept.iter().enumerate() {
+        for i in 0..25 {
+            let dq = codes[r * 25 + i] as f32 * m.weight.scale;
+            let want = fq[o as usize * 25 + i];
+            assert_eq!(dq.to_bits(), want.to_bits(), "features.0 [{o}, {i}]");
+        }
+    }
+
+    write_onnx_case("lenet5", &model, &arch, &params, &images, n);
+}
+
+/// Writes `{name}.onnx`, the images (f32 LE, NCHW) and the fake-quant predictions of `params`
+/// (CPU reference, eval mode) for `tests/python/test_onnx.py`.
+fn write_onnx_case(
+    name: &str,
+    model: &ExportedModel,
+    arch: &Arch,
+    params: &Params,
+    images: &[f32],
+    n: usize,
+) {
+    let p_fq = predictions(
+        &fake_quant_logits_cpu(arch, params, images, n),
+        arch.classes,
+    );
+    let mut classes = p_fq.clone();
+    classes.sort_unstable();
+    classes.dedup();
+    assert!(
+        classes.len() >= 3,
+        "{name}: the test network predicts {classes:?}"
+    );
+    let dir = onnx_dir();
+    onnx::save_onnx(model, dir.join(format!("{name}.onnx"))).unwrap();
+    let raw: Vec<u8> = images.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(dir.join(format!("{name}.images.f32")), raw).unwrap();
+    let [c, h, w] = arch.input;
+    let case = serde_json::json!({
+        "model": format!("{name}.onnx"),
+        "images": format!("{name}.images.f32"),
+        "shape": [n, c, h, w],
+        "fake_quant_predictions": p_fq,
+    });
+    std::fs::write(dir.join(format!("{name}.json")), case.to_string()).unwrap();
+    println!("wrote the {name} ONNX check data to {}", dir.display());
+}
+
+/// VGG-7 as ONNX: padded convolutions, folded BN, 32-bit weights and activations, channels
+/// kept for exactness; the graph decodes to what the export holds, and the model, images and
+/// fake-quant predictions are written for the onnxruntime check.
+#[test]
+fn onnx_vgg7_graph_and_data() {
+    let (arch, mut params) = vgg7();
+    let n = 16;
+    let images = uniform(8, n * 3 * 32 * 32, -2.0, 2.0);
+    center_logits(&mut params, "classifier.1", |p| {
+        fake_quant_logits_cpu(&arch, p, &images, n)
+    });
+    let model = export::export(&arch, &params, &ExportOptions::default()).unwrap();
+    let decoded = check_onnx(&model);
+    let g = decoded.graph.as_ref().unwrap();
+    for n in g.node.iter().filter(|n| n.op_type == "Conv") {
+        let pads = n.attribute.iter().find(|a| a.name == "pads").unwrap();
+        assert_eq!(pads.ints, vec![1; 4], "{}", n.name);
+    }
+    let kept_for_exactness = model.layers.iter().any(|l| {
+        !model
+            .layer_manifest(&l.name)
+            .unwrap()
+            .pruning
+            .kept_for_exactness
+            .is_empty()
+    });
+    assert!(kept_for_exactness);
+    write_onnx_case("vgg7", &model, &arch, &params, &images, n);
+}
+
+/// 4-bit packing as the ONNX spec has it (two per byte, low nibble first), and typed errors
+/// for codes off the grid and for bytes that are not a model.
+#[test]
+fn onnx_int4_packing_and_errors() {
+    assert_eq!(
+        onnx::code_container(2, true),
+        Some((onnx::proto::data_type::INT4, 4))
+    );
+    assert_eq!(
+        export::pack::pack(&[-1, 1, 0, -1, 7], 4),
+        vec![0x1f, 0xf0, 0x07]
+    );
+    assert_eq!(export::pack::pack(&[3, 15, 0], 4), vec![0xf3, 0x00]);
+    for signed in [true, false] {
+        let codes: Vec<i32> = if signed {
+            (-8..=7).collect()
+        } else {
+            (0..=15).collect()
+        };
+        let bytes = export::pack::pack(&codes, 4);
+        assert_eq!(export::pack::unpack(&bytes, 16, 4, signed).unwrap(), codes);
+    }
+
+    let (arch, params) = lenet(&[2, 4, 8, 16], &[4, 2, 16], 6);
+    let mut model = export::export(&arch, &params, &ExportOptions::default()).unwrap();
+    let Codes::Int(codes) = &mut model.layers[0].weight else {
+        panic!("integer codes")
+    };
+    codes[3] = 2; // Off the 2-bit grid −1…1.
+    match onnx::to_onnx(&model) {
+        Err(ExportError::Onnx { msg, .. }) => {
+            assert!(
+                msg.contains("features.0") && msg.contains("code 2"),
+                "{msg}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        onnx::decode(b"\x0a\xff"),
+        Err(ExportError::Onnx { .. })
+    ));
 }

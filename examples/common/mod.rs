@@ -93,6 +93,9 @@ enum Command {
         /// Remove every pruned channel, even where zero padding makes that inexact.
         #[arg(long)]
         remove_all_pruned: bool,
+        /// Also write the export as an ONNX QDQ model (opset 21) to this file.
+        #[arg(long)]
+        onnx: Option<PathBuf>,
     },
     /// Redraw bits.svg and gates.svg from a metrics.jsonl (also while a run is writing it).
     Plot {
@@ -300,7 +303,8 @@ pub fn main(mut exp: Experiment) -> Result<(), Box<dyn Error>> {
             checkpoint,
             out,
             remove_all_pruned,
-        }) => export(&exp, &checkpoint, &out, remove_all_pruned),
+            onnx,
+        }) => export(&exp, &checkpoint, &out, remove_all_pruned, onnx.as_deref()),
         Some(Command::Plot { metrics, out }) => plot(&metrics, out.as_deref()),
         None => train(&exp, &cli.train),
     }
@@ -470,6 +474,7 @@ fn export(
     checkpoint: &Path,
     out: &Path,
     remove_all_pruned: bool,
+    onnx: Option<&Path>,
 ) -> Result<(), Box<dyn Error>> {
     use bayesian_bits::export::{self as bb_export, ExportOptions, PruneMode, SizeTable};
     let ckpt = Checkpoint::load(checkpoint)?;
@@ -492,6 +497,10 @@ fn export(
     let json = out.with_file_name("export.json");
     std::fs::write(&json, table.to_json())?;
     println!("wrote {} and {}", out.display(), json.display());
+    if let Some(path) = onnx {
+        let bytes = bb_export::onnx::save_onnx(&model, path)?;
+        println!("wrote {} ({bytes} bytes, ONNX QDQ)", path.display());
+    }
     Ok(())
 }
 

@@ -107,6 +107,14 @@ pub enum ExportError {
         /// md5 of the bytes found.
         actual: String,
     },
+    /// The export cannot be written as ONNX, or ONNX bytes cannot be decoded.
+    #[error("ONNX model of {model}: {msg}")]
+    Onnx {
+        /// The model (`<bytes>` when decoding).
+        model: String,
+        /// What is wrong.
+        msg: String,
+    },
     /// The parameters given to `export` are unusable.
     #[error("cannot export {model}: {msg}")]
     Params {

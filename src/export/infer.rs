@@ -430,42 +430,31 @@ pub fn layer_cpu(l: &LayerPlan, x: &[f32], n: usize) -> Vec<f32> {
         for oy in 0..l.oh {
             for ox in 0..l.ow {
                 let out_base = ((b * l.oh + oy) * l.ow + ox) * cpad_out;
+                // (input, weight) offsets of the window taps inside the input, in (ky, kx)
+                // order (the float path's summation order).
+                let taps = |o: usize| {
+                    (0..l.k * l.k).filter_map(move |t| {
+                        let (ky, kx) = (t / l.k, t % l.k);
+                        let iy = (oy + ky).checked_sub(l.pad).filter(|&v| v < l.h)?;
+                        let ix = (ox + kx).checked_sub(l.pad).filter(|&v| v < l.w)?;
+                        let xb = ((b * l.h + iy) * l.w + ix) * cpad_in;
+                        Some((xb, o * row + t * cpad_in))
+                    })
+                };
                 for o in 0..l.cout {
                     let acc = if l.int_path {
                         let mut acc = 0i64;
-                        for ky in 0..l.k {
-                            for kx in 0..l.k {
-                                let (iy, ix) = (
-                                    (oy + ky) as isize - l.pad as isize,
-                                    (ox + kx) as isize - l.pad as isize,
-                                );
-                                if iy < 0 || ix < 0 || iy >= l.h as isize || ix >= l.w as isize {
-                                    continue;
-                                }
-                                let xb = ((b * l.h + iy as usize) * l.w + ix as usize) * cpad_in;
-                                let wb = o * row + (ky * l.k + kx) * cpad_in;
-                                for c in 0..cpad_in {
-                                    acc += i64::from(l.weights_int[wb + c]) * x[xb + c] as i64;
-                                }
+                        for (xb, wb) in taps(o) {
+                            for c in 0..cpad_in {
+                                acc += i64::from(l.weights_int[wb + c]) * x[xb + c] as i64;
                             }
                         }
                         (acc as i32) as f32
                     } else {
                         let mut acc = 0.0f32;
-                        for ky in 0..l.k {
-                            for kx in 0..l.k {
-                                let (iy, ix) = (
-                                    (oy + ky) as isize - l.pad as isize,
-                                    (ox + kx) as isize - l.pad as isize,
-                                );
-                                if iy < 0 || ix < 0 || iy >= l.h as isize || ix >= l.w as isize {
-                                    continue;
-                                }
-                                let xb = ((b * l.h + iy as usize) * l.w + ix as usize) * cpad_in;
-                                let wb = o * row + (ky * l.k + kx) * cpad_in;
-                                for c in 0..cpad_in {
-                                    acc = mac_split(acc, l.weights_f32[wb + c], x[xb + c]);
-                                }
+                        for (xb, wb) in taps(o) {
+                            for c in 0..cpad_in {
+                                acc = mac_split(acc, l.weights_f32[wb + c], x[xb + c]);
                             }
                         }
                         acc

@@ -28,11 +28,13 @@
 //!
 //! Test-time gates come from the crate's gate rule ([`crate::reference::quant::gates`] in eval
 //! mode). [`IntPlan`] compiles an export for integer inference; [`infer_cpu`] is the plain-Rust
-//! reference and [`crate::kernels::int_infer::IntEngine`] the WGSL engine.
+//! reference and [`crate::kernels::int_infer::IntEngine`] the WGSL engine. [`onnx::save_onnx`]
+//! writes the export as an ONNX QDQ model (opset 21).
 
 mod build;
 mod format;
 pub mod infer;
+pub mod onnx;
 pub mod pack;
 mod size;
 

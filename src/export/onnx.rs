@@ -1,0 +1,615 @@
+//! ONNX export of an [`ExportedModel`] as a QDQ graph (opset [`OPSET`]).
+//!
+//! The graph is built from the export itself, so it has exactly its kept channels, folded
+//! biases and codes (see the [module docs](super)); nothing is re-derived from the checkpoint.
+//!
+//! * **Input** [`INPUT_NAME`]: f32 `[N, C, H, W]` (`N` symbolic), not quantized (spec §5.5).
+//! * **Output** [`OUTPUT_NAME`]: f32 logits `[N, classes]`.
+//! * **Weights** (2 to 16 bits): an integer initializer `{layer}.weight_codes` holding the
+//!   export's codes — 2- and 4-bit codes in an `INT4`/`UINT4` container (two per byte, low
+//!   nibble first, as the ONNX spec packs 4-bit types; the 2-bit grid −1…1 or 0…3 fits), 8 bits
+//!   `INT8`/`UINT8`, 16 bits `INT16`/`UINT16` — and a per-tensor f32 scale
+//!   `{layer}.weight_scale`, joined by `DequantizeLinear` (zero point 0: the grids are
+//!   symmetric when signed, spec §1.6). 32-bit weights are f32 initializers. Biases are f32.
+//! * **Layers**: `Conv` (pads from the export) or `Flatten` + `Gemm` (`transB = 1`), each
+//!   followed by an `Add` of the f32 bias (see the code for why not the operators' bias input);
+//!   `MaxPool` 2×2 for the pooling layers.
+//! * **Activations**: `Relu`, then a `QuantizeLinear`/`DequantizeLinear` pair at the learned
+//!   width with scale `s_b` and zero point 0, in `UINT8` for 2, 4 and 8 bits (see
+//!   [`act_container`]) and `UINT16` for 16. QuantizeLinear rounds half to even and saturates at
+//!   the container's maximum, which is the grid's top code (`rne(hi / s_b)` with
+//!   `hi = fl32(1 − 2^-23)·x_max`, spec §1.4) at 8 and 16 bits; 2- and 4-bit quantizers are
+//!   first clipped to `hi` by a `Min` (not `Clip`: onnxruntime 1.23's Clip→QuantizeLinear
+//!   fusion cannot read every zero-point type), so that the codes stay on the `2^b`-level grid.
+//!   A 32-bit activation quantizer is a `Clip` to `hi` after the `Relu`.
+//!
+//! The values match the fake-quantized evaluation up to float rounding: a weight is
+//! `scale · code` (one product) where the evaluation sums the residual stages, and an activation
+//! is `rne(x / s_b)` where the evaluation rounds the residuals of the PACT-clipped value; both
+//! differ from it by at most an ulp or, at rounding ties, one step (spec §1.4, §1.7).
+
+use super::format::{Codes, ExportError, ExportedModel, MANIFEST_KEY};
+use super::pack;
+use prost::Message;
+use std::path::Path;
+
+/// The opset the graph imports (the default ONNX domain).
+pub const OPSET: i64 = 21;
+/// The ONNX IR version written (IR 10 goes with opset 21).
+pub const IR_VERSION: i64 = 10;
+/// Name of the graph input: f32 `[N, C, H, W]`.
+pub const INPUT_NAME: &str = "input";
+/// Name of the graph output: f32 logits `[N, classes]`.
+pub const OUTPUT_NAME: &str = "logits";
+
+/// The subset of the ONNX protobuf messages (`onnx.proto`, same field numbers) this crate
+/// writes and reads. A `oneof` of the original is written as its optional fields.
+pub mod proto {
+    /// `TensorProto.DataType` values used here.
+    pub mod data_type {
+        /// 32-bit float.
+        pub const FLOAT: i32 = 1;
+        /// 8-bit unsigned.
+        pub const UINT8: i32 = 2;
+        /// 8-bit signed.
+        pub const INT8: i32 = 3;
+        /// 16-bit unsigned.
+        pub const UINT16: i32 = 4;
+        /// 16-bit signed.
+        pub const INT16: i32 = 5;
+        /// 4-bit unsigned, two per byte, low nibble first.
+        pub const UINT4: i32 = 21;
+        /// 4-bit signed (two's complement), two per byte, low nibble first.
+        pub const INT4: i32 = 22;
+    }
+
+    /// `AttributeProto.AttributeType` values used here.
+    pub mod attribute_type {
+        /// A single int64.
+        pub const INT: i32 = 2;
+        /// A list of int64.
+        pub const INTS: i32 = 7;
+    }
+
+    /// A model: IR version, opsets and the graph.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ModelProto {
+        /// IR version.
+        #[prost(int64, tag = "1")]
+        pub ir_version: i64,
+        /// Producer name.
+        #[prost(string, tag = "2")]
+        pub producer_name: String,
+        /// Producer version.
+        #[prost(string, tag = "3")]
+        pub producer_version: String,
+        /// Human-readable description.
+        #[prost(string, tag = "6")]
+        pub doc_string: String,
+        /// The graph.
+        #[prost(message, optional, tag = "7")]
+        pub graph: Option<GraphProto>,
+        /// Imported operator sets.
+        #[prost(message, repeated, tag = "8")]
+        pub opset_import: Vec<OperatorSetIdProto>,
+        /// Key/value metadata.
+        #[prost(message, repeated, tag = "14")]
+        pub metadata_props: Vec<StringStringEntryProto>,
+    }
+
+    /// An operator set import.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct OperatorSetIdProto {
+        /// Domain (empty: the default ONNX domain).
+        #[prost(string, tag = "1")]
+        pub domain: String,
+        /// Opset version.
+        #[prost(int64, tag = "2")]
+        pub version: i64,
+    }
+
+    /// A metadata entry.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct StringStringEntryProto {
+        /// Key.
+        #[prost(string, tag = "1")]
+        pub key: String,
+        /// Value.
+        #[prost(string, tag = "2")]
+        pub value: String,
+    }
+
+    /// A graph: nodes in topological order, initializers, inputs and outputs.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct GraphProto {
+        /// Nodes.
+        #[prost(message, repeated, tag = "1")]
+        pub node: Vec<NodeProto>,
+        /// Graph name.
+        #[prost(string, tag = "2")]
+        pub name: String,
+        /// Constant tensors.
+        #[prost(message, repeated, tag = "5")]
+        pub initializer: Vec<TensorProto>,
+        /// Description.
+        #[prost(string, tag = "10")]
+        pub doc_string: String,
+        /// Graph inputs.
+        #[prost(message, repeated, tag = "11")]
+        pub input: Vec<ValueInfoProto>,
+        /// Graph outputs.
+        #[prost(message, repeated, tag = "12")]
+        pub output: Vec<ValueInfoProto>,
+    }
+
+    /// One operator application.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct NodeProto {
+        /// Input value names (`""`: an omitted optional input).
+        #[prost(string, repeated, tag = "1")]
+        pub input: Vec<String>,
+        /// Output value names.
+        #[prost(string, repeated, tag = "2")]
+        pub output: Vec<String>,
+        /// Node name.
+        #[prost(string, tag = "3")]
+        pub name: String,
+        /// Operator.
+        #[prost(string, tag = "4")]
+        pub op_type: String,
+        /// Attributes.
+        #[prost(message, repeated, tag = "5")]
+        pub attribute: Vec<AttributeProto>,
+    }
+
+    /// A node attribute (only the int and int-list forms are written).
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AttributeProto {
+        /// Attribute name.
+        #[prost(string, tag = "1")]
+        pub name: String,
+        /// Int value.
+        #[prost(int64, tag = "3")]
+        pub i: i64,
+        /// Int-list value.
+        #[prost(int64, repeated, tag = "8")]
+        pub ints: Vec<i64>,
+        /// Which value is set ([`attribute_type`]).
+        #[prost(int32, tag = "20")]
+        pub r#type: i32,
+    }
+
+    /// A tensor; this crate writes its contents as little-endian `raw_data`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TensorProto {
+        /// Shape.
+        #[prost(int64, repeated, tag = "1")]
+        pub dims: Vec<i64>,
+        /// Element type ([`data_type`]).
+        #[prost(int32, tag = "2")]
+        pub data_type: i32,
+        /// Name.
+        #[prost(string, tag = "8")]
+        pub name: String,
+        /// Contents, little endian; 4-bit types two per byte, low nibble first.
+        #[prost(bytes = "vec", tag = "9")]
+        pub raw_data: Vec<u8>,
+    }
+
+    /// A named, typed value (graph input or output).
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ValueInfoProto {
+        /// Name.
+        #[prost(string, tag = "1")]
+        pub name: String,
+        /// Type.
+        #[prost(message, optional, tag = "2")]
+        pub r#type: Option<TypeProto>,
+    }
+
+    /// A type (only the tensor form).
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TypeProto {
+        /// Tensor type.
+        #[prost(message, optional, tag = "1")]
+        pub tensor_type: Option<TensorTypeProto>,
+    }
+
+    /// `TypeProto.Tensor`: element type and shape.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TensorTypeProto {
+        /// Element type ([`data_type`]).
+        #[prost(int32, tag = "1")]
+        pub elem_type: i32,
+        /// Shape.
+        #[prost(message, optional, tag = "2")]
+        pub shape: Option<TensorShapeProto>,
+    }
+
+    /// A tensor shape.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TensorShapeProto {
+        /// Dimensions.
+        #[prost(message, repeated, tag = "1")]
+        pub dim: Vec<Dimension>,
+    }
+
+    /// One dimension: a number or a symbolic name.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Dimension {
+        /// Fixed size.
+        #[prost(int64, optional, tag = "1")]
+        pub dim_value: Option<i64>,
+        /// Symbolic size.
+        #[prost(string, optional, tag = "2")]
+        pub dim_param: Option<String>,
+    }
+}
+
+use proto::{
+    attribute_type, data_type, AttributeProto, Dimension, GraphProto, ModelProto, NodeProto,
+    OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto, TensorTypeProto,
+    TypeProto, ValueInfoProto,
+};
+
+/// The ONNX container of a `bits`-bit integer tensor: (data type, bits per stored element).
+/// `None` for 32 bits (stored as f32).
+pub fn code_container(bits: u32, signed: bool) -> Option<(i32, u32)> {
+    Some(match (bits, signed) {
+        (2 | 4, true) => (data_type::INT4, 4),
+        (2 | 4, false) => (data_type::UINT4, 4),
+        (8, true) => (data_type::INT8, 8),
+        (8, false) => (data_type::UINT8, 8),
+        (16, true) => (data_type::INT16, 16),
+        (16, false) => (data_type::UINT16, 16),
+        _ => return None,
+    })
+}
+
+fn tensor(name: &str, dims: &[usize], data_type: i32, raw_data: Vec<u8>) -> TensorProto {
+    TensorProto {
+        dims: dims.iter().map(|&d| d as i64).collect(),
+        data_type,
+        name: name.to_string(),
+        raw_data,
+    }
+}
+
+fn f32_tensor(name: &str, dims: &[usize], v: &[f32]) -> TensorProto {
+    let raw = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    tensor(name, dims, data_type::FLOAT, raw)
+}
+
+fn ints(name: &str, v: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: name.to_string(),
+        ints: v.to_vec(),
+        r#type: attribute_type::INTS,
+        ..AttributeProto::default()
+    }
+}
+
+fn int(name: &str, i: i64) -> AttributeProto {
+    AttributeProto {
+        name: name.to_string(),
+        i,
+        r#type: attribute_type::INT,
+        ..AttributeProto::default()
+    }
+}
+
+fn value_info(name: &str, dims: &[Dimension]) -> ValueInfoProto {
+    ValueInfoProto {
+        name: name.to_string(),
+        r#type: Some(TypeProto {
+            tensor_type: Some(TensorTypeProto {
+                elem_type: data_type::FLOAT,
+                shape: Some(TensorShapeProto { dim: dims.to_vec() }),
+            }),
+        }),
+    }
+}
+
+fn fixed(d: usize) -> Dimension {
+    Dimension {
+        dim_value: Some(d as i64),
+        dim_param: None,
+    }
+}
+
+/// The ONNX container of a `bits`-bit activation quantizer: as [`code_container`], except that
+/// 2- and 4-bit codes are held in 8 bits (onnxruntime 1.23 moves `MaxPool` between a
+/// QuantizeLinear/DequantizeLinear pair and has no 4-bit `MaxPool`).
+pub fn act_container(bits: u32, signed: bool) -> Option<(i32, u32)> {
+    code_container(bits.max(8), signed)
+}
+
+/// Nodes and initializers under construction.
+struct Builder {
+    model: String,
+    nodes: Vec<NodeProto>,
+    initializers: Vec<TensorProto>,
+}
+
+impl Builder {
+    /// Appends `op(inputs) -> output` and returns the output name.
+    fn node(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        output: String,
+        attribute: Vec<AttributeProto>,
+    ) -> String {
+        self.nodes.push(NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.clone()],
+            name: output.clone(),
+            op_type: op.to_string(),
+            attribute,
+        });
+        output
+    }
+
+    fn init(&mut self, t: TensorProto) -> String {
+        let name = t.name.clone();
+        self.initializers.push(t);
+        name
+    }
+
+    fn err(&self, msg: String) -> ExportError {
+        ExportError::Onnx {
+            model: self.model.clone(),
+            msg,
+        }
+    }
+}
+
+/// Builds the QDQ graph of `model` (see the [module docs](self)).
+pub fn to_onnx(model: &ExportedModel) -> Result<ModelProto, ExportError> {
+    let man = &model.manifest;
+    let mut b = Builder {
+        model: man.model.clone(),
+        nodes: Vec::new(),
+        initializers: Vec::new(),
+    };
+    let [mut c, mut h, mut w] = man.input;
+    let mut flat = false;
+    let mut x = INPUT_NAME.to_string();
+    let mut layers = model.layers.iter();
+    for lm in &man.layers {
+        let name = &lm.name;
+        let Some(m) = &lm.weighted else {
+            if lm.kind != "maxpool2x2" || flat {
+                return Err(b.err(format!("{name}: cannot place a {} layer here", lm.kind)));
+            }
+            x = b.node(
+                "MaxPool",
+                &[&x],
+                format!("{name}.out"),
+                vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])],
+            );
+            (h, w) = (h / 2, w / 2);
+            continue;
+        };
+        let l = layers
+            .next()
+            .filter(|l| &l.name == name)
+            .ok_or_else(|| b.err(format!("{name}: no tensors")))?;
+        let q = &m.weight;
+        let linear = lm.kind == "linear";
+        let fan_in = if linear { c * h * w } else { c };
+        if m.in_kept != fan_in || q.shape.first() != Some(&m.kept_out) || l.bias.len() != m.kept_out
+        {
+            return Err(b.err(format!(
+                "{name}: weight shape {:?} with {} biases does not take the previous layer's \
+                 {fan_in} inputs",
+                q.shape,
+                l.bias.len()
+            )));
+        }
+        let numel: usize = q.shape.iter().product();
+        let weight = match (&l.weight, code_container(q.bits, q.signed)) {
+            (Codes::Int(codes), Some((dtype, stored))) => {
+                let (lo, hi) = pack::code_range(q.bits, q.signed);
+                if codes.len() != numel {
+                    return Err(b.err(format!(
+                        "{name}: {} codes for shape {:?}",
+                        codes.len(),
+                        q.shape
+                    )));
+                }
+                if let Some(bad) = codes.iter().find(|&&v| !(lo..=hi).contains(&i64::from(v))) {
+                    return Err(b.err(format!(
+                        "{name}: code {bad} outside the {}-bit grid {lo}..={hi}",
+                        q.bits
+                    )));
+                }
+                let raw = pack::pack(codes, stored);
+                let codes = b.init(tensor(
+                    &format!("{name}.weight_codes"),
+                    &q.shape,
+                    dtype,
+                    raw,
+                ));
+                let scale = b.init(f32_tensor(&format!("{name}.weight_scale"), &[], &[q.scale]));
+                b.node(
+                    "DequantizeLinear",
+                    &[&codes, &scale],
+                    format!("{name}.weight"),
+                    vec![],
+                )
+            }
+            (Codes::Float(v), None) if v.len() == numel => {
+                b.init(f32_tensor(&format!("{name}.weight"), &q.shape, v))
+            }
+            _ => {
+                return Err(b.err(format!(
+                    "{name}: {}-bit weights stored as {}",
+                    q.bits,
+                    match l.weight {
+                        Codes::Int(_) => "integer codes",
+                        Codes::Float(_) => "f32",
+                    }
+                )))
+            }
+        };
+        // The bias is a separate `Add` (shape [C, 1, 1] after a convolution): as an input of
+        // Conv/Gemm between DequantizeLinear inputs, onnxruntime's default optimizations
+        // (WeightBiasQuantization) round it to an int32 multiple of the two scales.
+        let bias_shape: &[usize] = if linear {
+            &[m.kept_out]
+        } else {
+            &[m.kept_out, 1, 1]
+        };
+        let bias = b.init(f32_tensor(&format!("{name}.bias"), bias_shape, &l.bias));
+        if linear {
+            if !flat {
+                x = b.node(
+                    "Flatten",
+                    &[&x],
+                    format!("{name}.flat"),
+                    vec![int("axis", 1)],
+                );
+                flat = true;
+            }
+            x = b.node(
+                "Gemm",
+                &[&x, &weight],
+                format!("{name}.matmul"),
+                vec![int("transB", 1)],
+            );
+            (h, w) = (1, 1);
+        } else {
+            let (k, p) = (m.kernel as i64, m.padding as i64);
+            if flat || h + 2 * m.padding < m.kernel || w + 2 * m.padding < m.kernel {
+                return Err(b.err(format!(
+                    "{name}: a {k}×{k} convolution cannot take a {h}×{w} input here"
+                )));
+            }
+            x = b.node(
+                "Conv",
+                &[&x, &weight],
+                format!("{name}.conv"),
+                vec![
+                    ints("kernel_shape", &[k, k]),
+                    ints("pads", &[p, p, p, p]),
+                    ints("strides", &[1, 1]),
+                ],
+            );
+            (h, w) = (
+                h + 2 * m.padding + 1 - m.kernel,
+                w + 2 * m.padding + 1 - m.kernel,
+            );
+        }
+        x = b.node("Add", &[&x, &bias], format!("{name}.out"), vec![]);
+        c = m.kept_out;
+        if m.relu {
+            x = b.node("Relu", &[&x], format!("{name}.relu"), vec![]);
+        }
+        if let Some(a) = &m.activation {
+            let clip_name = format!("{name}.act_clip");
+            match act_container(a.bits, a.signed) {
+                None => {
+                    let clip = b.init(f32_tensor(&clip_name, &[], &[a.clip]));
+                    x = b.node("Clip", &[&x, "", &clip], format!("{name}.act"), vec![]);
+                }
+                Some((dtype, stored)) => {
+                    if a.bits < 8 {
+                        let clip = b.init(f32_tensor(&clip_name, &[], &[a.clip]));
+                        x = b.node("Min", &[&x, &clip], format!("{name}.act_clipped"), vec![]);
+                    }
+                    let scale = b.init(f32_tensor(&format!("{name}.act_scale"), &[], &[a.scale]));
+                    let zero = b.init(tensor(
+                        &format!("{name}.act_zero_point"),
+                        &[],
+                        dtype,
+                        vec![0; stored.div_ceil(8) as usize],
+                    ));
+                    let qx = b.node(
+                        "QuantizeLinear",
+                        &[&x, &scale, &zero],
+                        format!("{name}.act_codes"),
+                        vec![],
+                    );
+                    x = b.node(
+                        "DequantizeLinear",
+                        &[&qx, &scale, &zero],
+                        format!("{name}.act"),
+                        vec![],
+                    );
+                }
+            }
+        }
+    }
+    if layers.next().is_some() || b.nodes.is_empty() || !flat || c != man.classes {
+        return Err(b.err(format!(
+            "the layers do not end in a linear layer with {} outputs",
+            man.classes
+        )));
+    }
+    // The last node produces the logits.
+    if let Some(last) = b.nodes.last_mut() {
+        last.output[0] = OUTPUT_NAME.to_string();
+    }
+    let batch = Dimension {
+        dim_value: None,
+        dim_param: Some("N".to_string()),
+    };
+    let [ci, hi, wi] = man.input;
+    let manifest = serde_json::to_string(man).map_err(|e| b.err(e.to_string()))?;
+    Ok(ModelProto {
+        ir_version: IR_VERSION,
+        producer_name: "bayesian-bits".to_string(),
+        producer_version: env!("CARGO_PKG_VERSION").to_string(),
+        doc_string: man.description.clone(),
+        graph: Some(GraphProto {
+            node: b.nodes,
+            name: man.model.clone(),
+            initializer: b.initializers,
+            doc_string: format!(
+                "QDQ form of the export: integer weight codes with per-tensor scales, \
+                 activations quantized at their learned widths; input `{INPUT_NAME}` f32 \
+                 [N, {ci}, {hi}, {wi}], output `{OUTPUT_NAME}` f32 [N, {}]",
+                man.classes
+            ),
+            input: vec![value_info(
+                INPUT_NAME,
+                &[batch.clone(), fixed(ci), fixed(hi), fixed(wi)],
+            )],
+            output: vec![value_info(OUTPUT_NAME, &[batch, fixed(man.classes)])],
+        }),
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: OPSET,
+        }],
+        metadata_props: vec![StringStringEntryProto {
+            key: MANIFEST_KEY.to_string(),
+            value: manifest,
+        }],
+    })
+}
+
+/// The serialized ONNX model of `model`.
+pub fn onnx_bytes(model: &ExportedModel) -> Result<Vec<u8>, ExportError> {
+    Ok(to_onnx(model)?.encode_to_vec())
+}
+
+/// Writes the ONNX model of `model` to `path` (atomically); returns its size in bytes.
+pub fn save_onnx(model: &ExportedModel, path: impl AsRef<Path>) -> Result<u64, ExportError> {
+    let path = path.as_ref();
+    let bytes = onnx_bytes(model)?;
+    crate::fs::write_atomic(path, &bytes).map_err(|source| ExportError::Io {
+        action: "write",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(bytes.len() as u64)
+}
+
+/// Decodes ONNX bytes (the subset of fields in [`proto`]; others are skipped).
+pub fn decode(bytes: &[u8]) -> Result<ModelProto, ExportError> {
+    ModelProto::decode(bytes).map_err(|e| ExportError::Onnx {
+        model: "<bytes>".to_string(),
+        msg: format!("cannot decode: {e}"),
+    })
+}
