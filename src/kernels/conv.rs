@@ -104,12 +104,27 @@ fn source_rows_aligned(p: &TileParams) -> bool {
         && p.n > 0
 }
 
-/// Validates the shape ([`Conv2dShape::check`]) and returns `(h_out, w_out)`.
+/// Largest padded input height or width (and stride): the shaders' coordinates are wrapping
+/// `u32`s, which tell taps in the padding apart while they stay below 2³¹.
+const MAX_EXTENT: usize = 1 << 31;
+
+/// Validates the shape ([`Conv2dShape::check`], and padded sizes and strides below 2³¹) and
+/// returns `(h_out, w_out)`.
 fn output_size(op: &'static str, s: &Conv2dShape) -> Result<(usize, usize)> {
     s.check().map_err(|e| Error::InvalidArgument {
         op,
         msg: format!("{e} ({s:?})"),
     })?;
+    let [ph, pw] = s.padded();
+    let largest = ph.max(pw).max(s.stride[0]).max(s.stride[1]);
+    if largest >= MAX_EXTENT {
+        return Err(Error::Limit {
+            op,
+            what: "padded input size or stride",
+            value: largest as u64,
+            limit: MAX_EXTENT as u64 - 1,
+        });
+    }
     Ok((s.h_out(), s.w_out()))
 }
 
