@@ -45,18 +45,3 @@ fn conv_a(z: u32, row: u32, p: u32) -> u32 {
 fn wgrad_a(z: u32, image: u32, row: u32, p: u32) -> u32 {
     return ((image * P.groups + z % P.groups) * P.m + row) * P.k + p;
 }
-
-// c[i] = Σ_z a[z·m·n + i] over the P.batches splits, in order z = 0, 1, …
-@compute @workgroup_size(64)
-fn sum_splits(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let len = P.m * P.n;
-    let i = (wid.x + wid.y * nwg.x) * 64u + lid;
-    if i >= len {
-        return;
-    }
-    var sum = 0.0;
-    for (var z = 0u; z < P.batches; z++) {
-        sum += a[z * len + i];
-    }
-    c[i] = sum;
-}

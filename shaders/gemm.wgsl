@@ -19,51 +19,10 @@
 //   0: row-major GEMM, A stored [m,k] or [k,m] (TRANS_A), B stored [k,n] or [n,k] (TRANS_B);
 //   1: convolution as a correlation (forward; with FLIP the backward-data pass), conv.wgsl;
 //   2: convolution weight gradient, split over images, conv.wgsl.
-// The launcher's shader appends the vec4 views (or stand-ins: VEC_A, load_a4, VEC_B, load_b4)
-// and the variant (subgroup or portable): the entry point `tiles`, chunk_fragment, chunk_row
-// and chunk_block.
-
-struct TileParams {
-    // Output rows, columns and reduction length (per segment for MODE 2).
-    m: u32,
-    n: u32,
-    k: u32,
-    // Column tiles and tiles per batch entry (row tiles × column tiles).
-    tiles_n: u32,
-    tiles: u32,
-    // Batch entries (GEMM batch, or weight-gradient splits).
-    batches: u32,
-    // Elements between batch entries of A, B and C.
-    a_stride: u32,
-    b_stride: u32,
-    c_stride: u32,
-    // 1: C += A·B; 0: C = A·B.
-    accumulate: u32,
-    // Convolution geometry: source (input of the correlation) channels (all groups), height and
-    // width; the output height and width; the padding (a wrapping u32: the backward-data
-    // correlation's kh − 1 − pad may be negative), the kernel height and width, the stride of the
-    // destination positions over the source, the dilation of the source (DILATE: the strided
-    // backward-data gather reads dy as if zeros stood between its rows and columns), the channel
-    // groups; images per split and images (MODE 2).
-    src_c: u32,
-    src_h: u32,
-    src_w: u32,
-    dst_h: u32,
-    dst_w: u32,
-    pad_h: u32,
-    pad_w: u32,
-    kh: u32,
-    kw: u32,
-    stride_h: u32,
-    stride_w: u32,
-    dil_h: u32,
-    dil_w: u32,
-    groups: u32,
-    images_per_split: u32,
-    images: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
+// tile_params.wgsl, prepended, holds TileParams, the bindings P, a, b, c and sum_splits (shared
+// with the GPU engine). The launcher's shader appends the vec4 views (or stand-ins: VEC_A,
+// load_a4, VEC_B, load_b4) and the variant (subgroup or portable): the entry point `tiles`,
+// chunk_fragment, chunk_row and chunk_block.
 
 // Largest tile the accumulator arrays hold; TM and TN (multiples of 4) choose the tile.
 const MAX_TM: u32 = 64u;
@@ -82,11 +41,6 @@ override DILATE: bool = false;
 override TM: u32 = 32u;
 override TN: u32 = 8u;
 override WG: u32 = 64u;
-
-@group(0) @binding(0) var<uniform> P: TileParams;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;
 
 // Per-column state: the base index into B and, for convolutions, the two coordinates whose
 // sums with the cursor decide whether a tap falls in the zero padding.

@@ -22,37 +22,9 @@
 //      over the positions of the images of a split (A = dy, B = x); z = split · groups + group;
 //      each split writes its own partial sums, which sum_splits adds in a fixed order.
 // The convolution views, strides, groups and padding (a wrapping u32) are those of conv.wgsl.
+// tile_params.wgsl, prepended, holds TileParams, the bindings P, a, b, c and sum_splits (shared
+// with the CPU engine).
 
-struct TileParams {
-    m: u32,
-    n: u32,
-    k: u32,
-    tiles_n: u32,
-    tiles: u32,
-    batches: u32,
-    a_stride: u32,
-    b_stride: u32,
-    c_stride: u32,
-    accumulate: u32,
-    src_c: u32,
-    src_h: u32,
-    src_w: u32,
-    dst_h: u32,
-    dst_w: u32,
-    pad_h: u32,
-    pad_w: u32,
-    kh: u32,
-    kw: u32,
-    stride_h: u32,
-    stride_w: u32,
-    dil_h: u32,
-    dil_w: u32,
-    groups: u32,
-    images_per_split: u32,
-    images: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
 
 override MODE: u32 = 0u;
 override TRANS_A: bool = false;
@@ -71,11 +43,6 @@ override WG: u32 = 64u;
 // vec4 elements of the staged tiles: BK · BM / 4 and BK · BN / 4.
 override A_LEN: u32 = 128u;
 override B_LEN: u32 = 128u;
-
-@group(0) @binding(0) var<uniform> P: TileParams;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;
 
 // A(k0 + q, rows 4i .. 4i+3) at [q · BM/4 + i]; B(k0 + q, columns 4j .. 4j+3) at [q · BN/4 + j].
 var<workgroup> As: array<vec4<f32>, A_LEN>;
@@ -394,19 +361,4 @@ fn tiles(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     if TM > 4u {
         store_rows(&acc, 8u, row + 4u, col, out0, out1);
     }
-}
-
-// c[i] = Σ_z a[z·m·n + i] over the P.batches splits, in order z = 0, 1, …
-@compute @workgroup_size(64)
-fn sum_splits(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let len = P.m * P.n;
-    let i = (wid.x + wid.y * nwg.x) * 64u + lid;
-    if i >= len {
-        return;
-    }
-    var sum = 0.0;
-    for (var z = 0u; z < P.batches; z++) {
-        sum += a[z * len + i];
-    }
-    c[i] = sum;
 }

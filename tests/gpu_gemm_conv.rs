@@ -629,4 +629,13 @@ fn bad_shapes(g: &Gpu) {
             }
         }
     }
+    // A valid shape whose padding lies beyond the shaders' wrapping coordinates.
+    let s = Conv2dShape {
+        stride: [1 << 32, 1],
+        pad: [1 << 31, 0],
+        ..Conv2dShape::square(1, 1, 1, 1, 1, 1, 0)
+    };
+    let one = g.zeros("one", &[1]).unwrap();
+    let err = conv::conv2d_forward(g, &mut e, v, &s, &one, &one, &one);
+    assert!(matches!(err, Err(Error::Limit { .. })), "{err:?}");
 }

@@ -65,7 +65,7 @@ pub static SUM_SPLITS: PipelineKey = PipelineKey {
     entry: "sum_splits",
     constants: &[],
 };
-/// Threads per workgroup of `sum_splits` (fixed in the shader).
+/// Threads per workgroup of `sum_splits` (fixed in `shaders/tile_params.wgsl`).
 pub const SUM_WORKGROUP: u32 = 64;
 
 /// Every convolution pipeline.
@@ -104,12 +104,27 @@ fn source_rows_aligned(p: &TileParams) -> bool {
         && p.n > 0
 }
 
-/// Validates the shape ([`Conv2dShape::check`]) and returns `(h_out, w_out)`.
+/// Largest padded input height or width (and stride): the shaders' coordinates are wrapping
+/// `u32`s, which tell taps in the padding apart while they stay below 2³¹.
+const MAX_EXTENT: usize = 1 << 31;
+
+/// Validates the shape ([`Conv2dShape::check`], and padded sizes and strides below 2³¹) and
+/// returns `(h_out, w_out)`.
 fn output_size(op: &'static str, s: &Conv2dShape) -> Result<(usize, usize)> {
     s.check().map_err(|e| Error::InvalidArgument {
         op,
         msg: format!("{e} ({s:?})"),
     })?;
+    let [ph, pw] = s.padded();
+    let largest = ph.max(pw).max(s.stride[0]).max(s.stride[1]);
+    if largest >= MAX_EXTENT {
+        return Err(Error::Limit {
+            op,
+            what: "padded input size or stride",
+            value: largest as u64,
+            limit: MAX_EXTENT as u64 - 1,
+        });
+    }
     Ok((s.h_out(), s.w_out()))
 }
 
@@ -379,38 +394,30 @@ pub fn conv2d_backward_weight(
         variant.pick(&SUBGROUP_BACKWARD_WEIGHT, &PORTABLE_BACKWARD_WEIGHT)
     };
     let target = if splits == 1 { dw } else { scratch };
-    if gpu.engine() == Engine::Gpu {
-        tiles_gpu::launch(
-            gpu,
-            encoder,
-            OP,
-            Pass::BackwardWeight,
-            params,
-            [dy, x, target],
-        )?;
-        if splits > 1 {
-            let (m, n) = (s.c_out as u32, cols as u32);
-            tiles_gpu::sum_splits(gpu, encoder, OP, m, n, splits as u32, scratch, dw)?;
-        }
-        return Ok(());
-    }
-    launch_tiles(gpu, encoder, OP, key, params, [dy, x, target])?;
+    let sum = if gpu.engine() == Engine::Gpu {
+        let pass = Pass::BackwardWeight;
+        tiles_gpu::launch(gpu, encoder, OP, pass, params, [dy, x, target])?;
+        &tiles_gpu::SUM_SPLITS
+    } else {
+        launch_tiles(gpu, encoder, OP, key, params, [dy, x, target])?;
+        &SUM_SPLITS
+    };
     if splits == 1 {
         return Ok(());
     }
-    let sum = TileParams {
+    // dw = Σ_z scratch[z] over the splits, in order.
+    let sum_params = TileParams {
         m: s.c_out as u32,
         n: cols as u32,
         batches: splits as u32,
         ..TileParams::default()
     };
     let grid = gpu.grid(OP, (s.weight_len() as u32).div_ceil(SUM_WORKGROUP))?;
-    let uniform = gpu.constant_uniform(&sum);
+    let uniform = gpu.constant_uniform(&sum_params);
     let bindings = [
         (0, Binding::whole(&uniform)),
         (1, scratch.binding()),
         (3, dw.binding()),
     ];
-    gpu.dispatch(encoder, &SUM_SPLITS, &bindings, grid)?;
-    Ok(())
+    gpu.dispatch(encoder, sum, &bindings, grid)
 }

@@ -177,6 +177,7 @@ macro_rules! engine_shader {
         Shader {
             name: $name,
             source: concat!(
+                include_str!("../../shaders/tile_params.wgsl"),
                 include_str!("../../shaders/gemm.wgsl"),
                 include_str!("../../shaders/conv.wgsl"),
                 vec_a!($a),

@@ -13,10 +13,14 @@ use super::gemm::TileParams;
 use crate::gpu::{Binding, Engine, Gpu, PipelineKey, Shader, Tensor, TileShape};
 use crate::{Error, Result};
 
-/// The GPU engine's shader (entry points `tiles` and `sum_splits`).
+/// The GPU engine's shader (entry points `tiles` and `sum_splits`, the latter and the
+/// parameters shared with the CPU engine through `shaders/tile_params.wgsl`).
 pub static SHADER: Shader = Shader {
     name: "tiles_gpu",
-    source: include_str!("../../shaders/tiles_gpu.wgsl"),
+    source: concat!(
+        include_str!("../../shaders/tile_params.wgsl"),
+        include_str!("../../shaders/tiles_gpu.wgsl")
+    ),
     requires: wgpu::Features::empty(),
 };
 
@@ -120,8 +124,8 @@ pub static SUM_SPLITS: PipelineKey = PipelineKey {
     entry: "sum_splits",
     constants: &[],
 };
-/// Threads per workgroup of `sum_splits` (fixed in the shader).
-pub const SUM_WORKGROUP: u32 = 64;
+/// Threads per workgroup of `sum_splits` (the CPU engine's: one WGSL source).
+pub const SUM_WORKGROUP: u32 = super::conv::SUM_WORKGROUP;
 
 /// Every pipeline of the engine.
 pub fn pipelines() -> Vec<&'static PipelineKey> {
@@ -221,34 +225,6 @@ pub(crate) fn launch(
         &bindings,
         grid,
     )
-}
-
-/// Records `dst = Σ_z scratch[z]` over `splits` partial sums of `len = m · n` elements, in order.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn sum_splits(
-    gpu: &Gpu,
-    encoder: &mut wgpu::CommandEncoder,
-    op: &'static str,
-    m: u32,
-    n: u32,
-    splits: u32,
-    scratch: &Tensor,
-    dst: &Tensor,
-) -> Result<()> {
-    let sum = TileParams {
-        m,
-        n,
-        batches: splits,
-        ..TileParams::default()
-    };
-    let grid = gpu.grid(op, (m * n).div_ceil(SUM_WORKGROUP))?;
-    let uniform = gpu.constant_uniform(&sum);
-    let bindings = [
-        (0, Binding::whole(&uniform)),
-        (1, scratch.binding()),
-        (3, dst.binding()),
-    ];
-    gpu.dispatch(encoder, &SUM_SPLITS, &bindings, grid)
 }
 
 /// How the GPU engine's weight-gradient pass splits `images` images for `groups` groups of `m`
