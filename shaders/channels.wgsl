@@ -23,6 +23,7 @@ struct ChannelParams {
 const WG: u32 = 256u;
 const FLAG_RELU: u32 = 1u;
 const FLAG_UNIT_SCALE: u32 = 2u;
+const FLAG_RELU6: u32 = 4u;
 
 // Elements per thread of the elementwise entry points.
 override PER_THREAD: u32 = 4u;

@@ -1,7 +1,10 @@
-// Fused layer epilogue: a = [relu](scale[c] * y + shift[c]), optionally followed by the layer's
-// (unpruned) activation quantizer q = Q(a), unsigned after a ReLU, signed (SIGNED_QUANT) where the
-// layer has none (a residual block's last convolution); and its backward: dy = scale[c] * da with
-// per-channel sums of da and da * y (bias / BN shift and scale gradients).
+// Fused layer epilogue: a = act(scale[c] * y + shift[c]) with act the identity, ReLU or ReLU6,
+// optionally followed by the layer's (unpruned) activation quantizer q = Q(a), unsigned after a
+// ReLU or ReLU6, signed (SIGNED_QUANT) where the layer has none (a residual block's last
+// convolution); and its backward: dy = scale[c] * da with per-channel sums of da and da * y
+// (bias / BN shift and scale gradients). The unsigned quantizer's backward already masks a <= 0;
+// after ReLU6, backward_partials_relu6 also zeroes the gradient where a >= 6 (PyTorch's hardtanh
+// backward), reading the forward output a.
 // bb_common.wgsl and channels.wgsl are prepended by the host.
 
 @group(0) @binding(2) var<storage, read> scale: array<f32>;
@@ -18,6 +21,10 @@
 // Per channel: sum of da, sum of da * y.
 @group(0) @binding(11) var<storage, read_write> sum_da: array<f32>;
 @group(0) @binding(12) var<storage, read_write> sum_da_y: array<f32>;
+// The forward output a, read by backward_partials_relu6 for the ReLU6 gradient mask.
+@group(0) @binding(13) var<storage, read> a_fwd: array<f32>;
+
+const RELU6_BOUND: f32 = 6.0;
 
 fn channel_scale(c: u32) -> f32 {
     if (cp.flags & FLAG_UNIT_SCALE) != 0u {
@@ -31,6 +38,10 @@ fn affine(i: u32) -> f32 {
     let v = y[i] * channel_scale(c) + shift[c];
     if (cp.flags & FLAG_RELU) != 0u {
         return select(0.0, v, v > 0.0);
+    }
+    if (cp.flags & FLAG_RELU6) != 0u {
+        // As the reference: 0 where v <= 0, 6 where v >= 6, v otherwise.
+        return select(select(v, RELU6_BOUND, v >= RELU6_BOUND), 0.0, v <= 0.0);
     }
     return v;
 }
@@ -66,6 +77,20 @@ fn forward_quant(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
     }
 }
 
+// One element of the backward: writes dy = s * g and returns its (g, g * y) for the sums.
+fn backward_element(i: u32, g: f32, s: f32) -> vec2<f32> {
+    dy[i] = g * s;
+    return vec2<f32>(g, g * y[i]);
+}
+
+// The workgroup's total of the slice's (sum da, sum da * y), stored as the slice's partial.
+fn store_partial(t: u32, slice: u32, acc: vec2<f32>) {
+    let total = workgroup_sum(t, acc);
+    if t == 0u && slice < cp.num_slices {
+        partials[slice] = total;
+    }
+}
+
 // Level 1: dy for the slice's elements and the slice's (sum da, sum da * y).
 @compute @workgroup_size(256)
 fn backward_partials(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
@@ -76,15 +101,29 @@ fn backward_partials(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
         let s = channel_scale(sl.channel);
         for (var j = sl.start + t; j < sl.end; j += WG) {
             let i = channel_element(sl.channel, j);
-            let g = da[i];
-            dy[i] = g * s;
-            acc += vec2<f32>(g, g * y[i]);
+            acc += backward_element(i, da[i], s);
         }
     }
-    let total = workgroup_sum(t, acc);
-    if t == 0u && slice < cp.num_slices {
-        partials[slice] = total;
+    store_partial(t, slice, acc);
+}
+
+// Level 1 after ReLU6: the incoming gradient is zeroed where the forward output is not strictly
+// inside (0, 6), as the reference's relu6_backward.
+@compute @workgroup_size(256)
+fn backward_partials_relu6(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let slice = workgroup_index(wg, nwg);
+    var acc = vec2<f32>(0.0);
+    if slice < cp.num_slices {
+        let sl = slice_range(slice);
+        let s = channel_scale(sl.channel);
+        for (var j = sl.start + t; j < sl.end; j += WG) {
+            let i = channel_element(sl.channel, j);
+            let a = a_fwd[i];
+            let g = select(0.0, da[i], a > 0.0 && a < RELU6_BOUND);
+            acc += backward_element(i, g, s);
+        }
     }
+    store_partial(t, slice, acc);
 }
 
 // Level 2, one thread per channel: the channel's partials in slice order.

@@ -12,6 +12,7 @@ use bayesian_bits::kernels::int_infer::IntEngine;
 use bayesian_bits::nn::{Arch, Model};
 use bayesian_bits::reference::model::{self as reference, InitConfig, Mode, Params, StepKey};
 use bayesian_bits::reference::quant::{self, gate_noise};
+use bayesian_bits::spec::{Activation, ArchBuilder, Conv, Linear};
 use common::{gpu, uniform};
 use std::path::Path;
 
@@ -709,4 +710,42 @@ fn onnx_int4_packing_and_errors() {
         onnx::decode(b"\x0a\xff"),
         Err(ExportError::Onnx { .. })
     ));
+}
+
+/// A chain the export otherwise covers, with `activation` after its second convolution.
+fn chain_with(activation: Activation) -> Arch {
+    let mut b = ArchBuilder::new("chain", [1, 12, 12], 10);
+    let x = b.input();
+    let x = b.conv("features.0", x, Conv::new(4, 3)).unwrap();
+    let conv = Conv::new(8, 3).activation(activation);
+    let x = b.conv("features.1", x, conv).unwrap();
+    let x = b.max_pool("features.2", x, 2, 2, 0).unwrap();
+    let logits = b.linear("classifier.0", x, Linear::new(10)).unwrap();
+    b.finish(logits).unwrap()
+}
+
+#[test]
+fn relu6_is_refused_by_the_export_naming_the_layer() {
+    let init = InitConfig {
+        chain_logits: [6.0, 6.0, -6.0, -6.0],
+        prune_logit: 6.0,
+        seed: 8,
+    };
+    let options = ExportOptions::default();
+    let arch = chain_with(Activation::Relu);
+    let params = reference::init_params(&arch, &init);
+    let model = export::export(&arch, &params, &options).unwrap();
+    assert!(model.manifest.layers[1].weighted.as_ref().unwrap().relu);
+    // The same chain with ReLU6: the format has no clamp at 6, so the export refuses it.
+    let arch = chain_with(Activation::Relu6);
+    let params = reference::init_params(&arch, &init);
+    match export::export(&arch, &params, &options) {
+        Err(ExportError::Activation {
+            layer, activation, ..
+        }) => assert_eq!(
+            (layer.as_str(), activation),
+            ("features.1", Activation::Relu6)
+        ),
+        other => panic!("expected an activation error, got {other:?}"),
+    }
 }

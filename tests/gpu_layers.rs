@@ -7,7 +7,7 @@ use bayesian_bits::gpu::{Binding, Tensor};
 use bayesian_bits::kernels::bn::{BnBackward, BnBindings, FoldBackward, FoldedBn};
 use bayesian_bits::kernels::channels::{self, ChannelLayout};
 use bayesian_bits::kernels::epilogue::{
-    ActQuant, Epilogue, EpilogueBackward, EpilogueConfig, EpilogueForward,
+    ActQuant, Activation, Epilogue, EpilogueBackward, EpilogueConfig, EpilogueForward,
 };
 use bayesian_bits::kernels::loss::{Metrics, SoftmaxCrossEntropy};
 use bayesian_bits::kernels::optim::{AdamGroup, Optimizer, ParamArena, ParamSlice};
@@ -417,6 +417,7 @@ fn run_epilogue(config: EpilogueConfig, quantize: bool, seed: u64) -> EpilogueRu
             scale: scale_binding,
             dy: (&dyt).into(),
             sum_da: group.grad(g, slices[0]).unwrap(),
+            a: None,
         };
         epilogue.backward(g, enc, &backward).unwrap();
     });
@@ -443,7 +444,11 @@ fn epilogue_matches_reference() {
             let seed = 40 + 10 * k as u64;
             let config = EpilogueConfig {
                 layout,
-                relu,
+                activation: if relu {
+                    Activation::Relu
+                } else {
+                    Activation::None
+                },
                 scaled,
             };
             let got = run_epilogue(config, quantize, seed);
@@ -486,6 +491,122 @@ fn epilogue_matches_reference() {
                 assert_eq!(bits(&again.sum_da_y), bits(&got.sum_da_y), "rerun {what}");
             }
         }
+    }
+}
+
+/// ReLU6 in the epilogue against the CPU reference (`relu6_forward`, `relu6_backward`): inputs
+/// on both sides of 0 and 6, with and without the (unsigned) activation quantizer, with and
+/// without a scale; the backward zeroes the gradient where the output is 0 or 6.
+#[test]
+fn epilogue_relu6_matches_reference() {
+    let g = gpu();
+    for (k, layout) in layouts().into_iter().enumerate() {
+        for (scaled, quantize) in [(true, true), (false, true), (true, false)] {
+            let seed = 900 + 10 * k as u64;
+            let config = EpilogueConfig {
+                layout,
+                activation: Activation::Relu6,
+                scaled,
+            };
+            let (len, c) = (layout.len(), layout.channels);
+            // Every channel reaches below 0 and above 6.
+            let y = uniform(seed, len, -6.0, 8.0);
+            let scale = uniform(seed + 1, c, 1.0, 2.5);
+            let shift = uniform(seed + 2, c, -1.0, 3.0);
+            let da = uniform(seed + 3, len, -0.5, 1.5);
+            let (x_max, gates) = (5.0, [1.0, 0.6, 0.0, 0.0]);
+            let (group, slices) = group_with(&[&shift], &[None]);
+            let epilogue = Epilogue::new(g, config).unwrap();
+            let (yt, st, dat) = (upload(&y), upload(&scale), upload(&da));
+            let (at, qt, dyt) = (zeros(len), zeros(len), zeros(len));
+            let (x_max_t, gates_t) = (upload(&[x_max]), upload(&gates));
+            let scale_binding = scaled.then(|| Binding::from(&st));
+            run(|enc| {
+                let forward = EpilogueForward {
+                    y: (&yt).into(),
+                    scale: scale_binding,
+                    shift: group.param(g, slices[0]).unwrap(),
+                    a: (&at).into(),
+                    quant: quantize.then(|| ActQuant {
+                        signed: false,
+                        x_max: (&x_max_t).into(),
+                        gates: (&gates_t).into(),
+                        q: (&qt).into(),
+                    }),
+                };
+                epilogue.forward(g, enc, &forward).unwrap();
+                let backward = EpilogueBackward {
+                    da: (&dat).into(),
+                    y: (&yt).into(),
+                    scale: scale_binding,
+                    dy: (&dyt).into(),
+                    sum_da: group.grad(g, slices[0]).unwrap(),
+                    a: Some((&at).into()),
+                };
+                epilogue.backward(g, enc, &backward).unwrap();
+            });
+            let v = g
+                .read_blocking(&[&at, &qt, &dyt, group.grads(), &epilogue.sum_da_y])
+                .unwrap();
+            let what = format!("{layout:?} scaled {scaled} quantize {quantize}");
+            let s = |i: usize| {
+                if scaled {
+                    scale[channel(&layout, i)]
+                } else {
+                    1.0
+                }
+            };
+            let pre: Vec<f32> = (0..len)
+                .map(|i| y[i] * s(i) + shift[channel(&layout, i)])
+                .collect();
+            let a = reference::relu6_forward(&pre);
+            assert_close(&v[0], &a, 1e-6, &format!("a {what}"));
+            let (zeros_, sixes) = (
+                a.iter().filter(|&&x| x == 0.0).count(),
+                a.iter().filter(|&&x| x == 6.0).count(),
+            );
+            assert!(
+                zeros_ > len / 20 && sixes > len / 20,
+                "{what}: both clamps hit"
+            );
+            if quantize {
+                assert_quantized(&v[1], &v[0], x_max, gates);
+            }
+            let masked = reference::relu6_backward(&a, &da);
+            let dy: Vec<f32> = (0..len).map(|i| masked[i] * s(i)).collect();
+            assert_close(&v[2], &dy, 1e-6, &format!("dy {what}"));
+            let sum_da = channel_sums(&layout, |i| f64::from(masked[i]));
+            let sum_da_y = channel_sums(&layout, |i| f64::from(masked[i]) * f64::from(y[i]));
+            let got_sum_da = slices[0].of(&v[3]).unwrap().to_vec();
+            assert_close(&got_sum_da, &sum_da, 1e-5, &format!("sum da {what}"));
+            assert_close(&v[4], &sum_da_y, 1e-5, &format!("sum da*y {what}"));
+        }
+    }
+    // The forward output is passed to the backward exactly when the activation is ReLU6.
+    let layout = ChannelLayout::rows(2, 4);
+    let t8 = zeros(8);
+    let t4 = zeros(4);
+    for (activation, a) in [
+        (Activation::Relu6, None),
+        (Activation::Relu, Some(Binding::from(&t8))),
+    ] {
+        let config = EpilogueConfig {
+            layout,
+            activation,
+            scaled: false,
+        };
+        let epilogue = Epilogue::new(g, config).unwrap();
+        let mut enc = g.encoder("relu6 errors");
+        let backward = EpilogueBackward {
+            da: (&t8).into(),
+            y: (&t8).into(),
+            scale: None,
+            dy: (&t8).into(),
+            sum_da: (&t4).into(),
+            a,
+        };
+        let e = epilogue.backward(g, &mut enc, &backward).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
     }
 }
 
@@ -563,7 +684,7 @@ fn run_bn(case: &BnCase) -> BnRun {
     let bn = FoldedBn::new(g, l, case.w.len()).unwrap();
     let config = EpilogueConfig {
         layout: l,
-        relu: false,
+        activation: Activation::None,
         scaled: true,
     };
     let epilogue = Epilogue::new(g, config).unwrap();
@@ -605,6 +726,7 @@ fn run_bn(case: &BnCase) -> BnRun {
             scale,
             dy: (&dyq).into(),
             sum_da: grad(sb),
+            a: None,
         };
         epilogue.backward(g, enc, &backward).unwrap();
         let backward = BnBackward {
@@ -766,7 +888,7 @@ fn tv8_through_the_gpu_bn_path() {
         g,
         EpilogueConfig {
             layout,
-            relu: false,
+            activation: Activation::None,
             scaled: true,
         },
     )
@@ -864,7 +986,7 @@ fn bad_shapes_are_errors() {
             g,
             EpilogueConfig {
                 layout: ChannelLayout::rows(0, 4),
-                relu: true,
+                activation: Activation::Relu,
                 scaled: false
             }
         ),
@@ -893,7 +1015,7 @@ fn bad_shapes_are_errors() {
         g,
         EpilogueConfig {
             layout,
-            relu: true,
+            activation: Activation::Relu,
             scaled: false,
         },
     )

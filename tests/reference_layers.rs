@@ -197,6 +197,37 @@ fn relu_and_maxpool_gradients() {
 }
 
 #[test]
+fn relu6_gradient() {
+    let mut rng = Rng(6);
+    // Spread over [-4, 10), kept more than the FD step away from the kinks at 0 and 6.
+    let x: Vec<f64> = rng
+        .vec(120)
+        .iter()
+        .map(|v| 3.0 + 7.0 * v)
+        .map(|v| {
+            let near = |k: f64| (v - k).abs() < 0.05;
+            if near(0.0) || near(6.0) {
+                v + 0.1
+            } else {
+                v
+            }
+        })
+        .collect();
+    let y = relu6_forward(&x);
+    assert!(y.contains(&0.0) && y.contains(&6.0) && y.iter().any(|&v| v > 0.0 && v < 6.0));
+    let r = rng.vec(120);
+    // From the input and from the output: the same mask.
+    let from_x = relu6_backward(&x, &r);
+    assert_eq!(from_x, relu6_backward(&y, &r));
+    assert_grad("relu6 dx", &x, &from_x, |x| dot(&r, &relu6_forward(x)));
+    // At the kinks the gradient is 0 (PyTorch's hardtanh backward), on both sides.
+    let kinks = [0.0, 6.0, -0.0, 5.999, 1e-9, 6.001];
+    let g = relu6_backward(&kinks, &[1.0; 6]);
+    assert_eq!(g, [0.0, 0.0, 0.0, 1.0, 1.0, 0.0]);
+    assert_eq!(relu6_forward(&kinks), [0.0, 6.0, 0.0, 5.999, 1e-9, 6.0]);
+}
+
+#[test]
 fn maxpool_ties_go_to_first_in_row_major_order() {
     // One 3×5 plane: windows cover columns 0–1 and 2–3 of rows 0–1; row 2 and column 4 are dropped.
     #[rustfmt::skip]

@@ -10,6 +10,7 @@ use crate::quant::{relative_bops, LayerBops};
 use crate::reference::layers::{fold_bias, fold_weight, BnParams};
 use crate::reference::model::Params;
 use crate::reference::quant;
+use crate::spec::Activation;
 use std::collections::BTreeSet;
 
 /// What to do with pruned channels.
@@ -195,9 +196,17 @@ fn prepare<'a>(
 }
 
 /// The export format and the integer engine cover chains of dense stride-1 square convolutions,
-/// 2×2 max-pools and linear layers (LeNet-5, VGG-7); anything else is refused by name.
+/// 2×2 max-pools and linear layers (LeNet-5, VGG-7) with ReLU or no activation; anything else is
+/// refused by name.
 fn check_exportable(arch: &Arch) -> Result<(), ExportError> {
     for l in &arch.layers {
+        if !matches!(l.activation, Activation::None | Activation::Relu) {
+            return Err(ExportError::Activation {
+                model: arch.name.clone(),
+                layer: l.name.clone(),
+                activation: l.activation,
+            });
+        }
         let supported = match l.kind {
             LayerKind::Conv { .. } => l.conv_shape(1).is_some_and(|s| s.is_plain()),
             LayerKind::Linear { .. } => true,
@@ -273,11 +282,11 @@ pub fn export(
                 continue;
             }
             pr.pruned.push(c);
-            // The constant the pruned channel emits: quantize(ReLU(bias)) (spec §5.2, P12).
-            let relu = (p.bias[c] as f32).max(0.0);
+            // The constant the pruned channel emits: quantize(act(bias)) (spec §5.2, P12).
+            let activated = p.spec.activation.apply(p.bias[c] as f32);
             let constant = match act {
-                Some(a) => quant::quantize(&[relu], a.x_max, a.signed, a.chain, None)[0],
-                None => relu,
+                Some(a) => quant::quantize(&[activated], a.x_max, a.signed, a.chain, None)[0],
+                None => activated,
             };
             let exact = constant == 0.0 || !padded_next;
             if exact || options.prune == PruneMode::All {
@@ -446,7 +455,7 @@ pub fn export(
                     codes_clamped: p.codes_clamped,
                 },
                 batch_norm_folded: spec.batch_norm,
-                relu: spec.relu,
+                relu: spec.activation == Activation::Relu,
                 activation: act,
                 pruning: pruning[wi].clone(),
             }),

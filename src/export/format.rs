@@ -2,6 +2,7 @@
 //! typed errors.
 
 use super::pack;
+use crate::spec::Activation;
 use md5::{Digest, Md5};
 use safetensors::{Dtype, SafeTensors, View};
 use serde::{Deserialize, Serialize};
@@ -123,6 +124,21 @@ pub enum ExportError {
         /// What is wrong.
         msg: String,
     },
+    /// A layer's activation has no representation in the export format, which records ReLU or
+    /// none ([`WeightedManifest::relu`]): the integer engine and the ONNX writer would drop a
+    /// ReLU6's clamp at 6, so such a model is refused rather than exported inexactly.
+    #[error(
+        "cannot export {model}: layer {layer} has activation {activation:?}, which the export \
+         format does not support (only ReLU or none)"
+    )]
+    Activation {
+        /// The model.
+        model: String,
+        /// The layer.
+        layer: String,
+        /// Its activation.
+        activation: Activation,
+    },
 }
 
 /// How one weight tensor is quantized and stored.
@@ -216,7 +232,8 @@ pub struct WeightedManifest {
     pub weight: WeightQuant,
     /// Whether batch norm was folded into weights and bias (spec §5.2, eval form).
     pub batch_norm_folded: bool,
-    /// ReLU then activation quantizer after the layer (false for the logit layer).
+    /// ReLU then activation quantizer after the layer (false for the logit layer and layers
+    /// without activation; ReLU6 layers are not exported, see [`ExportError::Activation`]).
     pub relu: bool,
     /// The activation quantizer (absent for the logit layer).
     #[serde(default, skip_serializing_if = "Option::is_none")]

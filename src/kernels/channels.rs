@@ -15,6 +15,8 @@ pub const SLICE_LEN: u32 = 2048;
 pub(crate) const FLAG_RELU: u32 = 1;
 /// `ChannelParams.flags`: the scale is 1 (the scale binding is not read).
 pub(crate) const FLAG_UNIT_SCALE: u32 = 2;
+/// `ChannelParams.flags`: apply a ReLU6 after the affine map.
+pub(crate) const FLAG_RELU6: u32 = 4;
 
 /// `struct ChannelParams` of `channels.wgsl`.
 #[repr(C)]
@@ -34,7 +36,7 @@ pub struct ChannelParams {
     pub slice_len: u32,
     /// Reduction slices in total.
     pub num_slices: u32,
-    /// Bit set of the launcher's options (ReLU, unit scale).
+    /// Bit set of the launcher's options (ReLU, ReLU6, unit scale).
     pub flags: u32,
 }
 

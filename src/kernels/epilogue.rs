@@ -1,17 +1,23 @@
-//! Launchers of `shaders/epilogue.wgsl`: the fused per-channel affine (+ReLU) epilogue of a
-//! layer, optionally with the activation quantizer, and its backward.
+//! Launchers of `shaders/epilogue.wgsl`: the fused per-channel affine (+ReLU or ReLU6) epilogue
+//! of a layer, optionally with the activation quantizer, and its backward.
 //!
-//! Forward: `a = relu(scale[c]·y + shift[c])` (ReLU optional) and, with a quantizer,
+//! Forward: `a = act(scale[c]·y + shift[c])` (`act`: identity, ReLU or ReLU6) and, with a
+//! quantizer,
 //! `q = Q_act(a)` in the same pass. The per-channel `scale`/`shift` are: LeNet layers 1 and the
 //! bias; folded BN in training σ_r/σ_B and β − γ·μ_B/σ_B; folded BN in eval 1 and the eval bias
 //! (both written by [`crate::kernels::bn::FoldedBn`]).
 //!
 //! Backward, given `da = dL/da` (from the quantizer's backward, which already includes the
 //! ReLU mask, or from the loss): `dy = scale[c]·da`, and per channel `Σ da` (the bias or β
-//! gradient) and `Σ da·y` (what the folded-BN backward needs), reduced in a fixed order.
+//! gradient) and `Σ da·y` (what the folded-BN backward needs), reduced in a fixed order. After
+//! ReLU6, `da` is first zeroed where the forward output `a` is not inside `(0, 6)` (PyTorch's
+//! `hardtanh` backward; the unsigned quantizer masks only `a ≤ 0`).
 
-use super::channels::{ChannelLayout, ChannelPlan, FLAG_RELU, FLAG_UNIT_SCALE, PER_THREAD};
+use super::channels::{
+    ChannelLayout, ChannelPlan, FLAG_RELU, FLAG_RELU6, FLAG_UNIT_SCALE, PER_THREAD,
+};
 use crate::gpu::{Binding, Gpu, PipelineKey, Shader, Tensor};
+pub use crate::spec::Activation;
 use crate::{Error, Result};
 
 /// The epilogue module, with the quantizer functions and the channel helpers prepended.
@@ -25,19 +31,20 @@ pub static SHADER: Shader = Shader {
     requires: wgpu::Features::empty(),
 };
 
-/// `out = [relu](scale·y + shift)`.
+/// `out = act(scale·y + shift)`.
 pub static FORWARD: PipelineKey = PipelineKey {
     shader: &SHADER,
     entry: "forward",
     constants: &[("PER_THREAD", PER_THREAD)],
 };
-/// `a = [relu](scale·y + shift)`, `q = Q_act(a)` with an unsigned quantizer.
+/// `a = act(scale·y + shift)`, `q = Q_act(a)` with an unsigned quantizer.
 pub static FORWARD_QUANT: PipelineKey = PipelineKey {
     shader: &SHADER,
     entry: "forward_quant",
     constants: &[("PER_THREAD", PER_THREAD)],
 };
-/// `a = scale·y + shift`, `q = Q_act(a)` with a signed quantizer.
+/// `a = act(scale·y + shift)` (the identity, in practice), `q = Q_act(a)` with a signed
+/// quantizer.
 pub static FORWARD_QUANT_SIGNED: PipelineKey = PipelineKey {
     shader: &SHADER,
     entry: "forward_quant",
@@ -49,6 +56,12 @@ pub static BACKWARD_PARTIALS: PipelineKey = PipelineKey {
     entry: "backward_partials",
     constants: &[],
 };
+/// Backward level 1 after ReLU6: `da` masked by `0 < a < 6`, then as [`BACKWARD_PARTIALS`].
+pub static BACKWARD_PARTIALS_RELU6: PipelineKey = PipelineKey {
+    shader: &SHADER,
+    entry: "backward_partials_relu6",
+    constants: &[],
+};
 /// Backward level 2: per-channel sums in slice order.
 pub static BACKWARD_SUMS: PipelineKey = PipelineKey {
     shader: &SHADER,
@@ -56,11 +69,12 @@ pub static BACKWARD_SUMS: PipelineKey = PipelineKey {
     constants: &[],
 };
 /// Every pipeline of this module.
-pub static PIPELINES: [&PipelineKey; 5] = [
+pub static PIPELINES: [&PipelineKey; 6] = [
     &FORWARD,
     &FORWARD_QUANT,
     &FORWARD_QUANT_SIGNED,
     &BACKWARD_PARTIALS,
+    &BACKWARD_PARTIALS_RELU6,
     &BACKWARD_SUMS,
 ];
 
@@ -69,8 +83,8 @@ pub static PIPELINES: [&PipelineKey; 5] = [
 pub struct EpilogueConfig {
     /// Layout of `y` (NCHW or `[n, c]`); channel = `(i / hw) % c`.
     pub layout: ChannelLayout,
-    /// Apply a ReLU after the affine map.
-    pub relu: bool,
+    /// The activation after the affine map.
+    pub activation: Activation,
     /// Multiply by a per-channel `scale` (folded BN); `false`: the scale is 1 (bias only).
     pub scaled: bool,
 }
@@ -78,7 +92,7 @@ pub struct EpilogueConfig {
 /// The activation quantizer applied in the forward pass (no pruning gate).
 #[derive(Clone, Copy, Debug)]
 pub struct ActQuant<'a> {
-    /// Signed (after a layer without ReLU) or unsigned (after a ReLU).
+    /// Signed (after a layer without activation) or unsigned (after a ReLU or ReLU6).
     pub signed: bool,
     /// The quantizer's `[x_max]`.
     pub x_max: Binding<'a>,
@@ -97,7 +111,7 @@ pub struct EpilogueForward<'a> {
     pub scale: Option<Binding<'a>>,
     /// Per-channel shift `[c]` (bias).
     pub shift: Binding<'a>,
-    /// Output `a = [relu](scale·y + shift)`, layout of `y`.
+    /// Output `a = act(scale·y + shift)`, layout of `y`.
     pub a: Binding<'a>,
     /// The activation quantizer, if the layer has one.
     pub quant: Option<ActQuant<'a>>,
@@ -112,8 +126,11 @@ pub struct EpilogueBackward<'a> {
     pub y: Binding<'a>,
     /// The forward scale; `None` exactly when the epilogue is not `scaled`.
     pub scale: Option<Binding<'a>>,
-    /// Output `dL/dy = scale·da`, layout of `y`.
+    /// Output `dL/dy = scale·da` (ReLU6: `scale·da·1[0 < a < 6]`), layout of `y`.
     pub dy: Binding<'a>,
+    /// The forward output `a` (ReLU6's gradient mask); `Some` exactly when the activation is
+    /// [`Activation::Relu6`].
+    pub a: Option<Binding<'a>>,
     /// Output `[c]`: `Σ da` per channel (the shift's gradient: a bias or β gradient slice).
     pub sum_da: Binding<'a>,
 }
@@ -132,10 +149,11 @@ impl Epilogue {
     /// Validates the layout against the device and allocates the reduction scratch.
     pub fn new(gpu: &Gpu, config: EpilogueConfig) -> Result<Self> {
         const OP: &str = "Epilogue::new";
-        let mut flags = 0;
-        if config.relu {
-            flags |= FLAG_RELU;
-        }
+        let mut flags = match config.activation {
+            Activation::None => 0,
+            Activation::Relu => FLAG_RELU,
+            Activation::Relu6 => FLAG_RELU6,
+        };
         if !config.scaled {
             flags |= FLAG_UNIT_SCALE;
         }
@@ -232,7 +250,7 @@ impl Epilogue {
         let partials = Binding::from(&self.partials);
         // Unit scale: binding 2 is not read; `da` is another read-only buffer.
         let scale = args.scale.unwrap_or(args.da);
-        let bindings = [
+        let mut bindings = vec![
             (0, uniform),
             (1, partials),
             (2, scale),
@@ -240,7 +258,26 @@ impl Epilogue {
             (9, args.da),
             (10, args.dy),
         ];
-        gpu.dispatch(encoder, &BACKWARD_PARTIALS, &bindings, self.plan.slices)?;
+        let relu6 = self.config.activation == Activation::Relu6;
+        let key = match (args.a, relu6) {
+            (Some(a), true) => {
+                a.expect_len(OP, self.config.layout.len())?;
+                bindings.push((13, a));
+                &BACKWARD_PARTIALS_RELU6
+            }
+            (None, false) => &BACKWARD_PARTIALS,
+            _ => {
+                return Err(Error::InvalidArgument {
+                    op: OP,
+                    msg: format!(
+                        "the epilogue was built with activation {:?}; pass the forward output a \
+                         exactly when it is ReLU6",
+                        self.config.activation
+                    ),
+                })
+            }
+        };
+        gpu.dispatch(encoder, key, &bindings, self.plan.slices)?;
         let bindings = [
             (0, uniform),
             (1, partials),

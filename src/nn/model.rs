@@ -23,7 +23,7 @@ use crate::kernels::optim::{AdamGroup, Optimizer, ParamArena, ParamSlice};
 use crate::kernels::pool::{AvgPool2d, MaxPool2d};
 use crate::quant::{Quantizer, QuantizerConfig, QuantizerState, QuantizerStorage, StepState};
 use crate::reference::model::{self as reference, Group, Params, QuantizerInfo};
-use crate::spec::{Arch, LayerKind, LayerSpec, Pool2dShape};
+use crate::spec::{Activation, Arch, LayerKind, LayerSpec, Pool2dShape};
 use crate::{Error, Result};
 use std::collections::{BTreeMap, HashMap};
 
@@ -631,7 +631,7 @@ impl Model {
                         gpu,
                         EpilogueConfig {
                             layout,
-                            relu: l.relu,
+                            activation: l.activation,
                             scaled: l.batch_norm,
                         },
                     )?;
@@ -983,6 +983,10 @@ impl Model {
                 scale,
                 dy: dy.binding(),
                 sum_da,
+                a: match (&p.act_quant, w.spec.activation) {
+                    (Some((_, a)), Activation::Relu6) => Some(a.binding()),
+                    _ => None,
+                },
             },
         )?;
         let folded_bn = match (&w.bn, &p.bn, &w.folded) {
@@ -1385,14 +1389,17 @@ fn quant_config(
     }
 }
 
-/// Refuses networks the GPU model cannot run: layer kinds without kernels yet, and a ReLU
+/// Refuses networks the GPU model cannot run: layer kinds without kernels yet, a ReLU or ReLU6
 /// without an activation quantizer after it (the epilogue's backward relies on the unsigned
-/// quantizer for the ReLU mask).
+/// quantizer for the ReLU mask), and a ReLU6 after a residual add (the add kernel has no clamp).
 fn check_supported(arch: &Arch) -> Result<()> {
     for l in &arch.layers {
         let problem = match l.kind {
-            _ if l.relu && !l.act_quant => {
-                Some("a ReLU must be followed by an activation quantizer")
+            _ if l.activation != Activation::None && !l.act_quant => {
+                Some("a ReLU or ReLU6 must be followed by an activation quantizer")
+            }
+            LayerKind::Add if l.activation == Activation::Relu6 => {
+                Some("a ReLU6 after a residual add is not supported on the GPU yet")
             }
             _ => None,
         };

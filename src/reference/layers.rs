@@ -10,9 +10,9 @@
 //!   code in `f64` for finite-difference gradient checks. The GPU kernels mirror the `f32`
 //!   instantiation (Adam, which is never differentiated, is `f32` only).
 //!
-//! Contents: [`gemm`] and the linear layer, the strided, grouped 2-D convolution, ReLU, max and
-//! average pooling, the residual add, folded batch norm (spec §5.2), softmax cross-entropy, Adam
-//! and SGD.
+//! Contents: [`gemm`] and the linear layer, the strided, grouped 2-D convolution, ReLU and
+//! ReLU6, max and average pooling, the residual add, folded batch norm (spec §5.2), softmax
+//! cross-entropy, Adam and SGD.
 
 use std::fmt::Debug;
 use std::ops::{Add, AddAssign, Div, Mul, Neg, Sub};
@@ -35,8 +35,8 @@ pub use linear::{gemm, linear_backward, linear_forward, LinearGrads};
 pub use loss::{softmax_cross_entropy, CrossEntropy};
 pub use pool::{
     accumulate, add_backward, add_forward, avgpool2d_backward, avgpool2d_forward,
-    maxpool2d_backward, maxpool2d_forward, maxpool2x2_backward, maxpool2x2_forward, relu_backward,
-    relu_forward,
+    maxpool2d_backward, maxpool2d_forward, maxpool2x2_backward, maxpool2x2_forward, relu6_backward,
+    relu6_forward, relu_backward, relu_forward,
 };
 pub use sgd::{SgdConfig, SgdState};
 

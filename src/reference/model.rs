@@ -7,7 +7,7 @@
 
 use super::layers::{self, AdamState, BnParams};
 use super::quant;
-use crate::spec::{Arch, LayerKind, LayerSpec, LinearShape, Nchw, Pool2dShape};
+use crate::spec::{Activation, Arch, LayerKind, LayerSpec, LinearShape, Nchw, Pool2dShape};
 pub use crate::spec::{Group, Params, QuantizerInfo};
 use std::collections::BTreeMap;
 
@@ -359,11 +359,7 @@ pub fn forward(
                     .zip(&values[l.inputs[1]])
                     .map(|(a, b)| a + b)
                     .collect();
-                let a = if l.relu {
-                    layers::relu_forward(&sum)
-                } else {
-                    sum
-                };
+                let a = activation_forward(l.activation, sum);
                 let (q, u) = quantize_output(params, &infos, l, n, a, key, mode);
                 (q, Saved::Add(u))
             }
@@ -447,7 +443,7 @@ fn weighted_layer_forward(
     } else if l.bias {
         per_channel_add(&mut y, &dims, &params[&format!("{name}.bias")]);
     }
-    let a = if l.relu { layers::relu_forward(&y) } else { y };
+    let a = activation_forward(l.activation, y);
     let (out, act_quant) = if l.act_quant {
         let (q, u) = quantize_output(params, infos, l, n, a, key, mode);
         (q, Some(u))
@@ -462,6 +458,33 @@ fn weighted_layer_forward(
         act_quant,
     };
     (out, saved)
+}
+
+/// A layer's activation function.
+fn activation_forward(activation: Activation, y: Vec<f32>) -> Vec<f32> {
+    match activation {
+        Activation::None => y,
+        Activation::Relu => layers::relu_forward(&y),
+        Activation::Relu6 => layers::relu6_forward(&y),
+    }
+}
+
+/// The activation's backward from dL/da to dL/dy, given its output `a`, after the activation
+/// quantizer's backward (`quantized`) or without one. The unsigned quantizer's "inside" region
+/// implies a > 0, so its backward already carries the ReLU mask; ReLU6's upper mask (a ≥ 6) is
+/// applied here in any case.
+fn activation_backward(
+    activation: Activation,
+    quantized: bool,
+    a: &[f32],
+    da: Vec<f32>,
+) -> Vec<f32> {
+    match activation {
+        Activation::None => da,
+        Activation::Relu if quantized => da,
+        Activation::Relu => layers::relu_backward(a, &da),
+        Activation::Relu6 => layers::relu6_backward(a, &da),
+    }
 }
 
 /// The pooling window of a pooling layer at batch size `n`.
@@ -553,7 +576,8 @@ pub fn backward(params: &Params, fwd: &Forward, dlogits: &[f32]) -> Params {
             }
             Saved::Add(q) => {
                 // The unsigned quantizer's backward carries the ReLU mask (see below).
-                let ds = q.backward(params, &dy, &mut grads);
+                let da = q.backward(params, &dy, &mut grads);
+                let ds = activation_backward(spec.activation, true, &q.input, da);
                 accumulate(&mut dvalues[spec.inputs[1]], ds.clone());
                 accumulate(&mut dvalues[first], ds);
             }
@@ -587,13 +611,13 @@ fn weighted_layer_backward(
         act_quant,
     } = saved;
     let name = &l.name;
-    // The unsigned activation quantizer's "inside" region implies a > 0, so its backward
-    // already carries the ReLU mask; without a quantizer the mask is applied here.
-    if let Some(aq) = act_quant {
-        dy = aq.backward(params, &dy, grads);
-    } else if l.relu {
-        dy = layers::relu_backward(output, &dy);
-    }
+    dy = match act_quant {
+        Some(aq) => {
+            let da = aq.backward(params, &dy, grads);
+            activation_backward(l.activation, true, &aq.input, da)
+        }
+        None => activation_backward(l.activation, false, output, dy),
+    };
     let dims = output_dims(l, n);
     let raw_w = &params[&format!("{name}.weight")];
     if let Some(b) = bn {

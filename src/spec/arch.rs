@@ -6,12 +6,14 @@
 //!
 //! # Quantizer placement (as the official quantized ResNet and MobileNetV2 place them)
 //!
-//! * A conv or linear layer (+ folded BN, spec §5.2)(+ ReLU) is one quantized layer: a weight
-//!   quantizer, pruning gates on its output channels (every weighted layer but the logit layer)
-//!   and an activation quantizer on its output, which range initialisation makes unsigned after a
-//!   ReLU and signed otherwise (spec §1.2). The logit layer has no activation quantizer.
+//! * A conv or linear layer (+ folded BN, spec §5.2)(+ [`Activation`]: ReLU, ReLU6 or none) is
+//!   one quantized layer: a weight quantizer, pruning gates on its output channels (every
+//!   weighted layer but the logit layer) and an activation quantizer on its output, which range
+//!   initialisation makes unsigned after a ReLU or ReLU6 and signed otherwise (spec §1.2). The
+//!   logit layer has no activation quantizer.
 //! * A residual add sums two values (the main path's quantized output and the shortcut), applies
-//!   ReLU and quantizes the sum with its own activation quantizer (unsigned).
+//!   its activation (ReLU in a ResNet block, none in a MobileNetV2 block) and quantizes the sum
+//!   with its own activation quantizer (unsigned after ReLU, signed without).
 //! * Pooling and flatten pass values through unquantized.
 //!
 //! # `state_dict` names
@@ -102,6 +104,54 @@ pub enum LayerKind {
     Add,
 }
 
+/// The activation function after a weighted layer or a residual add.
+///
+/// An activation quantizer after [`Activation::Relu`] or [`Activation::Relu6`] is unsigned (its
+/// input is never negative, so range initialisation finds `x_min = 0`, spec §1.2); after
+/// [`Activation::None`] it is signed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Activation {
+    /// The identity (a linear output, e.g. a ResNet block's `conv2` or a MobileNetV2 block's
+    /// projection).
+    None,
+    /// `max(x, 0)`.
+    #[default]
+    Relu,
+    /// `min(max(x, 0), 6)` (PyTorch `ReLU6`, MobileNetV2); its gradient is 0 where `x ≤ 0` or
+    /// `x ≥ 6` (PyTorch's `hardtanh` backward).
+    Relu6,
+}
+
+impl Activation {
+    /// The activation of one value, as the CPU reference and the epilogue shader compute it
+    /// (comparisons, not `clamp`: −0 gives +0 and a NaN stays a NaN under ReLU6).
+    #[allow(clippy::manual_clamp)]
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Activation::None => x,
+            Activation::Relu => {
+                if x > 0.0 {
+                    x
+                } else {
+                    0.0
+                }
+            }
+            Activation::Relu6 => {
+                if x <= 0.0 {
+                    0.0
+                } else if x >= RELU6_BOUND {
+                    RELU6_BOUND
+                } else {
+                    x
+                }
+            }
+        }
+    }
+}
+
+/// The upper clamp of [`Activation::Relu6`].
+pub const RELU6_BOUND: f32 = 6.0;
+
 /// One layer of a network.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LayerSpec {
@@ -122,8 +172,8 @@ pub struct LayerSpec {
     pub bias: bool,
     /// Pruning gates on the weight's output channels.
     pub prune: bool,
-    /// ReLU on the output (weighted layers and adds).
-    pub relu: bool,
+    /// Activation on the output (weighted layers and adds; [`Activation::None`] elsewhere).
+    pub activation: Activation,
     /// An activation quantizer on the output (weighted layers and adds; not the logit layer).
     pub act_quant: bool,
 }
@@ -399,8 +449,8 @@ pub struct Conv {
     pub bias: bool,
     /// Folded batch norm (then usually no bias).
     pub batch_norm: bool,
-    /// ReLU after the layer.
-    pub relu: bool,
+    /// Activation after the layer.
+    pub activation: Activation,
 }
 
 impl Conv {
@@ -414,7 +464,7 @@ impl Conv {
             groups: 1,
             bias: true,
             batch_norm: false,
-            relu: true,
+            activation: Activation::Relu,
         }
     }
 
@@ -448,10 +498,20 @@ impl Conv {
         }
     }
 
-    /// No ReLU after the layer (its activation quantizer is then signed).
+    /// No activation after the layer (its activation quantizer is then signed).
     pub const fn linear_output(self) -> Self {
+        self.activation(Activation::None)
+    }
+
+    /// ReLU6 after the layer (MobileNetV2; its activation quantizer stays unsigned).
+    pub const fn relu6(self) -> Self {
+        self.activation(Activation::Relu6)
+    }
+
+    /// Activation `a` after the layer.
+    pub const fn activation(self, a: Activation) -> Self {
         Self {
-            relu: false,
+            activation: a,
             ..self
         }
     }
@@ -467,8 +527,8 @@ pub struct Linear {
     pub bias: bool,
     /// Folded batch norm (BN1d) and no bias.
     pub batch_norm: bool,
-    /// ReLU after the layer.
-    pub relu: bool,
+    /// Activation after the layer.
+    pub activation: Activation,
 }
 
 impl Linear {
@@ -478,7 +538,7 @@ impl Linear {
             out,
             bias: true,
             batch_norm: false,
-            relu: true,
+            activation: Activation::Relu,
         }
     }
 
@@ -487,6 +547,14 @@ impl Linear {
         Self {
             batch_norm: true,
             bias: false,
+            ..self
+        }
+    }
+
+    /// Activation `a` after the layer.
+    pub const fn activation(self, a: Activation) -> Self {
+        Self {
+            activation: a,
             ..self
         }
     }
@@ -576,7 +644,7 @@ impl ArchBuilder {
         output: [usize; 3],
         batch_norm: bool,
         bias: bool,
-        relu: bool,
+        activation: Activation,
     ) -> Value {
         let quantized = matches!(
             kind,
@@ -592,7 +660,7 @@ impl ArchBuilder {
             batch_norm,
             bias,
             prune: weighted,
-            relu,
+            activation,
             act_quant: quantized,
         });
         Value(self.layers.len())
@@ -657,7 +725,7 @@ impl ArchBuilder {
             output,
             c.batch_norm,
             c.bias,
-            c.relu,
+            c.activation,
         ))
     }
 
@@ -689,7 +757,7 @@ impl ArchBuilder {
             output,
             l.batch_norm,
             l.bias,
-            l.relu,
+            l.activation,
         ))
     }
 
@@ -713,7 +781,7 @@ impl ArchBuilder {
                 [input[0], h, w],
                 false,
                 false,
-                false,
+                Activation::None,
             )),
             _ => Err(ArchError::Pool {
                 layer: name,
@@ -778,7 +846,7 @@ impl ArchBuilder {
             output,
             false,
             false,
-            false,
+            Activation::None,
         ))
     }
 
@@ -796,17 +864,18 @@ impl ArchBuilder {
             output,
             false,
             false,
-            false,
+            Activation::None,
         ))
     }
 
-    /// A residual add `a + b` (+ ReLU), quantized by its own activation quantizer.
+    /// A residual add `a + b` (+ `activation`), quantized by its own activation quantizer
+    /// (unsigned after ReLU or ReLU6, signed after [`Activation::None`]).
     pub fn add(
         &mut self,
         name: impl Into<String>,
         a: Value,
         b: Value,
-        relu: bool,
+        activation: Activation,
     ) -> Result<Value, ArchError> {
         let name = name.into();
         self.check_name(&name)?;
@@ -827,7 +896,7 @@ impl ArchBuilder {
             sa,
             false,
             false,
-            relu,
+            activation,
         ))
     }
 
@@ -854,11 +923,11 @@ impl ArchBuilder {
         } else {
             x
         };
-        self.add(prefix, y, shortcut, true)
+        self.add(prefix, y, shortcut, Activation::Relu)
     }
 
     /// Validates the whole network and returns it: `logits` must be the output of the last
-    /// layer, a conv or linear layer with `classes` outputs (it loses its ReLU, activation
+    /// layer, a conv or linear layer with `classes` outputs (it loses its activation, activation
     /// quantizer and pruning gates), and every other layer's output must be read.
     pub fn finish(mut self, logits: Value) -> Result<Arch, ArchError> {
         let count = self.layers.len();
@@ -872,7 +941,7 @@ impl ArchBuilder {
                 classes: self.classes,
             });
         }
-        last.relu = false;
+        last.activation = Activation::None;
         last.act_quant = false;
         last.prune = false;
         let read: BTreeSet<usize> = self.layers.iter().flat_map(|l| l.inputs.clone()).collect();
@@ -1333,7 +1402,7 @@ mod tests {
             Err(ArchError::BadName { .. })
         ));
         let z = b.conv("d", y, Conv::new(4, 3)).unwrap();
-        let e = b.add("sum", y, z, true).unwrap_err();
+        let e = b.add("sum", y, z, Activation::Relu).unwrap_err();
         assert_eq!(
             e,
             ArchError::Shape {
@@ -1394,7 +1463,7 @@ mod tests {
             .find(|l| l.name == "layer3.2.conv2")
             .unwrap();
         assert_eq!(conv2.output, [64, 8, 8]);
-        assert!(!conv2.relu && conv2.act_quant);
+        assert!(conv2.activation == Activation::None && conv2.act_quant);
         // He et al.'s 0.27 M weights and 41 M MACs per image: stem 432 weights, stages 13,824,
         // 51,200 and 204,800 (projections included), fc 640.
         let params: usize = arch

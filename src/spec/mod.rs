@@ -6,7 +6,7 @@ pub mod arch;
 mod shapes;
 
 pub use arch::{
-    Arch, ArchBuilder, ArchError, BopInput, Conv, Group, LayerKind, LayerSpec, Linear, Params,
-    QuantizerInfo, Value, QUANTIZER_TENSORS,
+    Activation, Arch, ArchBuilder, ArchError, BopInput, Conv, Group, LayerKind, LayerSpec, Linear,
+    Params, QuantizerInfo, Value, QUANTIZER_TENSORS,
 };
 pub use shapes::{Conv2dShape, ConvShapeError, LinearShape, Nchw, Pool2dShape, PoolShapeError};

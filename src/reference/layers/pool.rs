@@ -1,4 +1,4 @@
-//! ReLU, max and average pooling, and the residual add with its gradient accumulation.
+//! ReLU, ReLU6, max and average pooling, and the residual add with its gradient accumulation.
 
 use super::Float;
 use crate::spec::{Nchw, Pool2dShape};
@@ -18,6 +18,34 @@ pub fn relu_backward<T: Float>(x_or_y: &[T], dy: &[T]) -> Vec<T> {
         .iter()
         .zip(dy)
         .map(|(&v, &d)| if v > T::ZERO { d } else { T::ZERO })
+        .collect()
+}
+
+/// `min(max(x, 0), 6)` elementwise (PyTorch `ReLU6`).
+pub fn relu6_forward<T: Float>(x: &[T]) -> Vec<T> {
+    let six = T::from_f64(6.0);
+    x.iter()
+        .map(|&v| {
+            if v <= T::ZERO {
+                T::ZERO
+            } else if v >= six {
+                six
+            } else {
+                v
+            }
+        })
+        .collect()
+}
+
+/// `dL/dx = dy · 1[0 < x < 6]` (PyTorch's `hardtanh` backward: the gradient is 0 where `x ≤ 0`
+/// or `x ≥ 6`). `x_or_y` may be the input or the output: `0 < y < 6` exactly where `0 < x < 6`.
+pub fn relu6_backward<T: Float>(x_or_y: &[T], dy: &[T]) -> Vec<T> {
+    assert_eq!(x_or_y.len(), dy.len(), "relu6: dy has the wrong length");
+    let six = T::from_f64(6.0);
+    x_or_y
+        .iter()
+        .zip(dy)
+        .map(|(&v, &d)| if v > T::ZERO && v < six { d } else { T::ZERO })
         .collect()
 }
 
