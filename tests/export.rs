@@ -748,4 +748,12 @@ fn relu6_is_refused_by_the_export_naming_the_layer() {
         ),
         other => panic!("expected an activation error, got {other:?}"),
     }
+    let arch = Arch::mobilenetv2_cifar();
+    let params = reference::init_params(&arch, &init);
+    let e = export::export(&arch, &params, &options).unwrap_err();
+    assert!(
+        matches!(&e, ExportError::Activation { layer, .. } if layer == "features.0.0"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("features.0.0"), "{e}");
 }

@@ -1,5 +1,6 @@
-//! Network descriptions: a validated builder, the presets (LeNet-5, VGG-7, ResNet-20, ResNet-18),
-//! where the quantizers sit, MACs and BOP inputs, and the PyTorch `state_dict` names.
+//! Network descriptions: a validated builder, the presets (LeNet-5, VGG-7, ResNet-20, ResNet-18,
+//! MobileNetV2), where the quantizers sit, MACs and BOP inputs, and the PyTorch `state_dict`
+//! names.
 //!
 //! A network is a list of layers in forward order. Every layer reads one or two *values*: value
 //! 0 is the network input, value `i + 1` the output of layer `i` ([`LayerSpec::inputs`]).
@@ -25,7 +26,11 @@
 //! channel for pruned weights). A residual block's add is named after the block, so its quantizer
 //! is `layer1.0.activation_quantizer.quantizer.*`. The ResNet presets use torchvision's tree:
 //! `conv1`, `layer{1..}.{i}.conv1`, `.conv2`, `.downsample.0` (the projection shortcut, BN
-//! folded into it), `fc`.
+//! folded into it), `fc`. MobileNetV2 ([`Arch::mobilenetv2`]) uses torchvision's too:
+//! `features.0.0` (stem), `features.{i}.conv.0.0` (expansion), `.conv.1.0` (depthwise),
+//! `.conv.2` (projection) — one index lower in blocks without expansion, see
+//! [`ArchBuilder::inverted_residual`] — the add `features.{i}`, `features.{last}.0` (the 1×1
+//! conv to 1280 channels) and `classifier.1`.
 //!
 //! # BOP accounting on a graph (spec §6, and the rule where it is silent)
 //!
@@ -424,6 +429,15 @@ pub enum ArchError {
     Unused {
         /// Layer name.
         layer: String,
+    },
+    /// A block or preset parameter out of range (a width multiplier that is not positive and
+    /// finite, a channel count that overflows).
+    #[error("{layer}: {what}")]
+    Parameter {
+        /// Layer (or block, or model) name.
+        layer: String,
+        /// What is wrong, with the numbers.
+        what: String,
     },
 }
 
@@ -926,6 +940,86 @@ impl ArchBuilder {
         self.add(prefix, y, shortcut, Activation::Relu)
     }
 
+    /// MobileNetV2's inverted residual block named `prefix` (torchvision's `InvertedResidual`,
+    /// whose `conv` is a `Sequential`), reading `x` with `c_in` channels:
+    ///
+    /// | layer | torchvision module | what |
+    /// |---|---|---|
+    /// | `{prefix}.conv.0.0` | `conv.0` = `Conv2dNormActivation` (`.0` conv, `.1` BN, `.2` ReLU6) | 1×1 expansion to `expand · c_in` channels, BN, ReLU6 — absent when `expand` is 1 |
+    /// | `{prefix}.conv.1.0` (`conv.0.0` without expansion) | `conv.1` (`conv.0`) = `Conv2dNormActivation` | depthwise 3×3 (groups = channels), `stride`, padding 1, BN, ReLU6 |
+    /// | `{prefix}.conv.2` (`conv.1`) | `conv.2` (`conv.1`) = `Conv2d`, BN in `conv.3` (`conv.2`) | 1×1 projection to `out` channels, BN, no activation (signed quantizer) |
+    /// | `{prefix}` | the `x + conv(x)` of `forward` | identity add when `stride` is 1 and `out == c_in`: quantized by `{prefix}.activation_quantizer` (signed), no activation |
+    ///
+    /// Batch norm is folded into the convolution before it (spec §5.2), so its tensors are
+    /// `{conv}.gamma`, `.beta`, `.running_mean`, `.running_var` rather than torchvision's
+    /// separate BN module's `weight`, `bias`, `running_*`. Every convolution has no bias. The
+    /// block is added whole or not at all: on an error the builder is unchanged.
+    pub fn inverted_residual(
+        &mut self,
+        prefix: &str,
+        x: Value,
+        out: usize,
+        stride: usize,
+        expand: usize,
+    ) -> Result<Value, ArchError> {
+        let layers = self.layers.len();
+        let block = self.inverted_residual_layers(prefix, x, out, stride, expand);
+        if block.is_err() {
+            self.layers.truncate(layers);
+        }
+        block
+    }
+
+    fn inverted_residual_layers(
+        &mut self,
+        prefix: &str,
+        x: Value,
+        out: usize,
+        stride: usize,
+        expand: usize,
+    ) -> Result<Value, ArchError> {
+        let input = self.source(prefix, x)?;
+        let zero = |what| ArchError::Zero {
+            layer: prefix.to_string(),
+            what,
+        };
+        if expand == 0 {
+            return Err(zero("the expansion factor"));
+        }
+        if out == 0 {
+            return Err(zero("output channels"));
+        }
+        let hidden = input[0]
+            .checked_mul(expand)
+            .ok_or_else(|| ArchError::Parameter {
+                layer: prefix.to_string(),
+                what: format!(
+                    "{} input channels times expansion factor {expand} overflow",
+                    input[0]
+                ),
+            })?;
+        let mut y = x;
+        let mut i = 0;
+        if expand != 1 {
+            let expansion = Conv::new(hidden, 1).batch_norm().relu6();
+            y = self.conv(format!("{prefix}.conv.0.0"), y, expansion)?;
+            i = 1;
+        }
+        let depthwise = Conv::new(hidden, 3)
+            .stride(stride)
+            .pad(1)
+            .groups(hidden)
+            .batch_norm()
+            .relu6();
+        y = self.conv(format!("{prefix}.conv.{i}.0"), y, depthwise)?;
+        let projection = Conv::new(out, 1).batch_norm().linear_output();
+        y = self.conv(format!("{prefix}.conv.{}", i + 1), y, projection)?;
+        if stride == 1 && out == input[0] {
+            y = self.add(prefix, y, x, Activation::None)?;
+        }
+        Ok(y)
+    }
+
     /// Validates the whole network and returns it: `logits` must be the output of the last
     /// layer, a conv or linear layer with `classes` outputs (it loses its activation, activation
     /// quantizer and pruning gates), and every other layer's output must be read.
@@ -964,6 +1058,122 @@ impl ArchBuilder {
         })
     }
 }
+
+/// One row of MobileNetV2's setting table (Sandler et al. 2018, table 2; torchvision's
+/// `inverted_residual_setting`): `repeats` inverted residual blocks with expansion factor
+/// `expand` (t) and `channels` (c) outputs, the first with stride `stride` (s).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InvertedResidualSetting {
+    /// Expansion factor t (1: no expansion conv).
+    pub expand: usize,
+    /// Output channels c (before the width multiplier).
+    pub channels: usize,
+    /// Blocks n.
+    pub repeats: usize,
+    /// Stride s of the first block.
+    pub stride: usize,
+}
+
+const fn row(
+    expand: usize,
+    channels: usize,
+    repeats: usize,
+    stride: usize,
+) -> InvertedResidualSetting {
+    InvertedResidualSetting {
+        expand,
+        channels,
+        repeats,
+        stride,
+    }
+}
+
+/// torchvision's MobileNetV2 setting table for 224×224 ImageNet inputs (t, c, n, s):
+/// (1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+/// (6, 320, 1, 1) — 17 blocks, total stride 32 with the stride-2 stem.
+pub const MOBILENETV2_IMAGENET: [InvertedResidualSetting; 7] = [
+    row(1, 16, 1, 1),
+    row(6, 24, 2, 2),
+    row(6, 32, 3, 2),
+    row(6, 64, 4, 2),
+    row(6, 96, 3, 1),
+    row(6, 160, 3, 2),
+    row(6, 320, 1, 1),
+];
+
+/// The CIFAR setting table: [`MOBILENETV2_IMAGENET`] with the second row's stride reduced to 1
+/// (the usual CIFAR adaptation, e.g. kuangliu/pytorch-cifar). With a stride-1 stem the total
+/// stride is 8: 32×32 inputs end at 4×4 rather than 1×1.
+pub const MOBILENETV2_CIFAR: [InvertedResidualSetting; 7] = [
+    row(1, 16, 1, 1),
+    row(6, 24, 2, 1),
+    row(6, 32, 3, 2),
+    row(6, 64, 4, 2),
+    row(6, 96, 3, 1),
+    row(6, 160, 3, 2),
+    row(6, 320, 1, 1),
+];
+
+/// What [`Arch::mobilenetv2`] builds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MobileNetV2Config {
+    /// Model name.
+    pub name: String,
+    /// Input shape (C, H, W).
+    pub input: [usize; 3],
+    /// Classes.
+    pub classes: usize,
+    /// Width multiplier α (torchvision's `width_mult`): every channel count is
+    /// `make_divisible(c·α)`.
+    pub width: f64,
+    /// Stride of the stem convolution (2 on ImageNet, 1 on CIFAR).
+    pub stem_stride: usize,
+    /// The setting table, one row per stage.
+    pub settings: Vec<InvertedResidualSetting>,
+}
+
+impl MobileNetV2Config {
+    /// torchvision's `mobilenet_v2()`: 3×224×224 inputs, 1000 classes, width 1, stride-2 stem,
+    /// [`MOBILENETV2_IMAGENET`].
+    pub fn imagenet() -> Self {
+        Self {
+            name: "MobileNetV2".into(),
+            input: [3, 224, 224],
+            classes: 1000,
+            width: 1.0,
+            stem_stride: 2,
+            settings: MOBILENETV2_IMAGENET.to_vec(),
+        }
+    }
+
+    /// CIFAR-10: 3×32×32 inputs, 10 classes, width 1, stride-1 stem, [`MOBILENETV2_CIFAR`].
+    pub fn cifar10() -> Self {
+        Self {
+            name: "MobileNetV2-CIFAR".into(),
+            input: [3, 32, 32],
+            classes: 10,
+            width: 1.0,
+            stem_stride: 1,
+            settings: MOBILENETV2_CIFAR.to_vec(),
+        }
+    }
+}
+
+/// torchvision's `_make_divisible(v, 8)`: `v` rounded to the nearest multiple of 8 (at least 8),
+/// plus 8 if that is more than 10 % below `v`.
+fn make_divisible(v: f64) -> usize {
+    const DIVISOR: f64 = 8.0;
+    let rounded = (((v + DIVISOR / 2.0) / DIVISOR).floor() * DIVISOR).max(DIVISOR);
+    let rounded = if rounded < 0.9 * v {
+        rounded + DIVISOR
+    } else {
+        rounded
+    };
+    rounded as usize
+}
+
+/// The largest width multiplier [`Arch::mobilenetv2`] accepts (torchvision's largest is 1.4).
+const MAX_WIDTH: f64 = 1024.0;
 
 impl Arch {
     /// LeNet-5 for 1×28×28 inputs (spec §5.3).
@@ -1050,6 +1260,74 @@ impl Arch {
         let x = b.global_avg_pool("avgpool", x)?;
         let logits = b.linear("fc", x, Linear::new(classes))?;
         b.finish(logits)
+    }
+
+    /// MobileNetV2 (Sandler et al. 2018) in torchvision's module tree, configured by `cfg`:
+    ///
+    /// * `features.0.0`: 3×3 conv to `make_divisible(32·width)` channels, stride
+    ///   `cfg.stem_stride`, padding 1, BN, ReLU6 (torchvision's `Conv2dNormActivation`);
+    /// * `features.1` … `features.{B}`: the inverted residual blocks of `cfg.settings`, row by
+    ///   row, `repeats` blocks of `make_divisible(channels·width)` output channels, the first
+    ///   of each row with the row's stride ([`ArchBuilder::inverted_residual`] documents a
+    ///   block's tree);
+    /// * `features.{B+1}.0`: 1×1 conv to `make_divisible(1280·max(1, width))` channels, BN,
+    ///   ReLU6;
+    /// * `avgpool`: global average pooling (a functional call in torchvision, no module);
+    /// * `classifier.1`: the linear layer (torchvision's `classifier.0` is a dropout, which
+    ///   this crate does not have; the index is kept so the names match).
+    ///
+    /// `make_divisible` rounds to the nearest multiple of 8, at least 8, never more than 10 %
+    /// below the scaled value (torchvision's `_make_divisible`).
+    pub fn mobilenetv2(cfg: &MobileNetV2Config) -> Result<Self, ArchError> {
+        let name = cfg.name.clone();
+        if !(cfg.width > 0.0 && cfg.width <= MAX_WIDTH) {
+            return Err(ArchError::Parameter {
+                layer: name,
+                what: format!(
+                    "width multiplier {} (it must be positive and at most {MAX_WIDTH})",
+                    cfg.width
+                ),
+            });
+        }
+        let mut b = ArchBuilder::new(name, cfg.input, cfg.classes);
+        let mut x = b.input();
+        let stem = make_divisible(32.0 * cfg.width);
+        x = b.conv(
+            "features.0.0",
+            x,
+            Conv::new(stem, 3)
+                .stride(cfg.stem_stride)
+                .pad(1)
+                .batch_norm()
+                .relu6(),
+        )?;
+        let mut index = 1;
+        for row in &cfg.settings {
+            let out = make_divisible(row.channels as f64 * cfg.width);
+            for r in 0..row.repeats {
+                let stride = if r == 0 { row.stride } else { 1 };
+                x =
+                    b.inverted_residual(&format!("features.{index}"), x, out, stride, row.expand)?;
+                index += 1;
+            }
+        }
+        let last = make_divisible(1280.0 * cfg.width.max(1.0));
+        x = b.conv(
+            format!("features.{index}.0"),
+            x,
+            Conv::new(last, 1).batch_norm().relu6(),
+        )?;
+        let x = b.global_avg_pool("avgpool", x)?;
+        let logits = b.linear("classifier.1", x, Linear::new(cfg.classes))?;
+        b.finish(logits)
+    }
+
+    /// MobileNetV2 for 3×32×32 CIFAR-10 inputs: [`MobileNetV2Config::cifar10`] (width 1, a
+    /// stride-1 stem and torchvision's setting table with the 24-channel stage at stride 1, so
+    /// 17 blocks take 32×32 down to 4×4; 2.24 M parameters, 88.0 M MACs per image).
+    pub fn mobilenetv2_cifar() -> Self {
+        Self::mobilenetv2(&MobileNetV2Config::cifar10())
+            .unwrap_or_else(|e| unreachable!("the MobileNetV2 CIFAR-10 preset is valid: {e}"))
     }
 
     fn preset(
@@ -1516,6 +1794,192 @@ mod tests {
             .map(|(_, s)| s.iter().product::<usize>())
             .sum();
         assert_eq!(params, 11_689_512);
+    }
+
+    #[test]
+    fn mobilenetv2_torchvision_layout() {
+        let arch = Arch::mobilenetv2(&MobileNetV2Config::imagenet()).unwrap();
+        let shapes: BTreeMap<String, Vec<usize>> = arch.state_dict_shapes().into_iter().collect();
+        // Without expansion (features.1): conv.0 is the depthwise block, conv.1 the projection.
+        assert_eq!(shapes["features.0.0.weight"], [32, 3, 3, 3]);
+        assert_eq!(shapes["features.1.conv.0.0.weight"], [32, 1, 3, 3]);
+        assert_eq!(shapes["features.1.conv.1.weight"], [16, 32, 1, 1]);
+        assert!(!shapes.contains_key("features.1.conv.2.weight"));
+        // With expansion: conv.0.0 expands, conv.1.0 is depthwise, conv.2 projects.
+        assert_eq!(shapes["features.2.conv.0.0.weight"], [96, 16, 1, 1]);
+        assert_eq!(shapes["features.2.conv.1.0.weight"], [96, 1, 3, 3]);
+        assert_eq!(shapes["features.2.conv.2.weight"], [24, 96, 1, 1]);
+        assert_eq!(shapes["features.2.conv.2.gamma"], [24]);
+        assert_eq!(shapes["features.17.conv.2.weight"], [320, 960, 1, 1]);
+        assert_eq!(shapes["features.18.0.weight"], [1280, 320, 1, 1]);
+        assert_eq!(shapes["classifier.1.weight"], [1000, 1280]);
+        assert_eq!(shapes["classifier.1.bias"], [1000]);
+        // The identity add of a block is quantized under the block's name.
+        assert_eq!(
+            shapes["features.3.activation_quantizer.quantizer.x_max"],
+            [1]
+        );
+        assert!(!shapes.contains_key("features.2.activation_quantizer.quantizer.x_max"));
+        let adds: Vec<&str> = arch
+            .layers
+            .iter()
+            .filter(|l| l.kind == LayerKind::Add)
+            .map(|l| l.name.as_str())
+            .collect();
+        assert_eq!(
+            adds,
+            [
+                "features.3",
+                "features.5",
+                "features.6",
+                "features.8",
+                "features.9",
+                "features.10",
+                "features.12",
+                "features.13",
+                "features.15",
+                "features.16"
+            ]
+        );
+        let layer = |n: &str| arch.layers.iter().find(|l| l.name == n).unwrap();
+        for (name, activation) in [
+            ("features.0.0", Activation::Relu6),
+            ("features.2.conv.0.0", Activation::Relu6),
+            ("features.2.conv.1.0", Activation::Relu6),
+            ("features.2.conv.2", Activation::None),
+            ("features.3", Activation::None),
+            ("features.18.0", Activation::Relu6),
+            ("classifier.1", Activation::None),
+        ] {
+            assert_eq!(layer(name).activation, activation, "{name}");
+        }
+        let dw = layer("features.4.conv.1.0");
+        assert_eq!(
+            dw.kind,
+            LayerKind::Conv {
+                c_in: 144,
+                c_out: 144,
+                kernel: [3, 3],
+                stride: [2, 2],
+                pad: [1, 1],
+                groups: 144
+            }
+        );
+        assert_eq!((dw.input, dw.output), ([144, 56, 56], [144, 28, 28]));
+        assert_eq!(layer("features.18.0").output, [1280, 7, 7]);
+        // torchvision's mobilenet_v2: 3,504,872 parameters (BN weight and bias as γ and β) and
+        // 300.8 M multiply-adds (conv and linear layers).
+        let params: usize = shapes
+            .iter()
+            .filter(|(n, _)| !n.contains("quantizer") && !n.contains("running_"))
+            .map(|(_, s)| s.iter().product::<usize>())
+            .sum();
+        assert_eq!(params, 3_504_872);
+        let macs: u64 = arch.layers.iter().map(LayerSpec::macs).sum();
+        assert_eq!(macs, 300_774_272);
+    }
+
+    #[test]
+    fn mobilenetv2_cifar_preset() {
+        let arch = Arch::mobilenetv2_cifar();
+        assert_eq!((arch.input, arch.classes), ([3, 32, 32], 10));
+        let layer = |n: &str| arch.layers.iter().find(|l| l.name == n).unwrap();
+        assert_eq!(layer("features.0.0").output, [32, 32, 32]);
+        assert_eq!(layer("features.3").output, [24, 32, 32]);
+        assert_eq!(layer("features.18.0").output, [1280, 4, 4]);
+        assert_eq!(arch.weighted_layers().count(), 1 + 2 + 16 * 3 + 1 + 1);
+        // torchvision's parameter count with a 10-class classifier; the MACs of the stride-8
+        // network (ImageNet's 300.8 M at 224×224 are for a stride-32 one).
+        let params: usize = arch
+            .state_dict_shapes()
+            .iter()
+            .filter(|(n, _)| !n.contains("quantizer") && !n.contains("running_"))
+            .map(|(_, s)| s.iter().product::<usize>())
+            .sum();
+        assert_eq!(params, 2_236_682);
+        let macs: u64 = arch.layers.iter().map(LayerSpec::macs).sum();
+        assert_eq!(macs, 87_976_448);
+    }
+
+    #[test]
+    fn mobilenetv2_width_multiplier() {
+        let mut cfg = MobileNetV2Config::cifar10();
+        cfg.width = 0.5;
+        let arch = Arch::mobilenetv2(&cfg).unwrap();
+        let shapes: BTreeMap<String, Vec<usize>> = arch.state_dict_shapes().into_iter().collect();
+        // torchvision's _make_divisible: 32·0.5 = 16, 16·0.5 = 8, 24·0.5 = 12 → 16, last 1280.
+        assert_eq!(shapes["features.0.0.weight"], [16, 3, 3, 3]);
+        assert_eq!(shapes["features.1.conv.1.weight"], [8, 16, 1, 1]);
+        assert_eq!(shapes["features.2.conv.2.weight"], [16, 48, 1, 1]);
+        assert_eq!(shapes["features.18.0.weight"], [1280, 160, 1, 1]);
+        for width in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e6] {
+            cfg.width = width;
+            assert!(
+                matches!(Arch::mobilenetv2(&cfg), Err(ArchError::Parameter { .. })),
+                "width {width}"
+            );
+        }
+    }
+
+    #[test]
+    fn inverted_residual_errors_leave_the_builder_unchanged() {
+        let mut b = ArchBuilder::new("mb", [3, 8, 8], 4);
+        let x = b.input();
+        let x = b
+            .conv("stem", x, Conv::new(16, 3).pad(1).batch_norm().relu6())
+            .unwrap();
+        let before = b.layers.len();
+        assert_eq!(
+            b.inverted_residual("features.1", x, 0, 1, 6),
+            Err(ArchError::Zero {
+                layer: "features.1".into(),
+                what: "output channels"
+            })
+        );
+        assert_eq!(
+            b.inverted_residual("features.1", x, 16, 1, 0),
+            Err(ArchError::Zero {
+                layer: "features.1".into(),
+                what: "the expansion factor"
+            })
+        );
+        // The expansion conv is valid, the depthwise one is not (stride 0): nothing is kept.
+        let e = b.inverted_residual("features.1", x, 16, 0, 6).unwrap_err();
+        assert!(
+            matches!(&e, ArchError::Conv { layer, source: ConvShapeError::Zero { .. }, .. }
+                if layer == "features.1.conv.1.0"),
+            "{e}"
+        );
+        let e = b
+            .inverted_residual("features.1", x, 16, 1, usize::MAX)
+            .unwrap_err();
+        assert!(matches!(e, ArchError::Parameter { .. }), "{e}");
+        assert!(matches!(
+            b.inverted_residual("features.1", Value(99), 16, 1, 6),
+            Err(ArchError::UnknownValue { .. })
+        ));
+        assert_eq!(b.layers.len(), before, "a failed block adds no layer");
+        // A valid block: stride 1 and equal channels add the identity; otherwise no add.
+        let y = b.inverted_residual("features.1", x, 16, 1, 6).unwrap();
+        assert_eq!(b.layers.len(), before + 4);
+        assert_eq!(b.layers.last().unwrap().kind, LayerKind::Add);
+        let z = b.inverted_residual("features.2", y, 24, 2, 1).unwrap();
+        assert_eq!(b.layers.len(), before + 6);
+        assert_eq!(b.shape(z), Some([24, 4, 4]));
+        let names: Vec<&str> = b.layers[before..].iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "features.1.conv.0.0",
+                "features.1.conv.1.0",
+                "features.1.conv.2",
+                "features.1",
+                "features.2.conv.0.0",
+                "features.2.conv.1"
+            ]
+        );
+        let logits = b.linear("fc", z, Linear::new(4)).unwrap();
+        b.finish(logits).unwrap();
     }
 
     #[test]

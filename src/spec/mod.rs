@@ -6,7 +6,8 @@ pub mod arch;
 mod shapes;
 
 pub use arch::{
-    Activation, Arch, ArchBuilder, ArchError, BopInput, Conv, Group, LayerKind, LayerSpec, Linear,
-    Params, QuantizerInfo, Value, QUANTIZER_TENSORS,
+    Activation, Arch, ArchBuilder, ArchError, BopInput, Conv, Group, InvertedResidualSetting,
+    LayerKind, LayerSpec, Linear, MobileNetV2Config, Params, QuantizerInfo, Value,
+    QUANTIZER_TENSORS,
 };
 pub use shapes::{Conv2dShape, ConvShapeError, LinearShape, Nchw, Pool2dShape, PoolShapeError};
