@@ -9,7 +9,7 @@ use bayesian_bits::gpu::Gpu;
 use bayesian_bits::kernels::optim::Optimizer;
 use bayesian_bits::nn::{Arch, Model};
 use bayesian_bits::quant::graph_relative_bops;
-use bayesian_bits::reference::layers::SgdConfig;
+use bayesian_bits::spec::optim::SgdConfig;
 use bayesian_bits::train::checkpoint::Checkpoint;
 use bayesian_bits::train::metrics::layer_gates;
 use bayesian_bits::train::report::{
