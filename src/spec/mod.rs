@@ -4,6 +4,9 @@
 //! dependencies point down only.
 
 pub mod arch;
+pub mod bn;
+pub mod fixed;
+pub mod float;
 pub mod init;
 pub mod optim;
 pub mod quant;
