@@ -6,8 +6,7 @@
 mod exit;
 
 use bayesian_bits::gpu::{Gpu, OPTIONAL_FEATURES};
-use bayesian_bits::nn::{Arch, LearningRates, Model, StepConfig};
-use bayesian_bits::reference::model::{init_params, range_init, InitConfig};
+use bayesian_bits::nn::{Arch, InitConfig, LearningRates, Model, StepConfig};
 
 /// 28×28 images of class `label`: a bright square whose position encodes the class, plus noise.
 fn synthetic_batch(n: usize, offset: usize) -> (Vec<f32>, Vec<u32>) {
@@ -48,18 +47,17 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     println!("application device on {}", adapter.get_info().name);
     let gpu = Gpu::from_device(device.clone(), queue);
 
-    // Initialise LeNet-5 as the paper does (range initialisation runs on the CPU reference).
+    // Initialise LeNet-5 as the paper does: default initialisation, then the quantizer ranges
+    // from two calibration images (on the GPU).
     let arch = Arch::lenet5();
     let init = InitConfig {
         chain_logits: [6.0, 6.0, -6.0, -6.0],
         prune_logit: 6.0,
         seed: 7,
     };
-    let mut params = init_params(&arch, &init);
-    let (images, _) = synthetic_batch(2, 0);
-    range_init(&arch, &mut params, &images, 2, init.seed);
+    let (calibration, _) = synthetic_batch(2, 0);
     let batch = 32;
-    let mut model = Model::new(&gpu, arch, batch, &params)?;
+    let mut model = Model::init(&gpu, arch, batch, &init, &calibration)?;
 
     // Training steps are recorded and submitted; nothing waits.
     let lr = LearningRates {
@@ -82,10 +80,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         )?;
     }
 
-    // Classify a fresh batch: the library returns a future; the application polls its device.
+    // Classify a fresh batch: the logits stay on the device (an application could bind them in
+    // its own pipelines); reading them returns a future, and the application polls its device.
     let (images, labels) = synthetic_batch(batch, 12_345);
-    model.eval_batch(&gpu, &images, &labels)?;
-    let logits = model.logits(batch)?;
+    let logits = model.forward(&gpu, &images)?;
     let pending = gpu.read_async(&[&logits]);
     device.poll(wgpu::PollType::wait_indefinitely())?;
     let logits = pollster::block_on(pending)?.remove(0);

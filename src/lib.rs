@@ -36,3 +36,8 @@ pub mod spec;
 pub mod train;
 
 pub use error::{Error, Result};
+
+/// The README's code blocks, compiled and run as doctests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

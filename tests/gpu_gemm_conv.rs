@@ -536,6 +536,7 @@ fn engines_list_their_pipelines() {
             - kernels::bn::PIPELINES.len()
             - kernels::epilogue::PIPELINES.len()
             - kernels::int_infer::PIPELINES.len()
+            - kernels::range::PIPELINES.len()
     );
     for key in cpu.iter().chain(&gpu_keys) {
         assert!(all.contains(key), "{key:?}");

@@ -476,3 +476,247 @@ fn resnet20_evaluation_matches_reference_with_pruning_and_low_bits() {
     let fwd = reference::forward(&arch, &mut params.clone(), &images, n, key, Mode::Eval);
     common::assert_close(&got, &fwd.logits, 1e-5, "eval logits");
 }
+
+/// `Model::init` (range initialisation on the GPU) against the reference's `range_init`: every
+/// quantizer's `x_max` and `x_min`, BN running statistics after their one update, weights and
+/// logits untouched.
+fn check_init(g: &Gpu, arch: Arch, init: InitConfig) {
+    let image_len: usize = arch.input.iter().product();
+    let calibration = uniform(11, 2 * image_len, -1.0, 1.0);
+    let mut want = reference::init_params(&arch, &init);
+    reference::range_init(&arch, &mut want, &calibration, 2, init.seed);
+    let model = Model::init(g, arch.clone(), 4, &init, &calibration).unwrap();
+    let got = model.params(g).unwrap();
+    assert_eq!(got.len(), want.len(), "{}: tensors", arch.name);
+    for (name, want) in &want {
+        let got = &got[name];
+        if name.ends_with("x_min") {
+            // Its sign is the quantizer's signedness; the value is kept for checkpoints.
+            assert_eq!(
+                got[0] < 0.0,
+                want[0] < 0.0,
+                "{name}: gpu {got:?} reference {want:?}"
+            );
+        }
+        let err = rel_err(got, want);
+        assert!(
+            err < 1e-4,
+            "{}: {name}: gpu {got:?} reference {want:?}",
+            arch.name
+        );
+    }
+}
+
+#[test]
+fn init_on_the_gpu_matches_reference_range_init() {
+    let g = gpu();
+    check_init(g, Arch::lenet5(), EIGHT_BIT);
+    // Batch norm (running statistics updated once), residual adds after a ReLU, signed
+    // activation quantizers before the adds.
+    check_init(g, Arch::resnet20(), WIDE);
+}
+
+#[test]
+fn init_refuses_bad_calibration_images() {
+    let g = gpu();
+    let arch = Arch::lenet5();
+    let image = uniform(3, 784, 0.0, 1.0);
+    let err = |images: &[f32], max_batch: usize| {
+        Model::init(g, arch.clone(), max_batch, &EIGHT_BIT, images)
+            .unwrap_err()
+            .to_string()
+    };
+    let msg = err(&image[..700], 4);
+    assert!(
+        msg.contains("calibration images") && msg.contains("700 values"),
+        "{msg}"
+    );
+    let msg = err(&[image.clone(), image.clone(), image.clone()].concat(), 2);
+    assert!(msg.contains("1 to 2 calibration images"), "{msg}");
+    let mut nan = image.clone();
+    nan[5] = f32::NAN;
+    let msg = err(&nan, 4);
+    assert!(msg.contains("calibration value 5 is NaN"), "{msg}");
+}
+
+#[test]
+fn model_takes_gpu_tensors_and_returns_logits_and_features_as_tensors() {
+    let g = gpu();
+    let arch = Arch::lenet5();
+    let n = 4;
+    let image_len: usize = arch.input.iter().product();
+    let images = uniform(31, n * image_len, -1.0, 1.0);
+    let labels: Vec<u32> = vec![3, 1, 4, 1];
+    let mut model = Model::init(g, arch.clone(), n, &EIGHT_BIT, &images[..2 * image_len]).unwrap();
+    let params = model.params(g).unwrap();
+
+    // Images inside a larger buffer of the application, at an aligned offset.
+    let align = g.limits().min_storage_buffer_offset_alignment as usize / 4;
+    let arena = g
+        .zeros("application buffer", &[align + n * image_len + 7])
+        .unwrap();
+    let image_tensor = arena.slice(g, align, &[n, 1, 28, 28]).unwrap();
+    g.write(&image_tensor, &images).unwrap();
+    let label_tensor = g.upload("labels", &[n], &labels).unwrap();
+
+    // Inference: logits and the first FC layer's features, as tensors.
+    let logits = model.forward(g, &image_tensor).unwrap();
+    assert_eq!(logits.shape(), &[n, 10]);
+    let features = model.output(n, "classifier.0").unwrap();
+    assert_eq!(features.shape(), &[n, 512]);
+    let conv = model.output(n, "features.2").unwrap();
+    assert_eq!(conv.shape(), &[n, 64, 8, 8]);
+    let mut p = params.clone();
+    let key = StepKey { seed: 0, step: 0 };
+    let fwd = reference::forward(&arch, &mut p, &images, n, key, Mode::Eval);
+    let got = g.read_blocking(&[&logits, &features]).unwrap();
+    common::assert_close(&got[0], &fwd.logits, 1e-5, "logits");
+    common::assert_close(&got[1], fwd.value(5), 1e-5, "classifier.0 features");
+    let err = model.output(n, "no.such.layer").unwrap_err().to_string();
+    assert!(err.contains("no layer named \"no.such.layer\""), "{err}");
+
+    // A training step from device tensors: the loss of the reference's training forward.
+    let cfg = StepConfig {
+        seed: EIGHT_BIT.seed,
+        step: 1,
+        mu: 0.0,
+        lr: LearningRates {
+            weights: 1e-3,
+            gates: 1e-3,
+            scales: 1e-3,
+        },
+    };
+    model
+        .train_step(g, &image_tensor, &label_tensor, &cfg)
+        .unwrap();
+    let mut p = params.clone();
+    let key = StepKey {
+        seed: cfg.seed,
+        step: 1,
+    };
+    let fwd = reference::forward(&arch, &mut p, &images, n, key, Mode::Train);
+    let ce = softmax_cross_entropy(&fwd.logits, &labels, arch.classes);
+    let loss = model.take_metrics(g).unwrap().mean_loss();
+    assert!(
+        (loss - ce.loss).abs() < 1e-4,
+        "loss gpu {loss} reference {}",
+        ce.loss
+    );
+
+    // Three labels for four images is a shape error naming the step.
+    let err = model
+        .train_step(g, &image_tensor, &labels[..3], &cfg)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("Model::train_step") && err.contains("3 images"),
+        "{err}"
+    );
+}
+
+/// One fixed-gate fine-tuning step (spec §7.4) on the GPU against the reference's `FixedGates`
+/// forward and backward, after Bayesian Bits "training" left every bit width from 2 to 32 and
+/// pruned channels: BN folded statically, loss, weight/bias/range gradients, frozen logits.
+fn check_fixed_gate_step(g: &Gpu, arch: Arch, init: InitConfig, n: usize) {
+    use bayesian_bits::spec::fixed::{fixed_gate_arch, fixed_gate_params};
+    let image_len: usize = arch.input.iter().product();
+    let images = uniform(12, n * image_len, -1.0, 1.0);
+    let labels: Vec<u32> = (0..n as u32)
+        .map(|i| (i * 3) % arch.classes as u32)
+        .collect();
+    let mut params = reference::init_params(&arch, &init);
+    reference::range_init(&arch, &mut params, &images[..2 * image_len], 2, init.seed);
+    for (i, q) in arch.quantizers().iter().enumerate() {
+        // 2, 4, 8, 16, 32 bits in turn: the first gate at −3 is off, with all above it.
+        for (j, gate) in ["gamma_4", "gamma_8", "gamma_16", "gamma_32"]
+            .iter()
+            .enumerate()
+        {
+            let logit = if j == 4 - i % 5 { -3.0 } else { 6.0 };
+            params.insert(format!("{}.{gate}", q.prefix), vec![logit]);
+        }
+        if q.prune_channels > 0 {
+            let prune = params.get_mut(&format!("{}.gamma_2", q.prefix)).unwrap();
+            prune.iter_mut().step_by(3).for_each(|l| *l = -3.0);
+        }
+    }
+    let fixed_arch = fixed_gate_arch(&arch);
+    let fixed = fixed_gate_params(&arch, &params).unwrap();
+    assert!(fixed_arch.layers.iter().all(|l| !l.batch_norm));
+
+    // Folding statically computes what the Bayesian Bits network computed in evaluation, up to
+    // direct rounding's edge case at the range ends (spec §1.7).
+    let eval_key = StepKey { seed: 0, step: 0 };
+    let bb = reference::forward(&arch, &mut params.clone(), &images, n, eval_key, Mode::Eval);
+    let key = StepKey {
+        seed: init.seed,
+        step: 1,
+    };
+    let mut p = fixed.clone();
+    let fwd = reference::forward(&fixed_arch, &mut p, &images, n, key, Mode::FixedGates);
+    let err = rel_err(&fwd.logits, &bb.logits);
+    assert!(
+        err < 0.05,
+        "{}: folded logits differ by {err:.2e}",
+        arch.name
+    );
+
+    let ce = softmax_cross_entropy(&fwd.logits, &labels, arch.classes);
+    let ref_grads = reference::backward(&fixed, &fwd, &ce.dlogits);
+    assert!(ref_grads.keys().all(|k| !k.contains("gamma_")));
+    let mut model = Model::fixed_gate(g, fixed_arch.clone(), n, &fixed).unwrap();
+    let lr = LearningRates {
+        weights: 1e-3,
+        gates: 1e-3,
+        scales: 1e-3,
+    };
+    let cfg = StepConfig {
+        seed: init.seed,
+        step: 1,
+        mu: 0.5,
+        lr,
+    };
+    model.train_step(g, &images, &labels, &cfg).unwrap();
+    let loss = model.take_metrics(g).unwrap().mean_loss();
+    assert!(
+        (loss - ce.loss).abs() < 1e-4 * ce.loss.abs().max(1.0),
+        "{}: loss gpu {loss} reference {}",
+        arch.name,
+        ce.loss
+    );
+    assert_eq!(model.regularizer(g).unwrap(), 0.0, "μ is ignored");
+    let grads = model.grads(g).unwrap();
+    for (name, want) in &ref_grads {
+        let (tol, floor) = match name.ends_with("x_max") {
+            true => (1e-2, 1e-4),
+            false => (2e-3, 1e-6),
+        };
+        let err = rel_err_floor(&grads[name], want, floor);
+        assert!(
+            err < tol,
+            "{}: {name}: gradient relative error {err:.2e}",
+            arch.name
+        );
+    }
+    let after = model.params(g).unwrap();
+    for (name, before) in &fixed {
+        if name.contains("gamma_") {
+            assert_eq!(&after[name], before, "{name}: frozen logits moved");
+        } else if name.ends_with(".weight") {
+            assert_ne!(&after[name], before, "{name} did not train");
+        }
+    }
+    let err = Model::fixed_gate(g, arch.clone(), n, &params);
+    if arch.layers.iter().any(|l| l.batch_norm) {
+        let msg = err.unwrap_err().to_string();
+        assert!(msg.contains("has batch norm"), "{msg}");
+    }
+}
+
+#[test]
+fn fixed_gate_finetuning_step_matches_reference() {
+    let g = gpu();
+    check_fixed_gate_step(g, Arch::lenet5(), EIGHT_BIT, 3);
+    // Batch norm folded statically, residual adds, projection shortcuts.
+    check_fixed_gate_step(g, Arch::resnet20(), WIDE, 2);
+}

@@ -216,3 +216,22 @@ fn divergence_stops_training_with_a_typed_error() {
         other => panic!("expected a divergence error, got {other:?}"),
     }
 }
+
+#[test]
+fn resume_into_and_inside_fixed_gate_finetuning_is_bit_identical() {
+    // The checkpoint of the last Bayesian Bits epoch resumes into fine-tuning, and one written
+    // during fine-tuning resumes it (spec §7.4: SGD with Nesterov momentum on the weights).
+    let into = TrainConfig {
+        finetune_epochs: 1,
+        ..config(1, 4)
+    };
+    let inside = TrainConfig {
+        finetune_epochs: 2,
+        ..config(0, 4)
+    };
+    for cfg in [into, inside] {
+        let ckpt = assert_resume_is_bit_identical(cfg);
+        assert!(ckpt.extra.contains_key("sgd.weights.momentum_buffer"));
+        assert!(ckpt.extra.contains_key("adam.scales.m"));
+    }
+}

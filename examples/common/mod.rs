@@ -9,7 +9,8 @@ use bayesian_bits::gpu::Gpu;
 use bayesian_bits::kernels::optim::Optimizer;
 use bayesian_bits::nn::{Arch, Model};
 use bayesian_bits::quant::graph_relative_bops;
-use bayesian_bits::reference::layers::SgdConfig;
+use bayesian_bits::spec::fixed::fixed_gate_arch;
+use bayesian_bits::spec::optim::SgdConfig;
 use bayesian_bits::train::checkpoint::Checkpoint;
 use bayesian_bits::train::metrics::layer_gates;
 use bayesian_bits::train::report::{
@@ -172,6 +173,17 @@ struct TrainArgs {
     /// Initial pruning logit of every channel.
     #[arg(long)]
     prune_logit: Option<f32>,
+    /// Fixed-gate fine-tuning epochs after the Bayesian Bits epochs (spec §7.4): test-time bits
+    /// and pruning masks frozen, BN folded, SGD (Nesterov) on weights and Adam on ranges, both
+    /// cosine-annealed from --lr-finetune-weights / --lr-finetune-scales.
+    #[arg(long, default_value_t = 0)]
+    finetune_epochs: u32,
+    /// Fine-tuning learning rate of the weights [default: 1e-4].
+    #[arg(long)]
+    lr_finetune_weights: Option<f32>,
+    /// Fine-tuning learning rate of the ranges [default: 1e-4].
+    #[arg(long)]
+    lr_finetune_scales: Option<f32>,
     /// Stop every epoch after this many steps (quick runs).
     #[arg(long)]
     max_steps_per_epoch: Option<usize>,
@@ -238,6 +250,9 @@ impl TrainArgs {
             prune_logit: self.prune_logit.unwrap_or(d.prune_logit),
             max_steps_per_epoch: self.max_steps_per_epoch.or(d.max_steps_per_epoch),
             log_every: self.log_every.unwrap_or(d.log_every),
+            finetune_epochs: self.finetune_epochs,
+            lr_finetune_weights: self.lr_finetune_weights.unwrap_or(d.lr_finetune_weights),
+            lr_finetune_scales: self.lr_finetune_scales.unwrap_or(d.lr_finetune_scales),
         })
     }
 }
@@ -357,10 +372,18 @@ fn train(exp: &Experiment, args: &TrainArgs) -> Result<(), Box<dyn Error>> {
     let mut last = MetricsLog::read(&metrics_path)?.pop();
     let style = ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}")?
         .progress_chars("=> ");
-    while trainer.epoch() < cfg.epochs {
+    while trainer.epoch() < trainer.total_epochs() {
+        let phase = match trainer.epoch() < cfg.epochs {
+            true => "",
+            false => " fine-tuning",
+        };
         let bar = ProgressBar::new(0)
             .with_style(style.clone())
-            .with_prefix(format!("{}/{}", trainer.epoch() + 1, cfg.epochs));
+            .with_prefix(format!(
+                "{}/{}{phase}",
+                trainer.epoch() + 1,
+                trainer.total_epochs()
+            ));
         let progress = |p: &bayesian_bits::train::Progress| {
             let msg = format!(
                 "loss {:.4}  acc {:.2}%  {:.0} img/s",
@@ -429,14 +452,21 @@ fn evaluate(
 ) -> Result<(), Box<dyn Error>> {
     let gpu = gpu(adapter)?;
     let ckpt = Checkpoint::load(checkpoint)?;
-    ckpt.validate_against(&exp.arch)?;
+    let arch = match ckpt.is_fixed_gate() {
+        true => fixed_gate_arch(&exp.arch),
+        false => exp.arch.clone(),
+    };
+    ckpt.validate_against(&arch)?;
     let params = ckpt
         .tensors
         .iter()
         .map(|(k, v)| (k.clone(), v.data.clone()))
         .collect();
     let batch = exp.defaults.batch_size;
-    let mut model = Model::new(&gpu, exp.arch.clone(), batch, &params)?;
+    let mut model = match ckpt.is_fixed_gate() {
+        true => Model::fixed_gate(&gpu, arch, batch, &params)?,
+        false => Model::new(&gpu, arch, batch, &params)?,
+    };
     let test_set = load(exp, data, true, &[Split::Test])?
         .pop()
         .expect("test split");
@@ -478,6 +508,11 @@ fn export(
 ) -> Result<(), Box<dyn Error>> {
     use bayesian_bits::export::{self as bb_export, ExportOptions, PruneMode, SizeTable};
     let ckpt = Checkpoint::load(checkpoint)?;
+    if ckpt.is_fixed_gate() {
+        // Export writes the residual decomposition's codes; fine-tuning rounds directly, which
+        // differs at the range ends (spec §1.7).
+        return Err("exporting a fixed-gate fine-tuned checkpoint is not supported yet; export the checkpoint of the last Bayesian Bits epoch".into());
+    }
     ckpt.validate_against(&exp.arch)?;
     let options = ExportOptions {
         prune: if remove_all_pruned {

@@ -7,10 +7,10 @@ use super::format::{
 use super::pack;
 use crate::nn::{Arch, LayerKind, LayerSpec};
 use crate::quant::{relative_bops, LayerBops};
-use crate::reference::layers::{fold_bias, fold_weight, BnParams};
-use crate::reference::model::Params;
-use crate::reference::quant;
+use crate::spec::bn::{fold_bias, fold_weight, BnParams};
+use crate::spec::quant;
 use crate::spec::Activation;
+use crate::spec::Params;
 use std::collections::BTreeSet;
 
 /// What to do with pruned channels.

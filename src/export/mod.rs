@@ -26,7 +26,7 @@
 //! [`Pruning::kept_for_exactness`]; [`PruneMode::All`] removes them anyway and records
 //! `removal_exact: false`.
 //!
-//! Test-time gates come from the crate's gate rule ([`crate::reference::quant::gates`] in eval
+//! Test-time gates come from the crate's gate rule ([`crate::spec::quant::gates`] in eval
 //! mode). [`IntPlan`] compiles an export for integer inference; [`infer_cpu`] is the plain-Rust
 //! reference and [`crate::kernels::int_infer::IntEngine`] the WGSL engine. [`onnx::save_onnx`]
 //! writes the export as an ONNX QDQ model (opset 21).
@@ -48,7 +48,7 @@ pub use infer::{infer_cpu, predictions, IntPlan};
 pub use size::{SizeRow, SizeTable};
 
 #[cfg(feature = "train")]
-use crate::{reference::model::Params, train::checkpoint::Checkpoint};
+use crate::{spec::Params, train::checkpoint::Checkpoint};
 
 /// A checkpoint's model tensors as [`Params`] (what [`export`] takes).
 #[cfg(feature = "train")]

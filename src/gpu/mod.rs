@@ -7,11 +7,14 @@
 
 pub mod config;
 mod pipeline;
+mod profile;
 mod tensor;
 
 pub use config::{Engine, KernelConfig, TileShape};
 use pipeline::{storage_buffers_per_entry, BoundRanges};
 pub use pipeline::{PipelineKey, Shader};
+pub use profile::KernelTime;
+use profile::Profiler;
 pub use tensor::Tensor;
 
 use crate::{Error, Result};
@@ -147,6 +150,8 @@ pub struct Gpu {
     constants: Arc<Mutex<HashMap<Vec<u8>, wgpu::Buffer>>>,
     submissions: Arc<std::sync::atomic::AtomicU64>,
     config: KernelConfig,
+    /// Timestamp queries of a [`Gpu::profiling`] handle.
+    profiler: Option<Arc<Profiler>>,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -268,6 +273,7 @@ impl Gpu {
             constants: Arc::default(),
             submissions: Arc::default(),
             config,
+            profiler: None,
         }
     }
 
@@ -416,9 +422,13 @@ impl Gpu {
         if !self.records {
             return Ok(());
         }
+        let timestamp_writes = match &self.profiler {
+            Some(p) => Some(p.next(key)?),
+            None => None,
+        };
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some(key.entry),
-            timestamp_writes: None,
+            timestamp_writes,
         });
         pass.set_pipeline(&pipeline);
         pass.set_bind_group(0, &bind_group, &[]);

@@ -94,7 +94,7 @@ impl Tensor {
     }
 
     /// Fails with [`Error::InvalidArgument`] naming `op` unless the buffer has `usage`.
-    pub(super) fn expect_usage(&self, op: &'static str, usage: wgpu::BufferUsages) -> Result<()> {
+    pub(crate) fn expect_usage(&self, op: &'static str, usage: wgpu::BufferUsages) -> Result<()> {
         if self.buffer.usage().contains(usage) {
             return Ok(());
         }

@@ -14,6 +14,7 @@ pub mod loss;
 pub mod optim;
 pub mod pool;
 pub mod quant;
+pub mod range;
 pub mod tiles_gpu;
 
 pub use crate::gpu::Engine;
@@ -62,5 +63,6 @@ pub fn pipelines_for(engine: Engine) -> Vec<&'static PipelineKey> {
     keys.extend(bn::PIPELINES);
     keys.extend(epilogue::PIPELINES);
     keys.extend(int_infer::PIPELINES);
+    keys.extend(range::PIPELINES);
     keys
 }

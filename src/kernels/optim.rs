@@ -12,7 +12,7 @@
 //! optimisers leave at zero.
 
 use crate::gpu::{Binding, Gpu, PipelineKey, Shader, Tensor};
-use crate::reference::layers::{SgdConfig, ADAM_BETA1, ADAM_BETA2, ADAM_EPS};
+use crate::spec::optim::{SgdConfig, ADAM_BETA1, ADAM_BETA2, ADAM_EPS};
 use crate::{Error, Result};
 
 /// The optimiser module.

@@ -2,7 +2,7 @@
 //! the fixed-gate fine-tuning quantizer of spec §7.4 ([`FixedQuant`]).
 
 use crate::gpu::{Binding, Gpu, PipelineKey, Shader};
-use crate::reference::quant::stage_of_bits;
+use crate::spec::quant::stage_of_bits;
 use crate::{Error, Result};
 
 /// The quantizer module, with the shared per-element functions prepended.

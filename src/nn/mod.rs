@@ -3,5 +3,6 @@
 
 pub mod model;
 
+pub use crate::spec::InitConfig;
 pub use crate::spec::{Arch, LayerKind, LayerSpec};
-pub use model::{LearningRates, Model, OptimizerState, StepConfig};
+pub use model::{Batch, LearningRates, Model, OptimizerState, StepConfig};

@@ -21,9 +21,12 @@ use crate::kernels::gemm::{self, GemmShape, Variant};
 use crate::kernels::loss::{MetricValues, Metrics, SoftmaxCrossEntropy};
 use crate::kernels::optim::{AdamGroup, Optimizer, ParamArena, ParamSlice};
 use crate::kernels::pool::{AvgPool2d, MaxPool2d};
+use crate::kernels::quant::{FixedBuffers, FixedQuant};
+use crate::kernels::range::RangeInit;
 use crate::quant::{Quantizer, QuantizerConfig, QuantizerState, QuantizerStorage, StepState};
-use crate::reference::model::{self as reference, Group, Params, QuantizerInfo};
-use crate::spec::{Activation, Arch, LayerKind, LayerSpec, Pool2dShape};
+use crate::spec::fixed::{fixed_gates, FixedGates};
+use crate::spec::{init_params, Activation, Arch, LayerKind, LayerSpec, Pool2dShape};
+use crate::spec::{Group, InitConfig, Params, QuantizerInfo};
 use crate::{Error, Result};
 use std::collections::{BTreeMap, HashMap};
 
@@ -230,6 +233,22 @@ struct Plan {
     accumulate: HashMap<usize, Add>,
     loss: SoftmaxCrossEntropy,
     labels: Tensor,
+    /// Fixed-gate mode: the fixed quantizer of every quantizer prefix at this batch size.
+    fixed: BTreeMap<String, PlanFixed>,
+}
+
+/// A fixed quantizer (spec §7.4) at one batch size, with its partial-sum scratch.
+#[derive(Debug)]
+struct PlanFixed {
+    quant: FixedQuant,
+    partials: Tensor,
+}
+
+/// Fixed-gate fine-tuning state of one quantizer: bit width, signedness and mask tensor.
+#[derive(Debug)]
+struct FixedSide {
+    gates: FixedGates,
+    mask: Option<Tensor>,
 }
 
 #[derive(Debug)]
@@ -267,6 +286,100 @@ struct PlanWeighted {
     y_fp: Option<Tensor>,
 }
 
+/// A batch of images or labels for [`Model::train_step`], [`Model::eval_batch`] and
+/// [`Model::forward`]: host memory (uploaded with the step), or a tensor already on the device
+/// (copied on the GPU inside the step's submission: nothing goes through the host).
+///
+/// Images are NCHW `f32`; labels are `u32` class indices, stored as 32-bit words (a label tensor
+/// holds `u32` bit patterns, as [`Gpu::upload`] of a `&[u32]` writes them).
+#[derive(Clone, Copy, Debug)]
+pub enum Batch<'a, T> {
+    /// Values in host memory.
+    Host(&'a [T]),
+    /// A device tensor (needs `COPY_SRC` usage, as every tensor this crate allocates has).
+    Gpu(&'a Tensor),
+}
+
+impl<T> Batch<'_, T> {
+    /// Number of values (32-bit words).
+    pub fn len(&self) -> usize {
+        match self {
+            Batch::Host(v) => v.len(),
+            Batch::Gpu(t) => t.len(),
+        }
+    }
+
+    /// Whether the batch holds no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<'a, T> From<&'a [T]> for Batch<'a, T> {
+    fn from(v: &'a [T]) -> Self {
+        Batch::Host(v)
+    }
+}
+
+impl<'a, T> From<&'a Vec<T>> for Batch<'a, T> {
+    fn from(v: &'a Vec<T>) -> Self {
+        Batch::Host(v)
+    }
+}
+
+impl<'a, T, const N: usize> From<&'a [T; N]> for Batch<'a, T> {
+    fn from(v: &'a [T; N]) -> Self {
+        Batch::Host(v)
+    }
+}
+
+impl<'a, T> From<&'a Tensor> for Batch<'a, T> {
+    fn from(t: &'a Tensor) -> Self {
+        Batch::Gpu(t)
+    }
+}
+
+/// What a recorded forward pass does besides computing the layers.
+#[derive(Clone, Copy)]
+enum Pass<'a> {
+    /// Sampled gates, batch statistics; the loss and its gradient for the backward pass.
+    Train,
+    /// Test-time gates, running statistics; the loss and accuracy into the metrics.
+    Eval,
+    /// Test-time gates, running statistics, logits only (no labels).
+    Infer,
+    /// Range initialisation (spec §7.1): as `Train`, but each quantizer first sets its range from
+    /// its input, and BN updates its running statistics; no loss.
+    RangeInit(&'a RangeInits),
+}
+
+impl Pass<'_> {
+    /// Batch statistics (and sampled gates) rather than running statistics.
+    fn batch_stats(self) -> bool {
+        matches!(self, Pass::Train | Pass::RangeInit(_))
+    }
+}
+
+/// The range kernels of one range-initialisation pass, keyed by quantizer prefix, each with a
+/// one-word tensor that receives the quantizer's `x_min`.
+#[derive(Debug, Default)]
+struct RangeInits(BTreeMap<String, (RangeInit, Tensor)>);
+
+impl RangeInits {
+    /// Records the range of `x` into `x_max` and this quantizer's `x_min`.
+    fn record(
+        &self,
+        gpu: &Gpu,
+        enc: &mut wgpu::CommandEncoder,
+        prefix: &str,
+        x: &Tensor,
+        x_max: &Tensor,
+    ) -> Result<()> {
+        let (range, x_min) = &self.0[prefix];
+        range.record(gpu, enc, x, x_max, x_min)
+    }
+}
+
 /// A Bayesian Bits model on the GPU.
 #[derive(Debug)]
 pub struct Model {
@@ -283,6 +396,9 @@ pub struct Model {
     grad_slots: GradSlots,
     acts: Activations,
     plans: HashMap<usize, Plan>,
+    /// Fixed-gate fine-tuning (spec §7.4): every quantizer's fixed bit width and mask, keyed by
+    /// prefix; `None` for Bayesian Bits training.
+    fixed: Option<BTreeMap<String, FixedSide>>,
     /// Batch size of the last training step (whose regulariser values are current).
     last_train_batch: Option<usize>,
     step_state: StepState,
@@ -304,6 +420,38 @@ impl Model {
     /// Fails before allocating activations when one would exceed the adapter's storage-binding
     /// limit, naming the largest batch that fits.
     pub fn new(gpu: &Gpu, arch: Arch, max_batch: usize, params: &Params) -> Result<Self> {
+        Self::build(gpu, arch, max_batch, params, None)
+    }
+
+    /// A model for fixed-gate fine-tuning (spec §7.4) of a network without BN, as
+    /// [`crate::spec::fixed::fixed_gate_arch`] and [`crate::spec::fixed::fixed_gate_params`] make
+    /// it from a trained Bayesian Bits model: every quantizer runs at the test-time bit width and
+    /// pruning mask of its (frozen) logits in `params`, with direct rounding; steps train the
+    /// weights, biases and ranges on the cross-entropy alone (the gate group is not stepped and
+    /// μ is ignored). Use SGD for the weights ([`Model::set_weights_optimizer`]) as the paper does.
+    pub fn fixed_gate(gpu: &Gpu, arch: Arch, max_batch: usize, params: &Params) -> Result<Self> {
+        const OP: &str = "Model::fixed_gate";
+        if let Some(l) = arch.layers.iter().find(|l| l.batch_norm) {
+            return Err(Error::InvalidArgument {
+                op: OP,
+                msg: format!(
+                    "{}: layer {} has batch norm; fold it first (spec::fixed::fixed_gate_arch)",
+                    arch.name, l.name
+                ),
+            });
+        }
+        let gates =
+            fixed_gates(&arch, params).map_err(|name| shape_err(OP, name, "missing".into()))?;
+        Self::build(gpu, arch, max_batch, params, Some(gates))
+    }
+
+    fn build(
+        gpu: &Gpu,
+        arch: Arch,
+        max_batch: usize,
+        params: &Params,
+        fixed: Option<BTreeMap<String, FixedGates>>,
+    ) -> Result<Self> {
         const OP: &str = "Model::new";
         check_batch(gpu, &arch, max_batch)?;
         check_supported(&arch)?;
@@ -327,7 +475,7 @@ impl Model {
                 }
             }
         }
-        let infos = reference::quantizers(&arch);
+        let infos = arch.quantizers();
         let (stores, places, x_min) = build_stores(gpu, &arch, &infos, params)?;
         let view = |name: &str, shape: &[usize]| -> Result<Tensor> {
             let p = places[name];
@@ -477,7 +625,25 @@ impl Model {
             dy_fp: gpu.zeros("dy_fp", &[scratch])?,
             dlogits: gpu.zeros("dlogits", &[max_batch * arch.classes])?,
         };
+        let fixed = match fixed {
+            Some(gates) => Some(
+                gates
+                    .into_iter()
+                    .map(|(prefix, gates)| {
+                        let mask = match &gates.mask {
+                            Some(m) => {
+                                Some(gpu.upload(&format!("{prefix} mask"), &[m.len()], m)?)
+                            }
+                            None => None,
+                        };
+                        Ok((prefix, FixedSide { gates, mask }))
+                    })
+                    .collect::<Result<_>>()?,
+            ),
+            None => None,
+        };
         let mut model = Self {
+            fixed,
             variant: Variant::best(gpu),
             arch,
             max_batch,
@@ -496,6 +662,135 @@ impl Model {
         };
         model.prepare(gpu)?;
         Ok(model)
+    }
+
+    /// A freshly initialised model, as the official code starts a run (spec §2.7, §7.1): PyTorch's
+    /// default initialisation with `init`'s logits and seed, then range initialisation on the
+    /// GPU from `calibration` (NCHW images, 1 to `max_batch` of them; the trainer uses 2): every
+    /// quantizer's `x_max`/`x_min` become the largest and smallest value it sees, with gates
+    /// sampled from `init.seed` at step 0, and BN running statistics take one update.
+    /// **Blocking** (it reads the measured signs back).
+    ///
+    /// Signedness (`x_min < 0`) decides how each quantizer rounds, so it must be known before
+    /// the pass that measures it: the pass runs with the signedness the graph suggests
+    /// (unsigned after a ReLU) and is repeated from scratch with the measured signs until they
+    /// agree — once for every network whose activations are signed where they are not ReLU'd.
+    pub fn init(
+        gpu: &Gpu,
+        arch: Arch,
+        max_batch: usize,
+        init: &InitConfig,
+        calibration: &[f32],
+    ) -> Result<Self> {
+        const OP: &str = "Model::init";
+        let per_image: usize = arch.input.iter().product();
+        let n = calibration.len() / per_image.max(1);
+        if calibration.is_empty() || n * per_image != calibration.len() || n > max_batch {
+            return Err(shape_err(
+                OP,
+                format!("1 to {max_batch} calibration images of {:?}", arch.input),
+                format!("{} values", calibration.len()),
+            ));
+        }
+        if let Some(i) = calibration.iter().position(|v| !v.is_finite()) {
+            return Err(Error::InvalidArgument {
+                op: OP,
+                msg: format!("calibration value {i} is {}", calibration[i]),
+            });
+        }
+        let initial = init_params(&arch, init);
+        let mut signed: BTreeMap<String, bool> = arch
+            .quantizers()
+            .into_iter()
+            .map(|q| {
+                // Unsigned after a ReLU or ReLU6, signed otherwise.
+                let nonnegative = arch.layers.iter().any(|l| {
+                    l.activation != Activation::None
+                        && l.act_quant
+                        && l.activation_quantizer() == q.prefix
+                });
+                (q.prefix, !nonnegative)
+            })
+            .collect();
+        // Each repeat learns every sign the previous pass got wrong, so the number of passes is
+        // bounded by the quantizers downstream of a wrong guess; two suffice for every preset.
+        for _ in 0..=signed.len() {
+            let mut params = initial.clone();
+            for (prefix, &s) in &signed {
+                params.insert(format!("{prefix}.x_min"), vec![if s { -1.0 } else { 0.0 }]);
+            }
+            let mut model = Self::new(gpu, arch.clone(), max_batch, &params)?;
+            let x_min = model.range_init_pass(gpu, n, calibration, init.seed)?;
+            let measured: BTreeMap<String, bool> =
+                x_min.iter().map(|(k, &v)| (k.clone(), v < 0.0)).collect();
+            if measured == signed {
+                model.x_min = x_min;
+                return Ok(model);
+            }
+            signed = measured;
+        }
+        Err(Error::InvalidArgument {
+            op: OP,
+            msg: format!(
+                "{}: the signs of the quantizer ranges did not settle; the calibration images \
+                 may be degenerate",
+                arch.name
+            ),
+        })
+    }
+
+    /// Runs one range-initialisation pass over `n` calibration images and returns every
+    /// quantizer's measured `x_min` (its `x_max` is written on the GPU). **Blocking.**
+    fn range_init_pass(
+        &mut self,
+        gpu: &Gpu,
+        n: usize,
+        images: &[f32],
+        seed: u64,
+    ) -> Result<BTreeMap<String, f32>> {
+        self.plan(gpu, n)?;
+        let mut ranges = RangeInits::default();
+        for q in &self.infos {
+            let len = if q.weight { q.len } else { q.len * n };
+            let x_min = gpu.zeros(&format!("{} x_min", q.prefix), &[1])?;
+            ranges
+                .0
+                .insert(q.prefix.clone(), (RangeInit::new(gpu, len)?, x_min));
+        }
+        gpu.write(&self.plans[&n].values[0], images)?;
+        self.step_state.set(gpu, seed, 0, true, 0.0);
+        let mut enc = gpu.encoder("range initialisation");
+        self.record_forward(gpu, &mut enc, n, Pass::RangeInit(&ranges))?;
+        gpu.submit(enc);
+        let tensors: Vec<&Tensor> = ranges.0.values().map(|(_, t)| t).collect();
+        let values = gpu.read_blocking(&tensors)?;
+        let relu_adds: Vec<String> = self
+            .arch
+            .layers
+            .iter()
+            .filter(|l| l.kind == LayerKind::Add && l.activation == Activation::Relu)
+            .map(LayerSpec::activation_quantizer)
+            .collect();
+        Ok(ranges
+            .0
+            .keys()
+            .zip(values)
+            .map(|(prefix, v)| {
+                // The GPU add applies its ReLU through the unsigned quantizer, so the range saw
+                // the sum before the ReLU; after it the minimum is 0.
+                let x_min = if relu_adds.contains(prefix) {
+                    0.0
+                } else {
+                    v[0]
+                };
+                (prefix.clone(), x_min)
+            })
+            .collect())
+    }
+
+    /// Whether this is a fixed-gate fine-tuning model ([`Model::fixed_gate`]).
+    pub fn is_fixed_gate(&self) -> bool {
+        self.fixed.is_some()
     }
 
     /// The architecture.
@@ -517,9 +812,9 @@ impl Model {
         self.plan(gpu, n)?;
         let dry = gpu.preparing();
         let mut enc = dry.encoder("prepare (records nothing)");
-        self.record_forward(&dry, &mut enc, n, true)?;
+        self.record_forward(&dry, &mut enc, n, Pass::Train)?;
         self.record_backward(&dry, &mut enc, n)?;
-        self.record_forward(&dry, &mut enc, n, false)?;
+        self.record_forward(&dry, &mut enc, n, Pass::Eval)?;
         dry.prepare([&crate::kernels::optim::ADAM])
     }
 
@@ -663,7 +958,22 @@ impl Model {
                 }
             }
         }
+        let mut fixed = BTreeMap::new();
+        for (prefix, side) in self.fixed.iter().flatten() {
+            let info = self
+                .infos
+                .iter()
+                .find(|q| &q.prefix == prefix)
+                .expect("a fixed quantizer of the network");
+            let len = if info.weight { info.len } else { info.len * n };
+            let signed = self.x_min[prefix] < 0.0;
+            let channels = side.mask.as_ref().map_or(0, Tensor::len);
+            let quant = FixedQuant::new(gpu, len, side.gates.bits, signed, channels)?;
+            let partials = gpu.zeros(&format!("{prefix} partials"), &[quant.partials_len()])?;
+            fixed.insert(prefix.clone(), PlanFixed { quant, partials });
+        }
         let plan = Plan {
+            fixed,
             layers,
             values,
             dvalues,
@@ -675,34 +985,65 @@ impl Model {
         Ok(())
     }
 
-    fn upload_batch(&mut self, gpu: &Gpu, images: &[f32], labels: &[u32]) -> Result<usize> {
-        let n = labels.len();
+    /// Plans for the batch and copies its images (and labels) into the model's input buffers;
+    /// returns the batch size, which the labels give, else the images.
+    fn load_batch(
+        &mut self,
+        gpu: &Gpu,
+        enc: &mut wgpu::CommandEncoder,
+        op: &'static str,
+        images: Batch<f32>,
+        labels: Option<Batch<u32>>,
+    ) -> Result<usize> {
+        let per_image: usize = self.arch.input.iter().product();
+        let n = match &labels {
+            Some(l) => l.len(),
+            None => images.len() / per_image,
+        };
+        if images.len() != n * per_image || n == 0 {
+            return Err(shape_err(
+                op,
+                format!(
+                    "{n} images of {:?} ({} values)",
+                    self.arch.input,
+                    n * per_image
+                ),
+                format!("{} values", images.len()),
+            ));
+        }
         self.plan(gpu, n)?;
         let plan = &self.plans[&n];
-        gpu.write(&plan.values[0], images)?;
-        gpu.write(&plan.labels, labels)?;
+        load(gpu, enc, op, images, &plan.values[0])?;
+        if let Some(labels) = labels {
+            load(gpu, enc, op, labels, &plan.labels)?;
+        }
         Ok(n)
     }
 
     /// Records and submits one training step on a batch (`images` NCHW, `labels` < classes).
     /// Loss and accuracy accumulate on the GPU ([`Model::take_metrics`]); nothing is read back.
-    pub fn train_step(
+    pub fn train_step<'a>(
         &mut self,
         gpu: &Gpu,
-        images: &[f32],
-        labels: &[u32],
+        images: impl Into<Batch<'a, f32>>,
+        labels: impl Into<Batch<'a, u32>>,
         cfg: &StepConfig,
     ) -> Result<()> {
-        let n = self.upload_batch(gpu, images, labels)?;
+        let (images, labels) = (images.into(), Some(labels.into()));
+        let mut enc = gpu.encoder("training step");
+        let n = self.load_batch(gpu, &mut enc, "Model::train_step", images, labels)?;
         self.last_train_batch = Some(n);
         self.step_state.set(gpu, cfg.seed, cfg.step, true, cfg.mu);
-        let mut enc = gpu.encoder("training step");
-        self.record_forward(gpu, &mut enc, n, true)?;
+        self.record_forward(gpu, &mut enc, n, Pass::Train)?;
         self.record_backward(gpu, &mut enc, n)?;
         for (store, lr) in OPTIMIZED
             .into_iter()
             .zip([cfg.lr.weights, cfg.lr.gates, cfg.lr.scales])
         {
+            if store == Store::Gates && self.fixed.is_some() {
+                // Frozen: the logits only say which bits and channels the quantizers keep.
+                continue;
+            }
             self.stores
                 .get_mut(&store)
                 .expect("optimizer group")
@@ -714,13 +1055,59 @@ impl Model {
 
     /// Records and submits the evaluation of a batch with test-time gates and BN running
     /// statistics; correct predictions and the loss accumulate in the metrics.
-    pub fn eval_batch(&mut self, gpu: &Gpu, images: &[f32], labels: &[u32]) -> Result<()> {
-        let n = self.upload_batch(gpu, images, labels)?;
-        self.step_state.set(gpu, 0, 0, false, 0.0);
+    pub fn eval_batch<'a>(
+        &mut self,
+        gpu: &Gpu,
+        images: impl Into<Batch<'a, f32>>,
+        labels: impl Into<Batch<'a, u32>>,
+    ) -> Result<()> {
+        let (images, labels) = (images.into(), Some(labels.into()));
         let mut enc = gpu.encoder("evaluation");
-        self.record_forward(gpu, &mut enc, n, false)?;
+        let n = self.load_batch(gpu, &mut enc, "Model::eval_batch", images, labels)?;
+        self.step_state.set(gpu, 0, 0, false, 0.0);
+        self.record_forward(gpu, &mut enc, n, Pass::Eval)?;
         gpu.submit(enc);
         Ok(())
+    }
+
+    /// Records and submits inference on a batch of NCHW images (their count follows from the
+    /// length) with test-time gates and BN running statistics, and returns the logits
+    /// `[n, classes]`: a view of a model buffer, valid until the next pass over `n` images. Read
+    /// it with [`Gpu::read_async`], bind it in the application's own pipelines, or take
+    /// intermediate features with [`Model::output`]. Nothing is read back; metrics are untouched.
+    pub fn forward<'a>(&mut self, gpu: &Gpu, images: impl Into<Batch<'a, f32>>) -> Result<Tensor> {
+        let mut enc = gpu.encoder("inference");
+        let n = self.load_batch(gpu, &mut enc, "Model::forward", images.into(), None)?;
+        self.step_state.set(gpu, 0, 0, false, 0.0);
+        self.record_forward(gpu, &mut enc, n, Pass::Infer)?;
+        gpu.submit(enc);
+        self.logits(n)
+    }
+
+    /// The output of layer `layer` (its `state_dict` module name, e.g. `classifier.0`) in the
+    /// last pass over `n` images: `[n, c, h, w]` after a conv or pooling layer, `[n, features]`
+    /// after a linear layer or flatten. A view of a model buffer, like [`Model::logits`].
+    pub fn output(&self, n: usize, layer: &str) -> Result<Tensor> {
+        const OP: &str = "Model::output";
+        let plan = self.plans.get(&n).ok_or_else(|| Error::InvalidArgument {
+            op: OP,
+            msg: format!("no batch of {n} images has been run"),
+        })?;
+        let (i, spec) = self
+            .arch
+            .layers
+            .iter()
+            .enumerate()
+            .find(|(_, l)| l.name == layer)
+            .ok_or_else(|| Error::InvalidArgument {
+                op: OP,
+                msg: format!("{} has no layer named {layer:?}", self.arch.name),
+            })?;
+        let shape = match spec.kind {
+            LayerKind::Linear { .. } | LayerKind::Flatten => vec![n, spec.output_len()],
+            _ => [vec![n], spec.output.to_vec()].concat(),
+        };
+        plan.values[i + 1].view(&shape)
     }
 
     /// The logits `[n, classes]` of the last forward pass over a batch of `n` images (a view of
@@ -730,7 +1117,8 @@ impl Model {
             op: "Model::logits",
             msg: format!("no batch of {n} images has been run"),
         })?;
-        Ok(plan.values.last().expect("a model has layers").clone())
+        let logits = plan.values.last().expect("a model has layers");
+        logits.view(&[n, self.arch.classes])
     }
 
     /// Reads the accumulated loss and accuracy and resets them. **Blocking.**
@@ -747,15 +1135,17 @@ impl Model {
         gpu: &Gpu,
         enc: &mut wgpu::CommandEncoder,
         n: usize,
-        training: bool,
+        pass: Pass,
     ) -> Result<()> {
         let plan = &self.plans[&n];
-        for w in self.weights.iter().flatten() {
-            w.quantizer.sample_gates(gpu, enc, &self.step_state)?;
-        }
-        for l in &plan.layers {
-            if let Some(q) = l.act_quantizer() {
-                q.sample_gates(gpu, enc, &self.step_state)?;
+        if self.fixed.is_none() {
+            for w in self.weights.iter().flatten() {
+                w.quantizer.sample_gates(gpu, enc, &self.step_state)?;
+            }
+            for l in &plan.layers {
+                if let Some(q) = l.act_quantizer() {
+                    q.sample_gates(gpu, enc, &self.step_state)?;
+                }
             }
         }
         for (i, l) in plan.layers.iter().enumerate() {
@@ -771,14 +1161,20 @@ impl Model {
                     // maps negative sums to 0 with zero gradient, as ReLU then Q would.
                     let other = &plan.values[spec.inputs[1]];
                     p.add.forward(gpu, enc, input, other, &p.a)?;
-                    p.quantizer
-                        .forward(gpu, enc, &self.step_state, &p.a, output)?;
+                    let prefix = spec.activation_quantizer();
+                    if let Pass::RangeInit(ranges) = pass {
+                        ranges.record(gpu, enc, &prefix, &p.a, &p.quantizer.x_max)?;
+                    }
+                    self.record_quantize(gpu, enc, plan, &prefix, &p.quantizer, &p.a, output)?;
                 }
                 PlanLayer::Weighted(p) => {
                     let w = self.weights[i].as_ref().expect("weighted layer");
-                    self.record_weighted_forward(gpu, enc, n, training, w, p, input, output)?;
+                    self.record_weighted_forward(gpu, enc, n, pass, w, p, input, output)?;
                 }
             }
+        }
+        if matches!(pass, Pass::Infer | Pass::RangeInit(_)) {
+            return Ok(());
         }
         let logits = plan.values.last().expect("a model has layers");
         let dlogits = plan
@@ -796,7 +1192,7 @@ impl Model {
         gpu: &Gpu,
         enc: &mut wgpu::CommandEncoder,
         n: usize,
-        training: bool,
+        pass: Pass,
         w: &WeightSide,
         p: &PlanWeighted,
         input: &Tensor,
@@ -809,8 +1205,12 @@ impl Model {
             }
             _ => &w.weight,
         };
-        w.quantizer
-            .forward(gpu, enc, &self.step_state, source, &w.weight_q)?;
+        let plan = &self.plans[&n];
+        let prefix = w.spec.weight_quantizer();
+        if let Pass::RangeInit(ranges) = pass {
+            ranges.record(gpu, enc, &prefix, source, &w.quantizer.x_max)?;
+        }
+        self.record_quantize(gpu, enc, plan, &prefix, &w.quantizer, source, &w.weight_q)?;
         let product = Product {
             gpu,
             variant: self.variant,
@@ -820,10 +1220,14 @@ impl Model {
         product.forward(enc, input, &w.weight_q, &p.y)?;
         let (scale, shift) = match (&w.bn, &p.bn) {
             (Some(bn), Some(fbn)) => {
-                if training {
+                if pass.batch_stats() {
                     let y_fp = p.y_fp.as_ref().expect("BN layers keep y_fp");
                     product.forward(enc, input, &w.weight, y_fp)?;
                     fbn.train_stats(gpu, enc, &bn.bindings(), y_fp)?;
+                    if let Pass::RangeInit(_) = pass {
+                        // No backward follows, so the running statistics update here.
+                        fbn.update_running(gpu, enc, &bn.bindings())?;
+                    }
                 } else {
                     fbn.eval_affine(gpu, enc, &bn.bindings())?;
                 }
@@ -837,6 +1241,25 @@ impl Model {
                     .expect("layers without BN have a bias"),
             ),
         };
+        let separate = matches!(pass, Pass::RangeInit(_)) || self.fixed.is_some();
+        if let (true, Some((q, a))) = (separate, &p.act_quant) {
+            // A range needs the whole activation before quantizing it, and the epilogue fuses
+            // only the Bayesian Bits quantizer: the epilogue writes the activation unquantized,
+            // then the quantizer runs on its own.
+            let unquantized = EpilogueForward {
+                y: p.y.binding(),
+                scale,
+                shift,
+                a: a.binding(),
+                quant: None,
+            };
+            p.epilogue.forward(gpu, enc, &unquantized)?;
+            let prefix = w.spec.activation_quantizer();
+            if let Pass::RangeInit(ranges) = pass {
+                ranges.record(gpu, enc, &prefix, a, &q.x_max)?;
+            }
+            return self.record_quantize(gpu, enc, plan, &prefix, q, a, output);
+        }
         let quant = p.act_quant.as_ref().map(|(q, _)| ActQuant {
             signed: q.config().signed,
             x_max: q.x_max.binding(),
@@ -855,6 +1278,62 @@ impl Model {
                 quant,
             },
         )
+    }
+
+    /// The fixed quantizer of `prefix` in fixed-gate mode, with its buffers (the range is the
+    /// Bayesian Bits quantizer `bb`'s); `None` in Bayesian Bits mode.
+    fn fixed_quantizer<'a>(
+        &'a self,
+        plan: &'a Plan,
+        prefix: &str,
+        bb: &'a Quantizer,
+    ) -> Option<(&'a FixedQuant, FixedBuffers<'a>)> {
+        let fixed = plan.fixed.get(prefix)?;
+        let side = &self.fixed.as_ref()?[prefix];
+        let buffers = FixedBuffers {
+            x_max: bb.x_max.binding(),
+            mask: side.mask.as_ref().map(Tensor::binding),
+            partials: fixed.partials.binding(),
+            x_max_grad: bb.x_max_grad.binding(),
+        };
+        Some((&fixed.quant, buffers))
+    }
+
+    /// Records `y = Q(x)` with quantizer `prefix`: fixed in fixed-gate mode, else `bb`.
+    #[allow(clippy::too_many_arguments)]
+    fn record_quantize(
+        &self,
+        gpu: &Gpu,
+        enc: &mut wgpu::CommandEncoder,
+        plan: &Plan,
+        prefix: &str,
+        bb: &Quantizer,
+        x: &Tensor,
+        y: &Tensor,
+    ) -> Result<()> {
+        match self.fixed_quantizer(plan, prefix, bb) {
+            Some((f, b)) => f.forward(gpu, enc, &b, x.binding(), y.binding()),
+            None => bb.forward(gpu, enc, &self.step_state, x, y),
+        }
+    }
+
+    /// Records the backward of [`Model::record_quantize`] for upstream gradient `dy`.
+    #[allow(clippy::too_many_arguments)]
+    fn record_quantize_backward(
+        &self,
+        gpu: &Gpu,
+        enc: &mut wgpu::CommandEncoder,
+        plan: &Plan,
+        prefix: &str,
+        bb: &Quantizer,
+        x: &Tensor,
+        dy: &Tensor,
+        dx: &Tensor,
+    ) -> Result<()> {
+        match self.fixed_quantizer(plan, prefix, bb) {
+            Some((f, b)) => f.backward(gpu, enc, &b, x.binding(), dy.binding(), dx.binding()),
+            None => bb.backward(gpu, enc, &self.step_state, x, dy, dx),
+        }
     }
 
     /// Records the backward pass. Gradients flow from value to value: a layer reads the gradient
@@ -909,8 +1388,17 @@ impl Model {
                 }
                 PlanLayer::Add(p) => {
                     let ds = sized(&self.acts.da, p.a.len())?;
-                    p.quantizer
-                        .backward(gpu, enc, &self.step_state, &p.a, dout, &ds)?;
+                    let prefix = spec.activation_quantizer();
+                    self.record_quantize_backward(
+                        gpu,
+                        enc,
+                        plan,
+                        &prefix,
+                        &p.quantizer,
+                        &p.a,
+                        dout,
+                        &ds,
+                    )?;
                     for &v in &spec.inputs {
                         match target(v) {
                             Some((dx, true)) => accumulate(enc, &ds, &dx)?,
@@ -950,12 +1438,14 @@ impl Model {
         dout: &Tensor,
         dx: Option<(Tensor, bool)>,
     ) -> Result<()> {
+        let plan = &self.plans[&n];
         let sized = |t: &Tensor, len: usize| t.slice(gpu, 0, &[len]);
         let out_len = p.y.len();
         let da = match &p.act_quant {
             Some((q, a)) => {
                 let da = sized(&self.acts.da, out_len)?;
-                q.backward(gpu, enc, &self.step_state, a, dout, &da)?;
+                let prefix = w.spec.activation_quantizer();
+                self.record_quantize_backward(gpu, enc, plan, &prefix, q, a, dout, &da)?;
                 da
             }
             None => dout.clone(),
@@ -1015,9 +1505,18 @@ impl Model {
             Some((_, _, (folded, folded_grad))) => (folded, folded_grad),
             None => (&w.weight, &w.weight_grad),
         };
-        let step = &self.step_state;
-        w.quantizer
-            .backward(gpu, enc, step, source, &w.weight_q_grad, source_grad)?;
+        let prefix = w.spec.weight_quantizer();
+        let dw_q = &w.weight_q_grad;
+        self.record_quantize_backward(
+            gpu,
+            enc,
+            plan,
+            &prefix,
+            &w.quantizer,
+            source,
+            dw_q,
+            source_grad,
+        )?;
         if let Some((bn, fbn, (_, folded_grad))) = folded_bn {
             // dL/dW_f → dW (added to the full-precision path's) and the folding part of dγ.
             let args = FoldBackward {
@@ -1260,6 +1759,10 @@ impl Model {
     /// `R_q` of every weight quantizer and of the activation quantizers of the last training
     /// batch size.
     fn regularizer_tensors(&self) -> Vec<&Tensor> {
+        if self.fixed.is_some() {
+            // Fixed-gate fine-tuning trains on the cross-entropy alone.
+            return Vec::new();
+        }
         let mut tensors: Vec<&Tensor> = self
             .weights
             .iter()
@@ -1276,8 +1779,12 @@ impl Model {
 
     /// Σ_q R_q of the last training step (before μ). **Blocking.**
     pub fn regularizer(&self, gpu: &Gpu) -> Result<f64> {
+        let tensors = self.regularizer_tensors();
+        if tensors.is_empty() {
+            return Ok(0.0);
+        }
         Ok(gpu
-            .read_blocking(&self.regularizer_tensors())?
+            .read_blocking(&tensors)?
             .iter()
             .map(|v| f64::from(v[0]))
             .sum())
@@ -1411,6 +1918,26 @@ fn check_supported(arch: &Arch) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Writes a host batch into `dst` through the queue, or records the copy of a device batch into
+/// `enc` (the caller checked the length).
+fn load<T: bytemuck::Pod>(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    op: &'static str,
+    src: Batch<T>,
+    dst: &Tensor,
+) -> Result<()> {
+    match src {
+        Batch::Host(values) => gpu.write(dst, values),
+        Batch::Gpu(t) => {
+            t.expect_usage(op, wgpu::BufferUsages::COPY_SRC)?;
+            let (from, to) = (t.buffer(), dst.buffer());
+            enc.copy_buffer_to_buffer(from, t.offset(), to, dst.offset(), dst.bytes());
+            Ok(())
+        }
+    }
 }
 
 /// Refuses a batch whose largest activation would exceed one storage binding, naming the

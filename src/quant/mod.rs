@@ -10,7 +10,7 @@ pub use bops::{graph_relative_bops, relative_bops, LayerBops};
 
 use crate::gpu::{Binding, Gpu, Tensor};
 use crate::kernels::quant::{self as kernel, QuantBuffers, QuantParams, StepParams};
-use crate::reference::quant as reference;
+use crate::spec::quant;
 use crate::{Error, Result};
 
 /// How one quantizer is set up (spec §1.1, §2.2, §2.7, §3).
@@ -105,12 +105,12 @@ pub struct QuantizerState {
 impl QuantizerState {
     /// Test-time bit width (spec §2.5).
     pub fn bit_width(&self) -> u32 {
-        reference::bit_width(self.chain_logits)
+        quant::bit_width(self.chain_logits)
     }
 
     /// P(gate ≠ 0) for g4…g32.
     pub fn chain_probabilities(&self) -> [f32; 4] {
-        self.chain_logits.map(reference::prob_nonzero)
+        self.chain_logits.map(quant::prob_nonzero)
     }
 
     /// Output channels kept at test time (all channels without pruning gates: `None`).
@@ -123,7 +123,7 @@ impl QuantizerState {
         (!self.prune_logits.is_empty()).then(|| {
             self.prune_logits
                 .iter()
-                .map(|&l| reference::test_gate(l) > 0.0)
+                .map(|&l| quant::test_gate(l) > 0.0)
                 .collect()
         })
     }

@@ -14,9 +14,6 @@
 //! ReLU6, max and average pooling, the residual add, folded batch norm (spec §5.2), softmax
 //! cross-entropy, Adam and SGD.
 
-use std::fmt::Debug;
-use std::ops::{Add, AddAssign, Div, Mul, Neg, Sub};
-
 mod adam;
 mod batch_norm;
 mod conv;
@@ -40,57 +37,4 @@ pub use pool::{
 };
 pub use sgd::{SgdConfig, SgdState};
 
-/// The scalar type of the reference: implemented for `f32` (what the GPU computes) and `f64`
-/// (what the finite-difference tests use).
-pub trait Float:
-    Copy
-    + Debug
-    + PartialOrd
-    + Add<Output = Self>
-    + Sub<Output = Self>
-    + Mul<Output = Self>
-    + Div<Output = Self>
-    + Neg<Output = Self>
-    + AddAssign
-{
-    /// Additive identity.
-    const ZERO: Self;
-    /// Multiplicative identity.
-    const ONE: Self;
-    /// Converts a constant (rounding to nearest for `f32`).
-    fn from_f64(v: f64) -> Self;
-    /// Converts a count, e.g. the number of elements averaged over.
-    fn from_usize(v: usize) -> Self;
-    /// Square root.
-    fn sqrt(self) -> Self;
-    /// Natural exponential.
-    fn exp(self) -> Self;
-    /// Natural logarithm.
-    fn ln(self) -> Self;
-}
-
-macro_rules! impl_float {
-    ($t:ty) => {
-        impl Float for $t {
-            const ZERO: Self = 0.0;
-            const ONE: Self = 1.0;
-            fn from_f64(v: f64) -> Self {
-                v as $t
-            }
-            fn from_usize(v: usize) -> Self {
-                v as $t
-            }
-            fn sqrt(self) -> Self {
-                <$t>::sqrt(self)
-            }
-            fn exp(self) -> Self {
-                <$t>::exp(self)
-            }
-            fn ln(self) -> Self {
-                <$t>::ln(self)
-            }
-        }
-    };
-}
-impl_float!(f32);
-impl_float!(f64);
+pub use crate::spec::float::Float;

@@ -7,64 +7,17 @@
 
 use super::layers::{self, AdamState, BnParams};
 use super::quant;
+use crate::spec::fixed::{fixed_gates_of, FixedGates};
 use crate::spec::{Activation, Arch, LayerKind, LayerSpec, LinearShape, Nchw, Pool2dShape};
 pub use crate::spec::{Group, Params, QuantizerInfo};
 use std::collections::BTreeMap;
 
-/// Initial gate logits and seed of a model (spec §2.7).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct InitConfig {
-    /// ℓ4, ℓ8, ℓ16, ℓ32 of every quantizer.
-    pub chain_logits: [f32; 4],
-    /// ℓ2 of every prunable output channel.
-    pub prune_logit: f32,
-    /// Seed of the weight initialisation.
-    pub seed: u64,
-}
-
-/// Stream of the Philox generator reserved for weight initialisation (gate noise uses
-/// `(step, quantizer)` counters below it).
-const INIT_STREAM: u32 = u32::MAX;
+pub use crate::spec::init::{init_params, InitConfig};
 
 /// Every quantizer of `arch`, weights before activations within a layer
 /// ([`Arch::quantizers`]).
 pub fn quantizers(arch: &Arch) -> Vec<QuantizerInfo> {
     arch.quantizers()
-}
-
-/// PyTorch default initialisation: weights and biases uniform in ±1/√fan_in, BN γ = 1, β = 0,
-/// running statistics 0/1, logits from `cfg`, ranges as the unset placeholders ±10.
-pub fn init_params(arch: &Arch, cfg: &InitConfig) -> Params {
-    let mut params = Params::new();
-    for (t, (name, shape)) in arch.state_dict_shapes().into_iter().enumerate() {
-        let len: usize = shape.iter().product();
-        let leaf = name.rsplit('.').next().unwrap_or_default().to_string();
-        let module = name.rsplit_once('.').map_or("", |(m, _)| m);
-        let layer = arch.layers.iter().find(|l| l.name == module);
-        let value = |v: f32| vec![v; len];
-        let data = match leaf.as_str() {
-            "weight" | "bias" => {
-                let bound = 1.0 / (layer.map_or(1, LayerSpec::fan_in) as f32).sqrt();
-                (0..len)
-                    .map(|i| {
-                        (2.0 * quant::gate_noise(cfg.seed, INIT_STREAM, t as u32, i as u32) - 1.0)
-                            * bound
-                    })
-                    .collect()
-            }
-            "gamma" | "running_var" => value(1.0),
-            "beta" | "running_mean" => value(0.0),
-            "x_min" => value(-10.0),
-            "x_max" => value(10.0),
-            "gamma_2" => value(cfg.prune_logit),
-            "gamma_4" => value(cfg.chain_logits[0]),
-            "gamma_8" => value(cfg.chain_logits[1]),
-            "gamma_16" => value(cfg.chain_logits[2]),
-            _ => value(cfg.chain_logits[3]),
-        };
-        params.insert(name, data);
-    }
-    params
 }
 
 /// How a forward pass treats gates, ranges and batch norm.
@@ -77,6 +30,10 @@ pub enum Mode {
     Train,
     /// Deterministic gates, BN running statistics.
     Eval,
+    /// Fixed-gate fine-tuning (spec §7.4): every quantizer at its test-time bit width and mask
+    /// with direct rounding ([`quant::fixed_quantize`]); the network has no BN
+    /// ([`crate::spec::fixed::fixed_gate_arch`]). Gradients reach weights, biases and ranges only.
+    FixedGates,
 }
 
 /// Gate noise and regulariser strength of one step.
@@ -115,12 +72,19 @@ fn gates_of(params: &Params, q: &QuantizerInfo, key: StepKey, mode: Mode) -> qua
     )
 }
 
+/// How a quantizer was applied: Bayesian Bits gates, or a fixed bit width and mask.
+#[derive(Clone, Debug)]
+enum Applied {
+    Gated(quant::Gates),
+    Fixed(FixedGates),
+}
+
 /// Saved forward state of one quantizer application.
 #[derive(Clone, Debug)]
 struct QuantUse {
     info: QuantizerInfo,
     input: Vec<f32>,
-    gates: quant::Gates,
+    applied: Applied,
 }
 
 impl QuantUse {
@@ -138,22 +102,29 @@ impl QuantUse {
             params.insert(format!("{}.x_min", info.prefix), vec![lo]);
             params.insert(format!("{}.x_max", info.prefix), vec![hi]);
         }
-        let gates = gates_of(params, info, key, mode);
-        let z2 = (info.prune_channels > 0).then_some(&gates.prune[..]);
         let prefix = &info.prefix;
-        let out = quant::quantize(
-            &input,
+        let (x_max, signed) = (
             scalar(params, &format!("{prefix}.x_max")),
             signed(params, prefix),
-            gates.chain,
-            z2,
         );
+        let (out, applied) = if mode == Mode::FixedGates {
+            let fixed = fixed_gates_of(info, params).expect("quantizer logits");
+            let mask = fixed.mask.as_deref();
+            let out = quant::fixed_quantize(&input, x_max, signed, fixed.bits, mask);
+            (out, Applied::Fixed(fixed))
+        } else {
+            let gates = gates_of(params, info, key, mode);
+            let z2 = (info.prune_channels > 0).then_some(&gates.prune[..]);
+            let out = quant::quantize(&input, x_max, signed, gates.chain, z2);
+            (out, Applied::Gated(gates))
+        };
+        let info = info.clone();
         (
             out,
             Self {
-                info: info.clone(),
+                info,
                 input,
-                gates,
+                applied,
             },
         )
     }
@@ -161,15 +132,28 @@ impl QuantUse {
     /// Backward: returns dL/dinput and adds the x_max and logit gradients (data part) to `grads`.
     fn backward(&self, params: &Params, dy: &[f32], grads: &mut Params) -> Vec<f32> {
         let prefix = &self.info.prefix;
-        let z2 = (self.info.prune_channels > 0).then_some(&self.gates.prune[..]);
-        let g = quant::quantize_backward(
-            &self.input,
-            dy,
+        let (x_max, signed) = (
             scalar(params, &format!("{prefix}.x_max")),
             signed(params, prefix),
-            self.gates.chain,
-            z2,
         );
+        let gates = match &self.applied {
+            Applied::Gated(gates) => gates,
+            Applied::Fixed(fixed) => {
+                let mask = fixed.mask.as_deref();
+                let g = quant::fixed_quantize_backward(
+                    &self.input,
+                    dy,
+                    x_max,
+                    signed,
+                    fixed.bits,
+                    mask,
+                );
+                add(grads, &format!("{prefix}.x_max"), &[g.dx_max as f32]);
+                return g.dx;
+            }
+        };
+        let z2 = (self.info.prune_channels > 0).then_some(&gates.prune[..]);
+        let g = quant::quantize_backward(&self.input, dy, x_max, signed, gates.chain, z2);
         add(grads, &format!("{prefix}.x_max"), &[g.dx_max as f32]);
         for (b, name) in ["gamma_4", "gamma_8", "gamma_16", "gamma_32"]
             .iter()
@@ -178,14 +162,14 @@ impl QuantUse {
             add(
                 grads,
                 &format!("{prefix}.{name}"),
-                &[(g.dgates[b] * f64::from(self.gates.chain_dlogit[b])) as f32],
+                &[(g.dgates[b] * f64::from(gates.chain_dlogit[b])) as f32],
             );
         }
         if z2.is_some() {
             let d: Vec<f32> = g
                 .dz2
                 .iter()
-                .zip(&self.gates.prune_dlogit)
+                .zip(&gates.prune_dlogit)
                 .map(|(&d, &s)| (d * f64::from(s)) as f32)
                 .collect();
             add(grads, &format!("{prefix}.gamma_2"), &d);
@@ -301,6 +285,13 @@ pub struct Forward {
     values: Vec<Vec<f32>>,
     arch: Arch,
     n: usize,
+}
+
+impl Forward {
+    /// Value `v` of the forward pass: 0 is the input, `i + 1` the output of layer `i`.
+    pub fn value(&self, v: usize) -> &[f32] {
+        &self.values[v]
+    }
 }
 
 /// The activation quantizer of `l`'s output (batch of `n`), applied to `a`.
@@ -425,6 +416,10 @@ fn weighted_layer_forward(
             running_mean: &mean,
             running_var: &var,
         };
+        assert!(
+            mode != Mode::FixedGates,
+            "fixed-gate networks have no BN (fixed_gate_arch)"
+        );
         if mode == Mode::Eval {
             per_channel_add(&mut y, &dims, &layers::fold_bias(&p));
         } else {

@@ -75,6 +75,11 @@ pub const EPOCH: &str = "epoch";
 pub const SEED: &str = "seed";
 /// Metadata key: the model name ([`Arch::name`]).
 pub const MODEL: &str = "model";
+/// Metadata key: the training phase; absent for Bayesian Bits training.
+pub const PHASE: &str = "phase";
+/// [`PHASE`] of a fixed-gate fine-tuning checkpoint (spec §7.4): the tensors are those of
+/// [`crate::spec::fixed::fixed_gate_arch`] (BN folded into biases).
+pub const FIXED_GATE_PHASE: &str = "fixed-gate";
 
 /// Errors raised while building, saving, loading or validating a checkpoint.
 #[derive(Debug, thiserror::Error)]
@@ -450,6 +455,11 @@ impl Checkpoint {
     /// A string metadata entry.
     pub fn meta(&self, key: &str) -> Option<&str> {
         self.metadata.get(key).map(String::as_str)
+    }
+
+    /// Whether it holds a fixed-gate fine-tuning network ([`FIXED_GATE_PHASE`]).
+    pub fn is_fixed_gate(&self) -> bool {
+        self.meta(PHASE) == Some(FIXED_GATE_PHASE)
     }
 
     /// Stores a counter (step, epoch, seed) as a decimal string.

@@ -6,7 +6,7 @@
 //! is P(g ≠ 0) = sigmoid(ℓ − β·ln(−γ/ζ)) (spec §2.1), recorded here per quantizer.
 //!
 //! Every on/off decision below is the crate's test-time gate
-//! ([`crate::reference::quant::test_gate`]), and the threshold drawn in plots is its
+//! ([`crate::spec::quant::test_gate`]), and the threshold drawn in plots is its
 //! probability, [`threshold_probability`].
 
 use std::collections::BTreeMap;
@@ -15,7 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::nn::Arch;
 use crate::quant::QuantizerState;
-use crate::reference::quant::{prob_nonzero, test_gate, LOGIT_CUTOFF, TEST_GATE_THRESHOLD};
+use crate::spec::quant::{prob_nonzero, test_gate, LOGIT_CUTOFF, TEST_GATE_THRESHOLD};
 
 fn nan_if_null<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<f32, D::Error> {
     Ok(Option::<f32>::deserialize(d)?.unwrap_or(f32::NAN))

@@ -1,7 +1,7 @@
 //! The training procedure of spec §7.1 around a GPU [`Model`]: initialisation, range
 //! initialisation, epochs with the learning-rate schedule, evaluation, checkpoints and resume.
 
-use super::checkpoint::{Checkpoint, EPOCH, MODEL, SEED, STEP};
+use super::checkpoint::{Checkpoint, EPOCH, FIXED_GATE_PHASE, MODEL, PHASE, SEED, STEP};
 use super::metrics::{layer_gates, StepMetrics};
 use super::report::{EpochReport, LayerReport};
 use super::schedule::Schedule;
@@ -13,7 +13,9 @@ use crate::kernels::optim::Optimizer;
 use crate::nn::model::Snapshot;
 use crate::nn::{Arch, LearningRates, Model, OptimizerState, StepConfig};
 use crate::quant::{graph_relative_bops, QuantizerState};
-use crate::reference::model::{self as reference, InitConfig};
+use crate::spec::fixed::{fixed_gate_arch, fixed_gate_params};
+use crate::spec::optim::SgdConfig;
+use crate::spec::{InitConfig, Params};
 use crate::Error;
 use futures::FutureExt;
 use std::collections::{BTreeMap, VecDeque};
@@ -79,6 +81,14 @@ pub struct TrainConfig {
     pub max_steps_per_epoch: Option<usize>,
     /// Read loss and accuracy back every this many steps (the only readback inside an epoch).
     pub log_every: usize,
+    /// Fixed-gate fine-tuning epochs after the `epochs` of Bayesian Bits training (spec §7.4;
+    /// 0: none). The official code fine-tunes 10 epochs on ImageNet only.
+    pub finetune_epochs: u32,
+    /// Fine-tuning learning rate of the weights and biases (SGD, Nesterov momentum 0.9),
+    /// cosine-annealed to 0 over all fine-tuning steps.
+    pub lr_finetune_weights: f32,
+    /// Fine-tuning learning rate of the ranges (Adam), annealed like the weights'.
+    pub lr_finetune_scales: f32,
 }
 
 impl TrainConfig {
@@ -98,6 +108,9 @@ impl TrainConfig {
             prune_logit: 6.0,
             max_steps_per_epoch: None,
             log_every: 20,
+            finetune_epochs: 0,
+            lr_finetune_weights: 1e-4,
+            lr_finetune_scales: 1e-4,
         }
     }
 
@@ -161,15 +174,14 @@ impl Trainer {
             prune_logit: cfg.prune_logit,
             seed: cfg.seed,
         };
-        let mut params = reference::init_params(&arch, &init);
         let first = Batcher::train(train.clone(), 2, cfg.seed, 0, augment)?
             .next()
             .ok_or_else(|| Error::InvalidArgument {
                 op: "Trainer::new",
                 msg: "the training set is empty".into(),
             })?;
-        reference::range_init(&arch, &mut params, &first.images, first.n, cfg.seed);
-        let model = build_model(gpu, &arch, &cfg, &params)?;
+        let model = Model::init(gpu, arch.clone(), cfg.batch_size, &init, &first.images)?;
+        let model = with_optimizer(gpu, model, &cfg)?;
         Ok(Self {
             gpu: gpu.clone(),
             arch,
@@ -197,13 +209,25 @@ impl Trainer {
     ) -> Result<Self> {
         check_data(&arch, &train)?;
         check_data(&arch, &test)?;
+        let epoch = ckpt.get_u64(EPOCH)?.unwrap_or(0) as u32;
+        let finetuning = ckpt.is_fixed_gate();
+        let arch = match finetuning {
+            true => fixed_gate_arch(&arch),
+            false => arch,
+        };
         ckpt.validate_against(&arch)?;
         let params = ckpt
             .tensors
             .iter()
             .map(|(k, v)| (k.clone(), v.data.clone()))
             .collect();
-        let mut model = build_model(gpu, &arch, &cfg, &params)?;
+        let mut model = match finetuning {
+            true => finetune_model(gpu, arch.clone(), &cfg, &params)?,
+            false => {
+                let model = Model::new(gpu, arch.clone(), cfg.batch_size, &params)?;
+                with_optimizer(gpu, model, &cfg)?
+            }
+        };
         let mut state = Vec::new();
         for (group, optimizer) in model.optimizers() {
             if let Some(other) = other_optimizer_state(ckpt, &group, optimizer) {
@@ -233,7 +257,6 @@ impl Trainer {
             }
         }
         model.set_optimizer_state(gpu, &state)?;
-        let epoch = ckpt.get_u64(EPOCH)?.unwrap_or(0) as u32;
         let step = ckpt.get_u64(STEP)?.unwrap_or(0) as u32;
         let seed = ckpt.get_u64(SEED)?.unwrap_or(cfg.seed);
         let cfg = TrainConfig { seed, ..cfg };
@@ -291,18 +314,42 @@ impl Trainer {
         self.run_epoch(progress, Some(&mut on_step))
     }
 
+    /// Epochs of the whole run: Bayesian Bits training, then fixed-gate fine-tuning.
+    pub fn total_epochs(&self) -> u32 {
+        self.cfg.epochs + self.cfg.finetune_epochs
+    }
+
+    /// Replaces the Bayesian Bits model by its fixed-gate fine-tuning model (spec §7.4): BN
+    /// folded statically, test-time bits and masks, SGD for the weights. **Blocking.**
+    fn start_finetuning(&mut self) -> Result<()> {
+        let params = self.model.params(&self.gpu)?;
+        let arch = fixed_gate_arch(&self.arch);
+        let params = fixed_gate_params(&self.arch, &params).map_err(|name| Error::Shape {
+            op: "Trainer::start_finetuning",
+            expected: name,
+            actual: "missing".into(),
+        })?;
+        self.model = finetune_model(&self.gpu, arch.clone(), &self.cfg, &params)?;
+        self.arch = arch;
+        Ok(())
+    }
+
     fn run_epoch(
         &mut self,
         mut progress: impl FnMut(&Progress),
         mut on_step: Option<&mut StepSink<'_>>,
     ) -> Result<EpochReport> {
         let epoch = self.epoch + 1;
+        let finetune_epoch = epoch.checked_sub(self.cfg.epochs).filter(|&e| e > 0);
+        if finetune_epoch.is_some() && !self.model.is_fixed_gate() {
+            self.start_finetuning()?;
+        }
         let base = LearningRates {
             weights: self.cfg.lr_weights,
             gates: self.cfg.lr_gates,
             scales: self.cfg.lr_scales,
         };
-        let lr = self
+        let epoch_lr = self
             .cfg
             .schedule
             .learning_rates(self.cfg.epochs, epoch, base);
@@ -330,10 +377,26 @@ impl Trainer {
         let mut pending: VecDeque<Pending> = VecDeque::new();
         let gates = on_step.is_some();
         for (i, batch) in Prefetcher::new(batcher)?.take(steps).enumerate() {
+            let (mu, lr) = match finetune_epoch {
+                // Cosine annealing stepped per iteration over all fine-tuning steps (spec §7.4).
+                Some(e) => {
+                    let t = (e as usize - 1) * steps + i;
+                    let total = self.cfg.finetune_epochs as usize * steps;
+                    let factor =
+                        0.5 * (1.0 + (std::f64::consts::PI * t as f64 / total as f64).cos());
+                    let lr = LearningRates {
+                        weights: (f64::from(self.cfg.lr_finetune_weights) * factor) as f32,
+                        gates: 0.0,
+                        scales: (f64::from(self.cfg.lr_finetune_scales) * factor) as f32,
+                    };
+                    (0.0, lr)
+                }
+                None => (self.cfg.mu, epoch_lr),
+            };
             let cfg = StepConfig {
                 seed: self.cfg.seed,
                 step: self.step + 1,
-                mu: self.cfg.mu,
+                mu,
                 lr,
             };
             self.model
@@ -494,19 +557,24 @@ impl Trainer {
         ckpt.set_u64(STEP, u64::from(self.step));
         ckpt.set_u64(SEED, self.cfg.seed);
         ckpt.set_meta(MODEL, &self.arch.name);
+        if self.model.is_fixed_gate() {
+            ckpt.set_meta(PHASE, FIXED_GATE_PHASE);
+        }
         Ok(ckpt)
     }
 }
 
-/// The GPU model of `params` with `cfg`'s weights optimizer (Adam, its default, is kept
-/// without reallocating its state).
-fn build_model(
-    gpu: &Gpu,
-    arch: &Arch,
-    cfg: &TrainConfig,
-    params: &reference::Params,
-) -> Result<Model> {
-    let mut model = Model::new(gpu, arch.clone(), cfg.batch_size, params)?;
+/// The fixed-gate fine-tuning model of a folded network (spec §7.4): SGD with Nesterov momentum
+/// 0.9 for the weights, Adam for the ranges.
+fn finetune_model(gpu: &Gpu, arch: Arch, cfg: &TrainConfig, params: &Params) -> Result<Model> {
+    let mut model = Model::fixed_gate(gpu, arch, cfg.batch_size, params)?;
+    model.set_weights_optimizer(gpu, Optimizer::Sgd(SgdConfig::NESTEROV))?;
+    Ok(model)
+}
+
+/// `model` with `cfg`'s weights optimizer (Adam, its default, is kept without reallocating its
+/// state).
+fn with_optimizer(gpu: &Gpu, mut model: Model, cfg: &TrainConfig) -> Result<Model> {
     if cfg.optimizer != Optimizer::Adam {
         model.set_weights_optimizer(gpu, cfg.optimizer)?;
     }

@@ -1,12 +1,7 @@
 //! Adam with PyTorch's defaults and semantics (spec §4.2): no weight decay, no AMSGrad, ε added
 //! after the bias correction.
 
-/// β1, the decay of the first moment.
-pub const ADAM_BETA1: f64 = 0.9;
-/// β2, the decay of the second moment.
-pub const ADAM_BETA2: f64 = 0.999;
-/// ε, added to `sqrt(v̂)`.
-pub const ADAM_EPS: f64 = 1e-8;
+pub use crate::spec::optim::{ADAM_BETA1, ADAM_BETA2, ADAM_EPS};
 
 /// Adam state of one parameter tensor.
 #[derive(Clone, Debug, PartialEq)]

@@ -17,25 +17,9 @@
 //! the quantizer's straight-through backward) turns into `dL/dW` and the folding part of `dL/dγ`.
 
 use super::Float;
+use crate::spec::bn::{eps, running_std};
+pub use crate::spec::bn::{fold_bias, fold_weight, BnParams, BN_EPS, BN_MOMENTUM};
 use crate::spec::Nchw;
-
-/// BN ε, added to both the running and the batch variance.
-pub const BN_EPS: f32 = 1e-5;
-/// BN momentum: `running ← (1 − momentum)·running + momentum·batch`.
-pub const BN_MOMENTUM: f32 = 0.1;
-
-/// Parameters and running statistics of one BN layer, one value per channel.
-#[derive(Clone, Copy, Debug)]
-pub struct BnParams<'a, T> {
-    /// Scale γ.
-    pub gamma: &'a [T],
-    /// Shift β.
-    pub beta: &'a [T],
-    /// Running mean μ_r before this step.
-    pub running_mean: &'a [T],
-    /// Running (unbiased) variance v_r before this step.
-    pub running_var: &'a [T],
-}
 
 /// Result of [`folded_bn_train_forward`], all per channel except `out`.
 #[derive(Clone, Debug, PartialEq)]
@@ -65,15 +49,6 @@ pub struct FoldedBnGrads<T> {
     pub dbeta: Vec<T>,
 }
 
-fn eps<T: Float>() -> T {
-    T::from_f64(f64::from(BN_EPS))
-}
-
-/// `σ_r = sqrt(v_r + ε)`.
-fn running_std<T: Float>(running_var: T) -> T {
-    (running_var + eps()).sqrt()
-}
-
 /// Flat indices of channel `c` of `s`, in order `n, y, x`.
 fn channel_indices(s: &Nchw, c: usize) -> impl Iterator<Item = usize> + '_ {
     let hw = s.h * s.w;
@@ -89,31 +64,12 @@ fn channel_sum<T: Float>(s: &Nchw, c: usize, f: impl Fn(usize) -> T) -> T {
 }
 
 /// Per-channel scale of the folded weight, `γ/σ_r`.
-fn fold_scale<T: Float>(gamma: T, running_var: T) -> T {
-    gamma / running_std(running_var)
-}
-
 /// `(μ_B, σ_B, Σ(y_fp − μ_B)²)` of channel `c`, with `σ_B = sqrt(Σ(y_fp − μ_B)²/M + ε)`.
 fn batch_stats<T: Float>(s: &Nchw, y_fp: &[T], c: usize) -> (T, T, T) {
     let m = T::from_usize(s.n * s.h * s.w);
     let mean = channel_sum(s, c, |i| y_fp[i]) / m;
     let ssd = channel_sum(s, c, |i| (y_fp[i] - mean) * (y_fp[i] - mean));
     (mean, (ssd / m + eps()).sqrt(), ssd)
-}
-
-/// Folded weight `W_f = W · γ/σ_r`, scaling output channel `o` (axis 0 of `w`, conv OIHW or
-/// linear `[out, in]`) by `γ[o]/sqrt(v_r[o] + ε)`.
-pub fn fold_weight<T: Float>(w: &[T], gamma: &[T], running_var: &[T]) -> Vec<T> {
-    assert_eq!(
-        w.len() % gamma.len(),
-        0,
-        "fold_weight: weight is not [c_out, ..]"
-    );
-    let per_channel = w.len() / gamma.len();
-    w.chunks_exact(per_channel)
-        .zip(gamma.iter().zip(running_var))
-        .flat_map(|(row, (&g, &v))| row.iter().map(move |&x| x * fold_scale(g, v)))
-        .collect()
 }
 
 /// Backward of [`fold_weight`]: given `dwf = dL/dW_f`, returns `(dL/dW, dL/dγ)` with
@@ -141,13 +97,6 @@ pub fn fold_weight_backward<T: Float>(
         })
         .collect();
     (dw, dgamma)
-}
-
-/// Eval-mode bias of the folded layer, `β − γ·μ_r/σ_r` per channel.
-pub fn fold_bias<T: Float>(p: &BnParams<T>) -> Vec<T> {
-    (0..p.gamma.len())
-        .map(|c| p.beta[c] - p.gamma[c] * p.running_mean[c] / running_std(p.running_var[c]))
-        .collect()
 }
 
 /// Train-mode folded BN: `out = y_q · σ_r/σ_B + (β − γ·μ_B/σ_B)` per channel, with `μ_B`,

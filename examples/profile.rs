@@ -1,0 +1,131 @@
+//! Where one training step's GPU time goes: every dispatch of a step of a preset timed with
+//! timestamp queries, summed per kernel.
+//!
+//! `cargo run --release --example profile [-- --model lenet5|vgg7|resnet20] [--batch N]
+//! [--engine cpu|gpu] [--json]`
+//!
+//! The model is built with range initialisation and takes one warm-up step (pipelines, bind
+//! groups), then one profiled step on random images. Needs an adapter with timestamp queries.
+
+#[path = "common/exit.rs"]
+mod exit;
+
+use bayesian_bits::gpu::{Engine, Gpu};
+use bayesian_bits::nn::{Arch, InitConfig, LearningRates, Model, StepConfig};
+use clap::{Parser, ValueEnum};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Preset {
+    Lenet5,
+    Vgg7,
+    Resnet20,
+}
+
+#[derive(Parser)]
+#[command(about = "Per-kernel GPU time of one Bayesian Bits training step")]
+struct Args {
+    /// The network.
+    #[arg(long, value_enum, default_value_t = Preset::Lenet5)]
+    model: Preset,
+    /// Images per step.
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
+    /// Force a tile engine (`cpu` or `gpu`) instead of the adapter's choice.
+    #[arg(long)]
+    engine: Option<String>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    exit::exit_code(run())
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    env_logger::init();
+    let args = Args::parse();
+    let mut gpu = Gpu::new_blocking()?;
+    if let Some(engine) = &args.engine {
+        gpu = gpu.with_engine(Engine::parse(engine)?);
+    }
+    let arch = match args.model {
+        Preset::Lenet5 => Arch::lenet5(),
+        Preset::Vgg7 => Arch::vgg7(),
+        Preset::Resnet20 => Arch::resnet20(),
+    };
+    let n = args.batch;
+    let image_len: usize = arch.input.iter().product();
+    // Deterministic pseudo-random pixels in [-1, 1) and labels: timing does not need real data.
+    let images: Vec<f32> = (0..n * image_len)
+        .map(|i| ((i as u64 * 2_654_435_761) % 1000) as f32 / 500.0 - 1.0)
+        .collect();
+    let labels: Vec<u32> = (0..n).map(|i| (i % arch.classes) as u32).collect();
+    let init = InitConfig {
+        chain_logits: [6.0; 4],
+        prune_logit: 6.0,
+        seed: 1,
+    };
+    let name = arch.name.clone();
+    let mut model = Model::init(&gpu, arch, n, &init, &images[..2 * image_len])?;
+    let step = |step: u32| StepConfig {
+        seed: 1,
+        step,
+        mu: 0.01,
+        lr: LearningRates {
+            weights: 1e-3,
+            gates: 1e-3,
+            scales: 1e-3,
+        },
+    };
+    model.train_step(&gpu, &images, &labels, &step(1))?;
+    gpu.wait()?;
+    let profiling = gpu.profiling(2048)?;
+    let start = std::time::Instant::now();
+    model.train_step(&profiling, &images, &labels, &step(2))?;
+    profiling.wait()?;
+    let wall = start.elapsed().as_secs_f64();
+    let times = profiling.read_profile()?;
+    let total: f64 = times.iter().map(|t| t.seconds).sum();
+    let dispatches: usize = times.iter().map(|t| t.dispatches).sum();
+    if args.json {
+        let kernels: Vec<_> = times
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "kernel": t.kernel, "dispatches": t.dispatches, "ms": 1e3 * t.seconds,
+                })
+            })
+            .collect();
+        let out = serde_json::json!({
+            "adapter": gpu.adapter_name(), "engine": gpu.engine().name(), "model": name,
+            "batch": n, "dispatches": dispatches, "gpu_ms": 1e3 * total, "wall_ms": 1e3 * wall,
+            "kernels": kernels,
+        });
+        println!("{out}");
+        return Ok(());
+    }
+    println!(
+        "{name}, batch {n}: one training step on {} ({} engine), timestamp queries per dispatch",
+        gpu.adapter_name(),
+        gpu.engine().name()
+    );
+    println!("{:<44} {:>6} {:>10} {:>6}", "kernel", "calls", "ms", "%");
+    for t in &times {
+        println!(
+            "{:<44} {:>6} {:>10.3} {:>6.1}",
+            t.kernel,
+            t.dispatches,
+            1e3 * t.seconds,
+            100.0 * t.seconds / total
+        );
+    }
+    println!(
+        "{:<44} {dispatches:>6} {:>10.3} (wall clock {:.3} ms, {:.1} images/s)",
+        "total",
+        1e3 * total,
+        1e3 * wall,
+        n as f64 / wall
+    );
+    Ok(())
+}
