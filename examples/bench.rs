@@ -13,7 +13,7 @@
 #[path = "common/exit.rs"]
 mod exit;
 
-use bayesian_bits::gpu::{Engine, Gpu, Tensor};
+use bayesian_bits::gpu::{Encoder, Engine, Gpu, Tensor};
 use bayesian_bits::kernels::conv;
 use bayesian_bits::kernels::gemm::{self, GemmShape, Variant};
 use bayesian_bits::spec::Conv2dShape;
@@ -51,7 +51,7 @@ struct Args {
 }
 
 /// Records one run of the work being timed.
-type Record<'a> = &'a dyn Fn(&mut wgpu::CommandEncoder) -> Result<()>;
+type Record<'a> = &'a dyn Fn(&mut Encoder) -> Result<()>;
 
 /// Times recorded work, on the GPU timeline when the adapter allows.
 struct Timer {
@@ -96,7 +96,7 @@ impl Timer {
     fn time(&self, gpu: &Gpu, reps: usize, record: Record) -> Result<f64> {
         let mut encoder = gpu.encoder("bench");
         if let Some((set, _, _)) = &self.queries {
-            encoder.write_timestamp(set, 0);
+            encoder.raw().write_timestamp(set, 0);
         }
         for _ in 0..reps {
             record(&mut encoder)?;
@@ -107,8 +107,8 @@ impl Timer {
             gpu.wait()?;
             return Ok(start.elapsed().as_secs_f64() / reps as f64);
         };
-        encoder.write_timestamp(set, 1);
-        encoder.resolve_query_set(set, 0..2, resolve, 0);
+        encoder.raw().write_timestamp(set, 1);
+        encoder.raw().resolve_query_set(set, 0..2, resolve, 0);
         encoder.copy_buffer_to_buffer(resolve, 0, read, 0, 16);
         gpu.submit(encoder);
         read.slice(..).map_async(wgpu::MapMode::Read, |_| {});

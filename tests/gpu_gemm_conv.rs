@@ -3,7 +3,7 @@
 
 mod common;
 
-use bayesian_bits::gpu::{Engine, Gpu, KernelConfig, Tensor, TileShape};
+use bayesian_bits::gpu::{Encoder, Engine, Gpu, KernelConfig, Tensor, TileShape};
 use bayesian_bits::kernels::conv::{self, backward_weight_scratch_len};
 use bayesian_bits::kernels::gemm::{self, GemmShape, Variant};
 use bayesian_bits::kernels::tiles_gpu;
@@ -73,7 +73,7 @@ fn upload(g: &Gpu, data: &[f32]) -> Tensor {
     g.upload("test input", &[data.len()], data).unwrap()
 }
 
-fn run(g: &Gpu, record: impl FnOnce(&mut wgpu::CommandEncoder) -> bayesian_bits::Result<()>) {
+fn run(g: &Gpu, record: impl FnOnce(&mut Encoder) -> bayesian_bits::Result<()>) {
     let mut encoder = g.encoder("test");
     record(&mut encoder).unwrap();
     g.submit(encoder);

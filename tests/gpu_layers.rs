@@ -3,7 +3,7 @@
 
 mod common;
 
-use bayesian_bits::gpu::{Binding, Tensor};
+use bayesian_bits::gpu::{Binding, Encoder, Tensor};
 use bayesian_bits::kernels::bn::{BnBackward, BnBindings, FoldBackward, FoldedBn};
 use bayesian_bits::kernels::channels::{self, ChannelLayout};
 use bayesian_bits::kernels::epilogue::{
@@ -30,7 +30,7 @@ fn zeros(len: usize) -> Tensor {
     gpu().zeros("test", &[len]).unwrap()
 }
 
-fn run(record: impl FnOnce(&mut wgpu::CommandEncoder)) {
+fn run(record: impl FnOnce(&mut Encoder)) {
     let mut encoder = gpu().encoder("test");
     record(&mut encoder);
     gpu().submit(encoder);

@@ -4,7 +4,7 @@
 
 mod common;
 
-use bayesian_bits::gpu::Tensor;
+use bayesian_bits::gpu::{Encoder, Tensor};
 use bayesian_bits::kernels::elementwise::{self, Add};
 use bayesian_bits::kernels::pool::{self, AvgPool2d, MaxPool2d, MaxPool2x2};
 use bayesian_bits::reference::layers as reference;
@@ -20,7 +20,7 @@ fn zeros(len: usize) -> Tensor {
     gpu().zeros("test", &[len]).unwrap()
 }
 
-fn run(record: impl FnOnce(&mut wgpu::CommandEncoder)) {
+fn run(record: impl FnOnce(&mut Encoder)) {
     let mut encoder = gpu().encoder("test");
     record(&mut encoder);
     gpu().submit(encoder);

@@ -6,11 +6,13 @@
 //! creates no instance and never blocks outside functions documented as blocking.
 
 pub mod config;
+mod encoder;
 mod pipeline;
 mod profile;
 mod tensor;
 
 pub use config::{Engine, KernelConfig, TileShape};
+pub use encoder::Encoder;
 use pipeline::{storage_buffers_per_entry, BoundRanges};
 pub use pipeline::{PipelineKey, Shader};
 pub use profile::KernelTime;
@@ -340,13 +342,14 @@ impl Gpu {
     }
 
     /// A new command encoder.
-    pub fn encoder(&self, label: &str) -> wgpu::CommandEncoder {
+    pub fn encoder(&self, label: &str) -> Encoder {
         self.device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
+            .into()
     }
 
     /// Submits an encoder's commands.
-    pub fn submit(&self, encoder: wgpu::CommandEncoder) -> wgpu::SubmissionIndex {
+    pub fn submit(&self, encoder: Encoder) -> wgpu::SubmissionIndex {
         self.submissions
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.queue.submit([encoder.finish()])
@@ -412,7 +415,7 @@ impl Gpu {
     /// (a model's steps bind the same ranges every time); see [`Gpu::clear_caches`].
     pub fn dispatch(
         &self,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Encoder,
         key: &PipelineKey,
         bindings: &[(u32, Binding)],
         grid: [u32; 3],
@@ -426,10 +429,7 @@ impl Gpu {
             Some(p) => Some(p.next(key)?),
             None => None,
         };
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some(key.entry),
-            timestamp_writes,
-        });
+        let pass = encoder.compute_pass(key.entry, timestamp_writes);
         pass.set_pipeline(&pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(grid[0], grid[1], grid[2]);

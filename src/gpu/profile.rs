@@ -122,7 +122,8 @@ impl Gpu {
         }
         let mut enc = self.encoder("resolve profile");
         let count = 2 * kernels.len() as u32;
-        enc.resolve_query_set(&profiler.queries, 0..count, profiler.resolved.buffer(), 0);
+        enc.raw()
+            .resolve_query_set(&profiler.queries, 0..count, profiler.resolved.buffer(), 0);
         self.submit(enc);
         let words = self.read_u32(&profiler.resolved)?;
         let tick = f64::from(self.queue.get_timestamp_period()) * 1e-9;

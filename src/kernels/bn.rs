@@ -19,7 +19,7 @@
 //! Eval: [`FoldedBn::eval_affine`] writes `scale = 1`, `shift = β − γ·μ_r/σ_r`.
 
 use super::channels::{ChannelLayout, ChannelPlan, PER_THREAD};
-use crate::gpu::{Binding, Gpu, PipelineKey, Shader, Tensor};
+use crate::gpu::{Binding, Encoder, Gpu, PipelineKey, Shader, Tensor};
 use crate::{Error, Result};
 
 /// The batch-norm module, with the channel helpers prepended.
@@ -214,7 +214,7 @@ impl FoldedBn {
     pub fn fold_weight<'a>(
         &self,
         gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Encoder,
         bn: &BnBindings,
         w: impl Into<Binding<'a>>,
         w_f: impl Into<Binding<'a>>,
@@ -244,7 +244,7 @@ impl FoldedBn {
     pub fn fold_weight_backward(
         &self,
         gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Encoder,
         bn: &BnBindings,
         args: &FoldBackward,
     ) -> Result<()> {
@@ -273,7 +273,7 @@ impl FoldedBn {
     pub fn train_stats<'a>(
         &self,
         gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Encoder,
         bn: &BnBindings,
         y_fp: impl Into<Binding<'a>>,
     ) -> Result<()> {
@@ -301,12 +301,7 @@ impl FoldedBn {
     }
 
     /// Records the eval-mode affine: [`Self::scale`] = 1, [`Self::shift`] = `β − γ·μ_r/σ_r`.
-    pub fn eval_affine(
-        &self,
-        gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
-        bn: &BnBindings,
-    ) -> Result<()> {
+    pub fn eval_affine(&self, gpu: &Gpu, encoder: &mut Encoder, bn: &BnBindings) -> Result<()> {
         self.check("FoldedBn::eval_affine", bn)?;
         let bindings = [
             (0, Binding::whole(&self.act_plan.uniform)),
@@ -325,12 +320,7 @@ impl FoldedBn {
     /// Records the running-statistics update from [`Self::stats`]:
     /// `μ_r ← 0.9·μ_r + 0.1·μ_B`, `v_r ← 0.9·v_r + 0.1·Σ(y_fp − μ_B)²/(m − 1)`.
     /// Record it after the step's last use of σ_r (the backward included).
-    pub fn update_running(
-        &self,
-        gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
-        bn: &BnBindings,
-    ) -> Result<()> {
+    pub fn update_running(&self, gpu: &Gpu, encoder: &mut Encoder, bn: &BnBindings) -> Result<()> {
         self.check("FoldedBn::update_running", bn)?;
         let bindings = [
             (0, Binding::whole(&self.act_plan.uniform)),
@@ -348,7 +338,7 @@ impl FoldedBn {
     pub fn backward(
         &self,
         gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Encoder,
         bn: &BnBindings,
         args: &BnBackward,
     ) -> Result<()> {

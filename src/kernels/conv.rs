@@ -14,7 +14,7 @@ use super::gemm::{
     SUBGROUP_A4B4_SHADER, SUBGROUP_A4_SHADER, SUBGROUP_B4_SHADER, SUBGROUP_SHADER,
 };
 use super::tiles_gpu::{self, Pass};
-use crate::gpu::{Binding, Engine, Gpu, PipelineKey, Tensor};
+use crate::gpu::{Binding, Encoder, Engine, Gpu, PipelineKey, Tensor};
 use crate::spec::Conv2dShape;
 use crate::{Error, Result};
 
@@ -195,7 +195,7 @@ fn correlation(s: &Conv2dShape, m: usize, src: [usize; 3], dst: [usize; 2]) -> T
 /// [`Error::Limit`] beyond a storage binding or the workgroup limit.
 pub fn conv2d_forward(
     gpu: &Gpu,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut Encoder,
     variant: Variant,
     s: &Conv2dShape,
     x: &Tensor,
@@ -236,7 +236,7 @@ pub fn conv2d_forward(
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward_data(
     gpu: &Gpu,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut Encoder,
     variant: Variant,
     s: &Conv2dShape,
     dy: &Tensor,
@@ -344,7 +344,7 @@ pub fn backward_weight_scratch_len(gpu: &Gpu, s: &Conv2dShape) -> usize {
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward_weight(
     gpu: &Gpu,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut Encoder,
     variant: Variant,
     s: &Conv2dShape,
     x: &Tensor,

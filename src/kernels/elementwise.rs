@@ -1,7 +1,7 @@
 //! Launchers of `shaders/elementwise.wgsl`: the residual add and the gradient accumulation of
 //! residual networks, mirroring `reference::layers::{add_forward, accumulate}`.
 
-use crate::gpu::{Binding, Gpu, PipelineKey, Shader};
+use crate::gpu::{Binding, Encoder, Gpu, PipelineKey, Shader};
 use crate::{Error, Result};
 
 /// The elementwise module.
@@ -94,7 +94,7 @@ impl Add {
     pub fn forward<'a>(
         &self,
         gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Encoder,
         a: impl Into<Binding<'a>>,
         b: impl Into<Binding<'a>>,
         y: impl Into<Binding<'a>>,
@@ -112,7 +112,7 @@ impl Add {
     pub fn accumulate<'a>(
         &self,
         gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Encoder,
         src: impl Into<Binding<'a>>,
         dst: impl Into<Binding<'a>>,
     ) -> Result<()> {

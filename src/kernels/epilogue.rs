@@ -16,7 +16,7 @@
 use super::channels::{
     ChannelLayout, ChannelPlan, FLAG_RELU, FLAG_RELU6, FLAG_UNIT_SCALE, PER_THREAD,
 };
-use crate::gpu::{Binding, Gpu, PipelineKey, Shader, Tensor};
+use crate::gpu::{Binding, Encoder, Gpu, PipelineKey, Shader, Tensor};
 pub use crate::spec::Activation;
 use crate::{Error, Result};
 
@@ -194,12 +194,7 @@ impl Epilogue {
     }
 
     /// Records the forward pass: `a`, and `q = Q_act(a)` when `args.quant` is given.
-    pub fn forward(
-        &self,
-        gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
-        args: &EpilogueForward,
-    ) -> Result<()> {
+    pub fn forward(&self, gpu: &Gpu, encoder: &mut Encoder, args: &EpilogueForward) -> Result<()> {
         const OP: &str = "Epilogue::forward";
         self.check(OP, &[args.y, args.a], args.scale.as_ref())?;
         args.shift.expect_len(OP, self.config.layout.channels)?;
@@ -240,7 +235,7 @@ impl Epilogue {
     pub fn backward(
         &self,
         gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Encoder,
         args: &EpilogueBackward,
     ) -> Result<()> {
         const OP: &str = "Epilogue::backward";

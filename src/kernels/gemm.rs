@@ -11,7 +11,7 @@
 //! (dimensions multiples of 4), which on CPU adapters makes the loads several times cheaper.
 
 use super::tiles_gpu::{self, Pass};
-use crate::gpu::{Binding, Engine, Gpu, PipelineKey, Shader, Tensor};
+use crate::gpu::{Binding, Encoder, Engine, Gpu, PipelineKey, Shader, Tensor};
 use crate::{Error, Result};
 
 /// Entry point and helpers of the subgroup variant (appended to the engine).
@@ -465,7 +465,7 @@ pub struct TileParams {
 /// Records one dispatch of the tile engine over `params.batches` batch entries.
 pub(crate) fn launch_tiles(
     gpu: &Gpu,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut Encoder,
     op: &'static str,
     key: &PipelineKey,
     mut params: TileParams,
@@ -558,7 +558,7 @@ impl GemmShape {
 /// [`super::tiles_gpu`] runs, which uses no subgroup operations and so ignores `variant`.
 pub fn gemm(
     gpu: &Gpu,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut Encoder,
     variant: Variant,
     shape: &GemmShape,
     a: &Tensor,

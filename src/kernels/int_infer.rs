@@ -2,7 +2,7 @@
 //! ([`crate::export`]), bit for bit equal to [`crate::export::infer_cpu`].
 
 use crate::export::infer::{IntPlan, LayerPlan, OutMode, Repr, Step, FLUSH_BELOW};
-use crate::gpu::{Binding, Gpu, PipelineKey, Shader, Tensor};
+use crate::gpu::{Binding, Encoder, Gpu, PipelineKey, Shader, Tensor};
 use crate::{Error, Result};
 
 /// The integer-inference module.
@@ -263,7 +263,7 @@ impl IntEngine {
     }
 
     /// Records the inference of `n` images already in the input buffer (see [`Self::infer`]).
-    fn record(&self, gpu: &Gpu, encoder: &mut wgpu::CommandEncoder, n: usize) -> Result<()> {
+    fn record(&self, gpu: &Gpu, encoder: &mut Encoder, n: usize) -> Result<()> {
         const OP: &str = "IntEngine::infer";
         let mut prev: (&Tensor, usize) = (&self.input, self.input.len() / self.max_batch);
         for step in &self.steps {

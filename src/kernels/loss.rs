@@ -6,7 +6,7 @@
 //! running sums back only every N steps ([`Metrics::read`], or [`Metrics::tensor`] in a larger
 //! [`Gpu::read_async`]) and clears them with [`Metrics::reset`].
 
-use crate::gpu::{Binding, Gpu, PipelineKey, Shader, Tensor};
+use crate::gpu::{Binding, Encoder, Gpu, PipelineKey, Shader, Tensor};
 use crate::{Error, Result};
 
 /// The loss module.
@@ -80,8 +80,8 @@ impl Metrics {
     }
 
     /// Records clearing the sums.
-    pub fn reset(&self, encoder: &mut wgpu::CommandEncoder) {
-        encoder.clear_buffer(self.tensor.buffer(), 0, None);
+    pub fn reset(&self, encoder: &mut Encoder) {
+        encoder.clear_buffer(self.tensor.buffer());
     }
 
     /// The buffer, e.g. to read it with other tensors in one round trip.
@@ -168,7 +168,7 @@ impl SoftmaxCrossEntropy {
     pub fn forward<'a>(
         &self,
         gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Encoder,
         logits: impl Into<Binding<'a>>,
         labels: impl Into<Binding<'a>>,
         dlogits: impl Into<Binding<'a>>,

@@ -11,7 +11,7 @@
 //! dispatch. Padding between tensors keeps zero parameters, gradients and state, which both
 //! optimisers leave at zero.
 
-use crate::gpu::{Binding, Gpu, PipelineKey, Shader, Tensor};
+use crate::gpu::{Binding, Encoder, Gpu, PipelineKey, Shader, Tensor};
 use crate::spec::optim::{SgdConfig, ADAM_BETA1, ADAM_BETA2, ADAM_EPS};
 use crate::{Error, Result};
 
@@ -340,7 +340,7 @@ impl AdamGroup {
     /// Records one step of the group's optimiser at learning rate `lr` over the whole group,
     /// with the gradients currently in [`AdamGroup::grads`]. The step's constants are queued
     /// with `Queue::write_buffer`, so record at most one step per submission.
-    pub fn step(&mut self, gpu: &Gpu, encoder: &mut wgpu::CommandEncoder, lr: f32) -> Result<()> {
+    pub fn step(&mut self, gpu: &Gpu, encoder: &mut Encoder, lr: f32) -> Result<()> {
         const OP: &str = "AdamGroup::step";
         if !lr.is_finite() {
             return Err(Error::InvalidArgument {
@@ -364,13 +364,7 @@ impl AdamGroup {
     }
 
     /// Adam step `t` (1-based).
-    fn record_adam(
-        &self,
-        gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
-        lr: f32,
-        t: u32,
-    ) -> Result<()> {
+    fn record_adam(&self, gpu: &Gpu, encoder: &mut Encoder, lr: f32, t: u32) -> Result<()> {
         let params = AdamParams {
             len: self.len,
             lr,
@@ -396,13 +390,7 @@ impl AdamGroup {
     }
 
     /// SGD step; the momentum buffer starts as a copy of the first step's update direction.
-    fn record_sgd(
-        &self,
-        gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
-        lr: f32,
-        cfg: &SgdConfig,
-    ) -> Result<()> {
+    fn record_sgd(&self, gpu: &Gpu, encoder: &mut Encoder, lr: f32, cfg: &SgdConfig) -> Result<()> {
         let params = SgdParams {
             len: self.len,
             lr,

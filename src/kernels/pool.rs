@@ -5,7 +5,7 @@
 
 use std::ops::Deref;
 
-use crate::gpu::{Binding, Gpu, PipelineKey, Shader};
+use crate::gpu::{Binding, Encoder, Gpu, PipelineKey, Shader};
 use crate::spec::Pool2dShape;
 use crate::{Error, Result};
 
@@ -163,7 +163,7 @@ impl MaxPool2d {
     pub fn forward<'a>(
         &self,
         gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Encoder,
         x: impl Into<Binding<'a>>,
         y: impl Into<Binding<'a>>,
         argmax: impl Into<Binding<'a>>,
@@ -188,7 +188,7 @@ impl MaxPool2d {
     pub fn backward<'a>(
         &self,
         gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Encoder,
         dy: impl Into<Binding<'a>>,
         argmax: impl Into<Binding<'a>>,
         dx: impl Into<Binding<'a>>,
@@ -265,7 +265,7 @@ impl AvgPool2d {
     pub fn forward<'a>(
         &self,
         gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Encoder,
         x: impl Into<Binding<'a>>,
         y: impl Into<Binding<'a>>,
     ) -> Result<()> {
@@ -282,7 +282,7 @@ impl AvgPool2d {
     pub fn backward<'a>(
         &self,
         gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Encoder,
         dy: impl Into<Binding<'a>>,
         dx: impl Into<Binding<'a>>,
     ) -> Result<()> {

@@ -1,7 +1,7 @@
 //! Launchers of `shaders/quant.wgsl`: gate sampling, fused quantizer forward and backward, and
 //! the fixed-gate fine-tuning quantizer of spec §7.4 ([`FixedQuant`]).
 
-use crate::gpu::{Binding, Gpu, PipelineKey, Shader};
+use crate::gpu::{Binding, Encoder, Gpu, PipelineKey, Shader};
 use crate::spec::quant::stage_of_bits;
 use crate::{Error, Result};
 
@@ -147,7 +147,7 @@ pub struct QuantBuffers<'a> {
 }
 
 /// Records gate sampling.
-pub fn sample_gates(gpu: &Gpu, encoder: &mut wgpu::CommandEncoder, b: &QuantBuffers) -> Result<()> {
+pub fn sample_gates(gpu: &Gpu, encoder: &mut Encoder, b: &QuantBuffers) -> Result<()> {
     let bindings = [
         (0, b.params),
         (1, b.step),
@@ -161,7 +161,7 @@ pub fn sample_gates(gpu: &Gpu, encoder: &mut wgpu::CommandEncoder, b: &QuantBuff
 /// Records `y = z2 · Q(x)` over `len` elements.
 pub fn forward(
     gpu: &Gpu,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut Encoder,
     b: &QuantBuffers,
     len: u32,
     x: Binding,
@@ -177,7 +177,7 @@ pub fn forward(
 /// and `reg_value`. Deterministic: fixed-order reductions, no atomics.
 pub fn backward(
     gpu: &Gpu,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut Encoder,
     b: &QuantBuffers,
     num_slices: u32,
     x: Binding,
@@ -319,7 +319,7 @@ impl FixedQuant {
     pub fn forward(
         &self,
         gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Encoder,
         b: &FixedBuffers,
         x: Binding,
         y: Binding,
@@ -340,7 +340,7 @@ impl FixedQuant {
     pub fn backward(
         &self,
         gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Encoder,
         b: &FixedBuffers,
         x: Binding,
         dy: Binding,

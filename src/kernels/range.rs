@@ -2,7 +2,7 @@
 //! `x_max = max(0, max x)` and `x_min = min(0, min x)` of one tensor, mirroring the range setter
 //! of `reference::model::range_init`.
 
-use crate::gpu::{Binding, Gpu, PipelineKey, Shader, Tensor};
+use crate::gpu::{Binding, Encoder, Gpu, PipelineKey, Shader, Tensor};
 use crate::{Error, Result};
 
 /// The range module.
@@ -86,7 +86,7 @@ impl RangeInit {
     pub fn record<'a>(
         &self,
         gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Encoder,
         x: impl Into<Binding<'a>>,
         x_max: impl Into<Binding<'a>>,
         x_min: impl Into<Binding<'a>>,

@@ -10,7 +10,7 @@
 //! operations, so one set of pipelines serves every subgroup size (or none).
 
 use super::gemm::TileParams;
-use crate::gpu::{Binding, Engine, Gpu, PipelineKey, Shader, Tensor, TileShape};
+use crate::gpu::{Binding, Encoder, Engine, Gpu, PipelineKey, Shader, Tensor, TileShape};
 use crate::{Error, Result};
 
 /// The GPU engine's shader (entry points `tiles` and `sum_splits`, the latter and the
@@ -176,7 +176,7 @@ pub fn choose_tile(gpu: &Gpu, m: u32, n: u32, batches: u32) -> usize {
 /// reduction length.
 pub(crate) fn launch(
     gpu: &Gpu,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut Encoder,
     op: &'static str,
     pass: Pass,
     mut params: TileParams,

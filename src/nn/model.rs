@@ -9,7 +9,7 @@
 //! (+μ·∂R/∂ℓ) → conv/linear data and weight gradients; [BN: running-stat update]; then one
 //! optimiser dispatch per parameter group (Adam, or SGD for the weights group, spec §7.5).
 
-use crate::gpu::{Gpu, Tensor};
+use crate::gpu::{Encoder, Gpu, Tensor};
 use crate::kernels::bn::{BnBackward, BnBindings, FoldBackward, FoldedBn};
 use crate::kernels::channels::ChannelLayout;
 use crate::kernels::conv;
@@ -370,7 +370,7 @@ impl RangeInits {
     fn record(
         &self,
         gpu: &Gpu,
-        enc: &mut wgpu::CommandEncoder,
+        enc: &mut Encoder,
         prefix: &str,
         x: &Tensor,
         x_max: &Tensor,
@@ -990,7 +990,7 @@ impl Model {
     fn load_batch(
         &mut self,
         gpu: &Gpu,
-        enc: &mut wgpu::CommandEncoder,
+        enc: &mut Encoder,
         op: &'static str,
         images: Batch<f32>,
         labels: Option<Batch<u32>>,
@@ -1130,13 +1130,7 @@ impl Model {
         Ok(values)
     }
 
-    fn record_forward(
-        &self,
-        gpu: &Gpu,
-        enc: &mut wgpu::CommandEncoder,
-        n: usize,
-        pass: Pass,
-    ) -> Result<()> {
+    fn record_forward(&self, gpu: &Gpu, enc: &mut Encoder, n: usize, pass: Pass) -> Result<()> {
         let plan = &self.plans[&n];
         if self.fixed.is_none() {
             for w in self.weights.iter().flatten() {
@@ -1190,7 +1184,7 @@ impl Model {
     fn record_weighted_forward(
         &self,
         gpu: &Gpu,
-        enc: &mut wgpu::CommandEncoder,
+        enc: &mut Encoder,
         n: usize,
         pass: Pass,
         w: &WeightSide,
@@ -1304,7 +1298,7 @@ impl Model {
     fn record_quantize(
         &self,
         gpu: &Gpu,
-        enc: &mut wgpu::CommandEncoder,
+        enc: &mut Encoder,
         plan: &Plan,
         prefix: &str,
         bb: &Quantizer,
@@ -1322,7 +1316,7 @@ impl Model {
     fn record_quantize_backward(
         &self,
         gpu: &Gpu,
-        enc: &mut wgpu::CommandEncoder,
+        enc: &mut Encoder,
         plan: &Plan,
         prefix: &str,
         bb: &Quantizer,
@@ -1339,7 +1333,7 @@ impl Model {
     /// Records the backward pass. Gradients flow from value to value: a layer reads the gradient
     /// of its output and writes (its first reader in backward order) or adds (the others) the
     /// gradients of its inputs; the network input needs none.
-    fn record_backward(&self, gpu: &Gpu, enc: &mut wgpu::CommandEncoder, n: usize) -> Result<()> {
+    fn record_backward(&self, gpu: &Gpu, enc: &mut Encoder, n: usize) -> Result<()> {
         let plan = &self.plans[&n];
         let sized = |t: &Tensor, len: usize| t.slice(gpu, 0, &[len]);
         let canonical = &self.grad_slots.canonical;
@@ -1357,7 +1351,7 @@ impl Model {
             };
             let first = spec.inputs[0];
             let in_len = plan.values[first].len();
-            let accumulate = |enc: &mut wgpu::CommandEncoder, src: &Tensor, dst: &Tensor| {
+            let accumulate = |enc: &mut Encoder, src: &Tensor, dst: &Tensor| {
                 plan.accumulate[&src.len()].accumulate(gpu, enc, src, dst)
             };
             // A pooling backward writes its whole input gradient: into a scratch buffer, then
@@ -1430,7 +1424,7 @@ impl Model {
     fn record_weighted_backward(
         &self,
         gpu: &Gpu,
-        enc: &mut wgpu::CommandEncoder,
+        enc: &mut Encoder,
         n: usize,
         w: &WeightSide,
         p: &PlanWeighted,
@@ -1801,13 +1795,7 @@ struct Product<'a> {
 
 impl Product<'_> {
     /// `y = layer(x, w)` (no bias).
-    fn forward(
-        &self,
-        enc: &mut wgpu::CommandEncoder,
-        x: &Tensor,
-        w: &Tensor,
-        y: &Tensor,
-    ) -> Result<()> {
+    fn forward(&self, enc: &mut Encoder, x: &Tensor, w: &Tensor, y: &Tensor) -> Result<()> {
         let (gpu, variant, n) = (self.gpu, self.variant, self.n);
         match (self.side.spec.kind, self.side.spec.conv_shape(n)) {
             (_, Some(s)) => conv::conv2d_forward(gpu, enc, variant, &s, x, w, y),
@@ -1827,7 +1815,7 @@ impl Product<'_> {
     /// `dw = dL/dw` and, if given, `dx (=, or += when flagged) dL/dx` for upstream `dy`.
     fn backward(
         &self,
-        enc: &mut wgpu::CommandEncoder,
+        enc: &mut Encoder,
         x: &Tensor,
         w: &Tensor,
         dy: &Tensor,
@@ -1924,7 +1912,7 @@ fn check_supported(arch: &Arch) -> Result<()> {
 /// `enc` (the caller checked the length).
 fn load<T: bytemuck::Pod>(
     gpu: &Gpu,
-    enc: &mut wgpu::CommandEncoder,
+    enc: &mut Encoder,
     op: &'static str,
     src: Batch<T>,
     dst: &Tensor,

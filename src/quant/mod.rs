@@ -8,7 +8,7 @@ mod bops;
 
 pub use bops::{graph_relative_bops, relative_bops, LayerBops};
 
-use crate::gpu::{Binding, Gpu, Tensor};
+use crate::gpu::{Binding, Encoder, Gpu, Tensor};
 use crate::kernels::quant::{self as kernel, QuantBuffers, QuantParams, StepParams};
 use crate::spec::quant;
 use crate::{Error, Result};
@@ -265,12 +265,7 @@ impl Quantizer {
     }
 
     /// Records gate sampling for this step (hard-concrete in training, thresholds in eval).
-    pub fn sample_gates(
-        &self,
-        gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
-        step: &StepState,
-    ) -> Result<()> {
+    pub fn sample_gates(&self, gpu: &Gpu, encoder: &mut Encoder, step: &StepState) -> Result<()> {
         kernel::sample_gates(gpu, encoder, &self.buffers(step))
     }
 
@@ -278,7 +273,7 @@ impl Quantizer {
     pub fn forward(
         &self,
         gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Encoder,
         step: &StepState,
         x: &Tensor,
         y: &Tensor,
@@ -300,7 +295,7 @@ impl Quantizer {
     pub fn backward(
         &self,
         gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Encoder,
         step: &StepState,
         x: &Tensor,
         dy: &Tensor,
