@@ -1440,6 +1440,17 @@ impl Arch {
         out
     }
 
+    /// Learnable parameters of the equivalent PyTorch model: weights, biases and BN γ/β, not
+    /// the running statistics or the quantizers' state (what torchvision's parameter counts
+    /// count).
+    pub fn parameter_count(&self) -> usize {
+        self.state_dict_shapes()
+            .iter()
+            .filter(|(n, _)| !n.contains("quantizer") && !n.contains("running_"))
+            .map(|(_, s)| s.iter().product::<usize>())
+            .sum()
+    }
+
     /// Every tensor of the `state_dict` with its PyTorch shape, layer by layer.
     pub fn state_dict_shapes(&self) -> Vec<(String, Vec<usize>)> {
         let mut out = Vec::new();
@@ -1788,11 +1799,7 @@ mod tests {
         // torchvision's ResNet-18: 1.814 G MACs (fc included), 11.69 M parameters with BN.
         let macs: u64 = arch.layers.iter().map(LayerSpec::macs).sum();
         assert_eq!(macs, 1_814_073_344);
-        let params: usize = shapes
-            .iter()
-            .filter(|(n, _)| !n.contains("quantizer") && !n.contains("running_"))
-            .map(|(_, s)| s.iter().product::<usize>())
-            .sum();
+        let params = arch.parameter_count();
         assert_eq!(params, 11_689_512);
     }
 
@@ -1869,11 +1876,7 @@ mod tests {
         assert_eq!(layer("features.18.0").output, [1280, 7, 7]);
         // torchvision's mobilenet_v2: 3,504,872 parameters (BN weight and bias as γ and β) and
         // 300.8 M multiply-adds (conv and linear layers).
-        let params: usize = shapes
-            .iter()
-            .filter(|(n, _)| !n.contains("quantizer") && !n.contains("running_"))
-            .map(|(_, s)| s.iter().product::<usize>())
-            .sum();
+        let params = arch.parameter_count();
         assert_eq!(params, 3_504_872);
         let macs: u64 = arch.layers.iter().map(LayerSpec::macs).sum();
         assert_eq!(macs, 300_774_272);
@@ -1890,12 +1893,7 @@ mod tests {
         assert_eq!(arch.weighted_layers().count(), 1 + 2 + 16 * 3 + 1 + 1);
         // torchvision's parameter count with a 10-class classifier; the MACs of the stride-8
         // network (ImageNet's 300.8 M at 224×224 are for a stride-32 one).
-        let params: usize = arch
-            .state_dict_shapes()
-            .iter()
-            .filter(|(n, _)| !n.contains("quantizer") && !n.contains("running_"))
-            .map(|(_, s)| s.iter().product::<usize>())
-            .sum();
+        let params = arch.parameter_count();
         assert_eq!(params, 2_236_682);
         let macs: u64 = arch.layers.iter().map(LayerSpec::macs).sum();
         assert_eq!(macs, 87_976_448);
