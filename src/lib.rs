@@ -7,8 +7,12 @@
 //! Layers of the crate, bottom to top:
 //! * [`gpu`]: adapter and device, tensors, staging, the pipeline cache.
 //! * [`kernels`]: one typed launcher per WGSL kernel family in `shaders/`.
-//! * [`spec`]: shapes shared by the kernels, the model and the reference.
+//! * [`spec`]: what the kernels, the model and the reference share: network descriptions and
+//!   their builder, shapes, the quantizer's forward math, initialisation, BN folding and the
+//!   fixed-gate fine-tuning network.
 //! * [`quant`]: the Bayesian Bits quantizer state, gates, regulariser and bit-width readout.
+//! * [`nn`]: the GPU model: [`nn::Model::init`] (range initialisation on the GPU), training,
+//!   evaluation and inference on host or device batches, and fixed-gate fine-tuning.
 //! * [`reference`](mod@reference): the plain-Rust CPU mirror of every kernel, the test oracle.
 //! * [`export`]: the trained model at its learned bit widths, and integer inference of it.
 //! * `data` (features `data` or `train`): in-memory datasets and the batcher; with `data`, the

@@ -8,6 +8,10 @@
 //! quantizer → epilogue → [BN: both convolutions, statistics, folding] → weight quantizer
 //! (+μ·∂R/∂ℓ) → conv/linear data and weight gradients; [BN: running-stat update]; then one
 //! optimiser dispatch per parameter group (Adam, or SGD for the weights group, spec §7.5).
+//!
+//! The same recording serves range initialisation ([`Model::init`]: each quantizer first sets
+//! its range from its input), inference ([`Model::forward`]: no loss) and fixed-gate fine-tuning
+//! ([`Model::fixed_gate`]: fixed-bit quantizers, spec §7.4).
 
 use crate::gpu::{Encoder, Gpu, Tensor};
 use crate::kernels::bn::{BnBackward, BnBindings, FoldBackward, FoldedBn};
