@@ -444,8 +444,7 @@ impl Model {
                 ),
             });
         }
-        let gates =
-            fixed_gates(&arch, params).map_err(|name| shape_err(OP, name, "missing".into()))?;
+        let gates = fixed_gates(&arch, params).map_err(|e| shape_err(OP, e.0, "missing".into()))?;
         Self::build(gpu, arch, max_batch, params, Some(gates))
     }
 

@@ -11,6 +11,11 @@ use super::quant::{bit_width, test_gate};
 use super::{Arch, Params, QuantizerInfo};
 use std::collections::BTreeMap;
 
+/// A tensor that building the fixed-gate network needs and the parameters lack.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the parameters lack {0}")]
+pub struct MissingTensor(pub String);
+
 /// The fixed quantizer of one tensor: its test-time bit width and, on weights with pruning
 /// gates, the test-time 0/1 mask per output channel.
 #[derive(Clone, Debug, PartialEq)]
@@ -35,8 +40,8 @@ pub fn fixed_gate_arch(arch: &Arch) -> Arch {
 /// per BN layer `W ← W·γ/σ_r` and `bias = β − γ·μ_r/σ_r` (the eval-mode fold of spec §5.2, so
 /// the network computes what it computed in evaluation), BN tensors dropped, the rest kept.
 /// Fails with the name of the first tensor of `arch` that `params` lacks.
-pub fn fixed_gate_params(arch: &Arch, params: &Params) -> Result<Params, String> {
-    let get = |name: String| params.get(&name).ok_or(name);
+pub fn fixed_gate_params(arch: &Arch, params: &Params) -> Result<Params, MissingTensor> {
+    let get = |name: String| params.get(&name).ok_or(MissingTensor(name));
     let mut fixed = params.clone();
     for l in arch.layers.iter().filter(|l| l.batch_norm) {
         let name = &l.name;
@@ -61,7 +66,10 @@ pub fn fixed_gate_params(arch: &Arch, params: &Params) -> Result<Params, String>
 
 /// The fixed quantizer of every quantizer of `arch`, from the test-time gates of its logits in
 /// `params` (spec §2.4, §2.5). Fails with the name of a missing logit tensor.
-pub fn fixed_gates(arch: &Arch, params: &Params) -> Result<BTreeMap<String, FixedGates>, String> {
+pub fn fixed_gates(
+    arch: &Arch,
+    params: &Params,
+) -> Result<BTreeMap<String, FixedGates>, MissingTensor> {
     arch.quantizers()
         .iter()
         .map(|q| Ok((q.prefix.clone(), fixed_gates_of(q, params)?)))
@@ -69,12 +77,12 @@ pub fn fixed_gates(arch: &Arch, params: &Params) -> Result<BTreeMap<String, Fixe
 }
 
 /// The fixed quantizer of `q` from the test-time gates of its logits in `params`.
-pub fn fixed_gates_of(q: &QuantizerInfo, params: &Params) -> Result<FixedGates, String> {
-    let logit = |g: &str| -> Result<&[f32], String> {
+pub fn fixed_gates_of(q: &QuantizerInfo, params: &Params) -> Result<FixedGates, MissingTensor> {
+    let logit = |g: &str| -> Result<&[f32], MissingTensor> {
         let name = format!("{}.{g}", q.prefix);
         match params.get(&name) {
             Some(v) if !v.is_empty() => Ok(v),
-            _ => Err(name),
+            _ => Err(MissingTensor(name)),
         }
     };
     let mut chain = [0.0; 4];
@@ -92,4 +100,40 @@ pub fn fixed_gates_of(q: &QuantizerInfo, params: &Params) -> Result<FixedGates, 
         bits: bit_width(chain),
         mask,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{init_params, InitConfig};
+
+    #[test]
+    fn folding_drops_bn_and_names_what_is_missing() {
+        let arch = Arch::vgg7();
+        let init = InitConfig {
+            chain_logits: [6.0, 6.0, -6.0, -6.0],
+            prune_logit: 6.0,
+            seed: 1,
+        };
+        let mut params = init_params(&arch, &init);
+        let fixed_arch = fixed_gate_arch(&arch);
+        let fixed = fixed_gate_params(&arch, &params).unwrap();
+        // Exactly the folded network's state_dict: BN tensors gone, a bias per folded layer.
+        let mut names: Vec<String> = fixed_arch
+            .state_dict_shapes()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        names.sort();
+        assert_eq!(fixed.keys().cloned().collect::<Vec<_>>(), names);
+        assert!(fixed.contains_key("features.0.bias"));
+        assert!(!fixed.contains_key("features.0.running_var"));
+        let gates = fixed_gates(&fixed_arch, &fixed).unwrap();
+        assert!(gates.values().all(|g| g.bits == 8));
+        params.remove("features.0.running_var");
+        assert_eq!(
+            fixed_gate_params(&arch, &params).unwrap_err().to_string(),
+            "the parameters lack features.0.running_var"
+        );
+    }
 }

@@ -324,9 +324,9 @@ impl Trainer {
     fn start_finetuning(&mut self) -> Result<()> {
         let params = self.model.params(&self.gpu)?;
         let arch = fixed_gate_arch(&self.arch);
-        let params = fixed_gate_params(&self.arch, &params).map_err(|name| Error::Shape {
+        let params = fixed_gate_params(&self.arch, &params).map_err(|e| Error::Shape {
             op: "Trainer::start_finetuning",
-            expected: name,
+            expected: e.0,
             actual: "missing".into(),
         })?;
         self.model = finetune_model(&self.gpu, arch.clone(), &self.cfg, &params)?;
