@@ -248,10 +248,10 @@ struct PlanFixed {
     partials: Tensor,
 }
 
-/// Fixed-gate fine-tuning state of one quantizer: bit width, signedness and mask tensor.
+/// Fixed-gate fine-tuning state of one quantizer: its bit width and 0/1 channel mask.
 #[derive(Debug)]
 struct FixedSide {
-    gates: FixedGates,
+    bits: u32,
     mask: Option<Tensor>,
 }
 
@@ -639,7 +639,8 @@ impl Model {
                             }
                             None => None,
                         };
-                        Ok((prefix, FixedSide { gates, mask }))
+                        let bits = gates.bits;
+                        Ok((prefix, FixedSide { bits, mask }))
                     })
                     .collect::<Result<_>>()?,
             ),
@@ -971,7 +972,7 @@ impl Model {
             let len = if info.weight { info.len } else { info.len * n };
             let signed = self.x_min[prefix] < 0.0;
             let channels = side.mask.as_ref().map_or(0, Tensor::len);
-            let quant = FixedQuant::new(gpu, len, side.gates.bits, signed, channels)?;
+            let quant = FixedQuant::new(gpu, len, side.bits, signed, channels)?;
             let partials = gpu.zeros(&format!("{prefix} partials"), &[quant.partials_len()])?;
             fixed.insert(prefix.clone(), PlanFixed { quant, partials });
         }
