@@ -7,7 +7,8 @@
 // are packed at 2, 4 or 8 bits (4 lanes of one window position and channel group are 4*wbits
 // consecutive bits of a row); 2- and 4-bit codes are sign-extended into 8-bit lanes here.
 // Float path: f32 sum, in window order, of products of operands split into 12-bit halves
-// (exact products, so fused and unfused multiply-adds agree).
+// (exact products, so fused and unfused multiply-adds agree). Residual adds use the same split
+// products; global average pooling writes plain f32 sums in pixel order.
 
 requires packed_4x8_integer_dot_product;
 
@@ -24,15 +25,25 @@ struct Params {
     cout4: u32,
     row_words: u32,
     wbits: u32,
-    // 0: code clamp(rne(t*m), 0, max_code); 1: real clamp(t*m, 0, hi); 2: logits t*m.
+    // 0: code clamp(rne(t*m), min_code, max_code); 1: real clamp(t*m, lo, hi); 2: logits t*m.
     out_mode: u32,
-    max_code: u32,
+    max_code: i32,
     total: u32,
-    _pad0: u32,
+    stride: u32,
     m: f32,
     hi: f32,
     flush_below: f32,
+    lo: f32,
+    min_code: i32,
+    // Residual add: the second input's multiplier; input storage (0: packed u8, 1: f32 words).
+    m2: f32,
+    a_f32: u32,
+    b_f32: u32,
+    // Residual add and global pooling: output storage (0: packed u8, 1: f32 words).
+    out_f32: u32,
+    _pad0: u32,
     _pad1: u32,
+    _pad2: u32,
 }
 
 const WG: u32 = 64u;
@@ -46,6 +57,10 @@ const WG: u32 = 64u;
 @group(0) @binding(6) var<storage, read> wsum: array<i32>;
 @group(0) @binding(7) var<storage, read_write> y_packed: array<u32>;
 @group(0) @binding(8) var<storage, read_write> y_f32: array<f32>;
+// Residual add and global pooling: inputs and output as words (packed codes or f32 bits).
+@group(0) @binding(9) var<storage, read> a_words: array<u32>;
+@group(0) @binding(10) var<storage, read> b_words: array<u32>;
+@group(0) @binding(11) var<storage, read_write> y_words: array<u32>;
 
 struct Pixel {
     valid: bool,
@@ -71,8 +86,8 @@ fn pixel(wg: vec3<u32>, nwg: vec3<u32>, t: u32) -> Pixel {
 
 // Input word index of window position (ky, kx), or -1 where the window reads padding.
 fn input_base(px: Pixel, ky: u32, kx: u32) -> i32 {
-    let iy = i32(px.oy + ky) - i32(p.pad);
-    let ix = i32(px.ox + kx) - i32(p.pad);
+    let iy = i32(px.oy * p.stride + ky) - i32(p.pad);
+    let ix = i32(px.ox * p.stride + kx) - i32(p.pad);
     if iy < 0 || ix < 0 || iy >= i32(p.h) || ix >= i32(p.w) {
         return -1;
     }
@@ -197,23 +212,26 @@ fn acc_float_f32(px: Pixel) -> vec4<f32> {
     return acc;
 }
 
+// The number written for y = t*m. Zero results (and -0) become +0 explicitly: min/max of
+// signed zeros is implementation-defined.
+fn write_out(y: f32) -> f32 {
+    if p.out_mode == 0u {
+        let v = clamp(round(y), f32(p.min_code), f32(p.max_code));
+        return select(v, 0.0, v == 0.0);
+    }
+    if p.out_mode == 1u {
+        let v = clamp(y, p.lo, p.hi);
+        return select(0.0, v, abs(v) >= p.flush_below);
+    }
+    return y;
+}
+
 fn finish(px: Pixel, acc: vec4<f32>) -> vec4<f32> {
     var out = vec4<f32>(0.0);
     for (var j = 0u; j < 4u; j++) {
         let o = px.o4 * 4u + j;
         if o < p.cout {
-            let y = (acc[j] + bias[o]) * p.m;
-            // Non-positive (and -0) results become +0 explicitly: min/max of signed zeros is
-            // implementation-defined.
-            if p.out_mode == 0u {
-                let r = round(y);
-                out[j] = select(0.0, min(r, f32(p.max_code)), r > 0.0);
-            } else if p.out_mode == 1u {
-                let v = min(y, p.hi);
-                out[j] = select(0.0, v, v >= p.flush_below);
-            } else {
-                out[j] = y;
-            }
+            out[j] = write_out((acc[j] + bias[o]) * p.m);
         }
     }
     return out;
@@ -316,4 +334,69 @@ fn pool_f32(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
         let b = max(x_f32[4u * (s + row) + l], x_f32[4u * (s + row + p.cin4) + l]);
         y_f32[4u * index + l] = max(a, b);
     }
+}
+
+// Four channels (channel group `index`) of a value stored as packed u8 codes or f32 words.
+fn load_a(index: u32) -> vec4<f32> {
+    if p.a_f32 == 0u {
+        return vec4<f32>(unpack4xU8(a_words[index]));
+    }
+    let i = 4u * index;
+    return bitcast<vec4<f32>>(vec4<u32>(a_words[i], a_words[i + 1u], a_words[i + 2u], a_words[i + 3u]));
+}
+
+fn load_b(index: u32) -> vec4<f32> {
+    if p.b_f32 == 0u {
+        return vec4<f32>(unpack4xU8(b_words[index]));
+    }
+    let i = 4u * index;
+    return bitcast<vec4<f32>>(vec4<u32>(b_words[i], b_words[i + 1u], b_words[i + 2u], b_words[i + 3u]));
+}
+
+fn store_words(index: u32, v: vec4<f32>) {
+    if p.out_f32 == 0u {
+        y_words[index] = pack4xU8(vec4<u32>(v));
+        return;
+    }
+    let i = 4u * index;
+    let u = bitcast<vec4<u32>>(v);
+    y_words[i] = u.x;
+    y_words[i + 1u] = u.y;
+    y_words[i + 2u] = u.z;
+    y_words[i + 3u] = u.w;
+}
+
+// Residual add of one channel group: t = a*m + b*m2 with split products, then write_out;
+// p.total = n * pixels * c4.
+@compute @workgroup_size(64)
+fn add(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let index = (wg.x + wg.y * nwg.x) * WG + t;
+    if index >= p.total {
+        return;
+    }
+    let a = load_a(index);
+    let b = load_b(index);
+    var out = vec4<f32>(0.0);
+    for (var l = 0u; l < 4u; l++) {
+        out[l] = write_out(mac_split(mac_split(0.0, p.m, a[l]), p.m2, b[l]));
+    }
+    store_words(index, out);
+}
+
+// Global average pooling as sums: per image and channel group, the f32 sum over p.h * p.w
+// pixels in pixel order; p.cin4 channel groups, p.total = n * cin4, f32 output.
+@compute @workgroup_size(64)
+fn global_pool(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let index = (wg.x + wg.y * nwg.x) * WG + t;
+    if index >= p.total {
+        return;
+    }
+    let c4 = index % p.cin4;
+    let n = index / p.cin4;
+    let pixels = p.h * p.w;
+    var acc = vec4<f32>(0.0);
+    for (var q = 0u; q < pixels; q++) {
+        acc = acc + load_a((n * pixels + q) * p.cin4 + c4);
+    }
+    store_words(index, acc);
 }

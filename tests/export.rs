@@ -12,7 +12,7 @@ use bayesian_bits::kernels::int_infer::IntEngine;
 use bayesian_bits::nn::{Arch, Model};
 use bayesian_bits::reference::model::{self as reference, InitConfig, Mode, Params, StepKey};
 use bayesian_bits::reference::quant::{self, gate_noise};
-use bayesian_bits::spec::{Activation, ArchBuilder, Conv, Linear};
+use bayesian_bits::spec::{Activation, ArchBuilder, Conv, LayerKind, Linear};
 use common::{gpu, uniform};
 use std::path::Path;
 
@@ -317,6 +317,117 @@ fn vgg7_export_integer_inference() {
     );
     assert!(
         classes.len() >= 2,
+        "the test network predicts {classes:?} only"
+    );
+    assert_eq!(agree, n, "{agree}/{n} predictions agree");
+}
+
+/// Sets every residual sum's quantizer to the bit widths of `bits`, cycling.
+fn set_add_bits(arch: &Arch, params: &mut Params, bits: &[u32]) {
+    let adds = arch.layers.iter().filter(|l| l.kind == LayerKind::Add);
+    for (k, l) in adds.enumerate() {
+        for (g, v) in ["gamma_4", "gamma_8", "gamma_16", "gamma_32"]
+            .iter()
+            .zip(chain_for(bits[k % bits.len()]))
+        {
+            params.insert(format!("{}.{g}", l.activation_quantizer()), vec![v]);
+        }
+    }
+}
+
+/// ResNet-20 with random weights and BN statistics, ranges from two images, and mixed gates:
+/// weights at 2 to 16 bits, activations and residual sums at 4 to 16 bits, about a quarter of
+/// the prunable channels pruned.
+fn resnet20() -> (Arch, Params) {
+    let arch = Arch::resnet20();
+    let init = InitConfig {
+        chain_logits: [6.0; 4],
+        prune_logit: 6.0,
+        seed: 31,
+    };
+    let mut params = reference::init_params(&arch, &init);
+    for (i, l) in arch.weighted_layers().enumerate() {
+        if l.batch_norm {
+            let c = l.out_channels();
+            let r = |k: u64, lo: f32, hi: f32| uniform(300 + 10 * i as u64 + k, c, lo, hi);
+            params.insert(format!("{}.gamma", l.name), r(0, 0.5, 1.5));
+            params.insert(format!("{}.beta", l.name), r(1, -0.2, 0.3));
+            params.insert(format!("{}.running_mean", l.name), r(2, -0.1, 0.1));
+            params.insert(format!("{}.running_var", l.name), r(3, 0.5, 1.5));
+        }
+    }
+    let init_images = uniform(19, 2 * 3 * 32 * 32, -2.0, 2.0);
+    reference::range_init(&arch, &mut params, &init_images, 2, 31);
+    let weighted = arch.weighted_layers().count();
+    let weight_bits: Vec<u32> = (0..weighted).map(|i| [8, 4, 8, 2, 16][i % 5]).collect();
+    let act_bits: Vec<u32> = (0..weighted).map(|i| [8, 4, 16, 8][i % 4]).collect();
+    set_gates(&arch, &mut params, &weight_bits, &act_bits, 11);
+    set_add_bits(&arch, &mut params, &[8, 4, 16, 8, 2]);
+    (arch, params)
+}
+
+/// ResNet-20: strided convolutions, projection shortcuts, signed activations into residual
+/// adds, global average pooling. Channels feeding an add stay (pruned ones as constants); the
+/// GPU integer engine equals the CPU reference bit for bit and both agree with the GPU
+/// fake-quantized evaluation.
+#[test]
+fn resnet20_export_integer_inference() {
+    let g = gpu();
+    let (arch, mut params) = resnet20();
+    let n = 24;
+    let images = uniform(18, n * 3 * 32 * 32, -2.0, 2.0);
+    let fake_quant = |p: &Params| {
+        let mut fq_model = Model::new(g, arch.clone(), n, p).unwrap();
+        fq_model.eval_batch(g, &images, &vec![0; n]).unwrap();
+        g.read(&fq_model.logits(n).unwrap()).unwrap()
+    };
+    center_logits(&mut params, "fc", fake_quant);
+    let model = export::export(&arch, &params, &ExportOptions::default()).unwrap();
+    round_trip(&model);
+    let manifest = |name: &str| model.layer_manifest(name).unwrap();
+    assert_eq!(manifest("layer2.0.conv1").stride, 2);
+    assert_eq!(manifest("layer3.0.downsample.0").stride, 2);
+    let add = model
+        .manifest
+        .layers
+        .iter()
+        .find(|l| l.name == "layer1.0")
+        .unwrap();
+    assert_eq!(add.kind, "add");
+    assert!(add.add.as_ref().unwrap().relu);
+    let mut kept_at_adds = 0;
+    for name in ["conv2", "downsample.0"] {
+        for l in model.layers.iter().filter(|l| l.name.ends_with(name)) {
+            let m = manifest(&l.name);
+            assert!(m.pruning.removed.is_empty(), "{} feeds an add", l.name);
+            assert_eq!(m.pruning.kept_for_exactness, m.pruning.pruned, "{}", l.name);
+            assert!(m.activation.as_ref().unwrap().signed, "{}", l.name);
+            kept_at_adds += m.pruning.pruned.len();
+        }
+    }
+    assert!(kept_at_adds > 0, "some pruned channels feed adds");
+
+    let plan = IntPlan::new(&model).unwrap();
+    let engine = IntEngine::new(g, &plan, n).unwrap();
+    let gpu_logits = engine.infer(g, &images, n).unwrap();
+    let cpu = infer_cpu(&plan, &images, n);
+    for (i, (a, b)) in cpu.iter().zip(&gpu_logits).enumerate() {
+        assert_eq!(a.to_bits(), b.to_bits(), "logit {i}: CPU {a}, GPU {b}");
+    }
+
+    let fq = fake_quant(&params);
+    let p_fq = predictions(&fq, 10);
+    let agree = agreement(&predictions(&cpu, 10), &p_fq);
+    let mut classes = p_fq.clone();
+    classes.sort_unstable();
+    classes.dedup();
+    println!(
+        "ResNet-20: predictions agree on {agree}/{n} ({} classes predicted); {:.3} % BOPs",
+        classes.len(),
+        model.manifest.relative_bops_percent
+    );
+    assert!(
+        classes.len() >= 3,
         "the test network predicts {classes:?} only"
     );
     assert_eq!(agree, n, "{agree}/{n} predictions agree");

@@ -1,17 +1,17 @@
 //! [`export`]: a model's parameters → [`ExportedModel`] at the learned bit widths.
 
 use super::format::{
-    weight_dtype, ActQuant, Codes, ExportError, ExportedLayer, ExportedModel, LayerManifest,
-    Manifest, Pruning, WeightQuant, WeightedManifest, FORMAT_NAME, FORMAT_VERSION,
+    weight_dtype, ActQuant, AddManifest, Codes, ExportError, ExportedLayer, ExportedModel,
+    LayerManifest, Manifest, Pruning, WeightQuant, WeightedManifest, FORMAT_NAME, FORMAT_VERSION,
 };
 use super::pack;
 use crate::nn::{Arch, LayerKind, LayerSpec};
-use crate::quant::{relative_bops, LayerBops};
+use crate::quant::{graph_relative_bops, QuantizerState};
 use crate::spec::bn::{fold_bias, fold_weight, BnParams};
 use crate::spec::quant;
 use crate::spec::Activation;
 use crate::spec::Params;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// What to do with pruned channels.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -195,9 +195,10 @@ fn prepare<'a>(
     })
 }
 
-/// The export format and the integer engine cover chains of dense stride-1 square convolutions,
-/// 2×2 max-pools and linear layers (LeNet-5, VGG-7) with ReLU or no activation; anything else is
-/// refused by name.
+/// The export format and the integer engine cover dense convolutions (square kernel, any
+/// stride and padding), linear layers, 2×2 max-pools, global average pooling and residual adds,
+/// with ReLU or no activation — LeNet-5, VGG-7 and the ResNets; anything else is refused by
+/// name.
 fn check_exportable(arch: &Arch) -> Result<(), ExportError> {
     for l in &arch.layers {
         if !matches!(l.activation, Activation::None | Activation::Relu) {
@@ -208,8 +209,16 @@ fn check_exportable(arch: &Arch) -> Result<(), ExportError> {
             });
         }
         let supported = match l.kind {
-            LayerKind::Conv { .. } => l.conv_shape(1).is_some_and(|s| s.is_plain()),
-            LayerKind::Linear { .. } => true,
+            LayerKind::Conv {
+                kernel,
+                stride,
+                pad,
+                groups,
+                ..
+            } => {
+                groups == 1 && kernel[0] == kernel[1] && stride[0] == stride[1] && pad[0] == pad[1]
+            }
+            LayerKind::Linear { .. } | LayerKind::GlobalAvgPool | LayerKind::Add => true,
             LayerKind::MaxPool {
                 kernel: 2,
                 stride: 2,
@@ -217,18 +226,75 @@ fn check_exportable(arch: &Arch) -> Result<(), ExportError> {
             } => true,
             _ => false,
         };
-        if !supported || l.inputs.len() != 1 {
+        if !supported {
             return Err(ExportError::Params {
                 model: arch.name.clone(),
                 msg: format!(
-                    "layer {} ({:?}) is not supported by the export yet (chains of dense stride-1 \
-                     convolutions, 2×2 max-pools and linear layers are)",
+                    "layer {} ({:?}) is not supported by the export yet (dense square-kernel \
+                     convolutions, linear layers, 2×2 max-pools, global average pooling and \
+                     residual adds are)",
                     l.name, l.kind
                 ),
             });
         }
     }
     Ok(())
+}
+
+/// The manifest's name of a layer kind.
+fn kind_name(kind: &LayerKind) -> &'static str {
+    match kind {
+        LayerKind::Conv { .. } => "conv",
+        LayerKind::Linear { .. } => "linear",
+        LayerKind::GlobalAvgPool => "global_avg_pool",
+        LayerKind::Add => "add",
+        _ => "maxpool2x2",
+    }
+}
+
+/// The weighted layer into whose bias the pruned channels of layer `i` can fold: the only
+/// reader of its output, reached through channel-preserving layers (max-pool, global average
+/// pooling) that each have a single reader too. `None` where the output feeds a residual add or
+/// more than one layer: then every channel stays, so that shapes agree.
+fn fold_target(arch: &Arch, readers: &[Vec<usize>], i: usize) -> Option<usize> {
+    let mut v = i + 1;
+    loop {
+        let [r] = readers[v][..] else { return None };
+        match arch.layers[r].kind {
+            LayerKind::Conv { .. } | LayerKind::Linear { .. } => return Some(r),
+            LayerKind::MaxPool { .. } | LayerKind::GlobalAvgPool => v = r + 1,
+            _ => return None,
+        }
+    }
+}
+
+/// The weighted layer whose (kept) output channels value `v` carries, through max-pools and
+/// global average pooling; `None` for the network input and residual sums (all channels).
+fn channel_source(arch: &Arch, mut v: usize) -> Option<usize> {
+    while v > 0 {
+        let l = &arch.layers[v - 1];
+        match l.kind {
+            LayerKind::Conv { .. } | LayerKind::Linear { .. } => return Some(v - 1),
+            LayerKind::MaxPool { .. } | LayerKind::GlobalAvgPool => v = l.inputs[0],
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// The activation quantizer's manifest entry.
+fn act_manifest(a: &QuantRead) -> ActQuant {
+    ActQuant {
+        bits: a.bits,
+        signed: a.signed,
+        x_max: a.x_max,
+        scale: if a.bits == 32 {
+            1.0
+        } else {
+            quant::scales(a.x_max, a.signed)[a.stages - 1]
+        },
+        clip: quant::CLIP_SHRINK * a.x_max,
+    }
 }
 
 /// Exports `params` (official `state_dict` names, e.g. from a checkpoint) of `arch` with
@@ -242,39 +308,40 @@ pub fn export(
 ) -> Result<ExportedModel, ExportError> {
     let model = arch.name.as_str();
     check_exportable(arch)?;
-    let positions: Vec<usize> = (0..arch.layers.len())
-        .filter(|&i| arch.layers[i].is_weighted())
-        .collect();
-    let mut prep = positions
+    let readers = arch.readers();
+    // Per layer: the prepared weighted layer, by layer index.
+    let mut prep: Vec<Option<Prepared>> = arch
+        .layers
         .iter()
-        .map(|&i| prepare(&arch.layers[i], params, model))
-        .collect::<Result<Vec<_>, _>>()?;
-    let count = prep.len();
+        .map(|l| {
+            l.is_weighted()
+                .then(|| prepare(l, params, model))
+                .transpose()
+        })
+        .collect::<Result<_, _>>()?;
+    let last = arch.layers.len() - 1;
 
     // Channel decisions, layer by layer.
-    let mut kept: Vec<Vec<usize>> = Vec::with_capacity(count);
-    let mut pruning: Vec<Pruning> = Vec::with_capacity(count);
-    // Per layer j: (input channel removed from layer j−1, its constant) to fold into j's bias.
-    let mut folds: Vec<Vec<(usize, f64)>> = vec![Vec::new(); count];
-    for j in 0..count {
-        let p = &prep[j];
+    let mut kept: Vec<Vec<usize>> = vec![Vec::new(); arch.layers.len()];
+    let mut pruning: Vec<Pruning> = vec![Pruning::default(); arch.layers.len()];
+    // Per layer j: (input channel removed, its constant, channels of the layer it came from)
+    // to fold into j's bias.
+    let mut folds: Vec<Vec<(usize, f64, usize)>> = vec![Vec::new(); arch.layers.len()];
+    for i in 0..arch.layers.len() {
+        let Some(p) = &prep[i] else { continue };
         let c_out = p.spec.out_channels();
         let z2 = &p.wq.prune;
-        if !p.spec.prune || z2.is_empty() || j + 1 == count {
-            kept.push((0..c_out).collect());
-            pruning.push(Pruning {
-                removal_exact: true,
-                ..Pruning::default()
-            });
+        pruning[i].removal_exact = true;
+        if !p.spec.prune || z2.is_empty() || i == last {
+            kept[i] = (0..c_out).collect();
             continue;
         }
-        let next = prep[j + 1].spec;
-        let padded_next = matches!(next.kind, LayerKind::Conv { pad, .. } if pad != [0, 0]);
+        let target = fold_target(arch, &readers, i);
+        let padded_next = target.is_some_and(
+            |t| matches!(arch.layers[t].kind, LayerKind::Conv { pad, .. } if pad != [0, 0]),
+        );
         let act = p.act.as_ref();
-        let mut pr = Pruning {
-            removal_exact: true,
-            ..Pruning::default()
-        };
+        let pr = &mut pruning[i];
         let mut live: BTreeSet<usize> = BTreeSet::new();
         for (c, &z) in z2.iter().enumerate() {
             if z > 0.0 {
@@ -282,6 +349,10 @@ pub fn export(
                 continue;
             }
             pr.pruned.push(c);
+            let Some(t) = target else {
+                pr.kept_for_exactness.push(c);
+                continue;
+            };
             // The constant the pruned channel emits: quantize(act(bias)) (spec §5.2, P12).
             let activated = p.spec.activation.apply(p.bias[c] as f32);
             let constant = match act {
@@ -293,7 +364,7 @@ pub fn export(
                 pr.removed.push(c);
                 if constant != 0.0 {
                     pr.folded_into_next.push(c);
-                    folds[j + 1].push((c, f64::from(constant)));
+                    folds[t].push((c, f64::from(constant), c_out));
                 }
                 pr.removal_exact &= exact;
             } else {
@@ -307,86 +378,84 @@ pub fn export(
             // keeps a (constant) input.
             let c = pr.removed.remove(0);
             pr.folded_into_next.retain(|&x| x != c);
-            folds[j + 1].retain(|&(x, _)| x != c);
+            if let Some(t) = target {
+                folds[t].retain(|&(x, _, _)| x != c);
+            }
             pr.kept_for_exactness.push(c);
             k.insert(c);
         }
-        kept.push(k.into_iter().collect());
-        pruning.push(pr);
+        kept[i] = k.into_iter().collect();
     }
 
-    // Fold removed channels' constants into the next layer's bias (before row selection).
-    for j in 1..count {
-        if folds[j].is_empty() {
-            continue;
-        }
-        let spec = prep[j].spec;
-        let c_out = spec.out_channels();
+    // Fold removed channels' constants into the reading layer's bias (before row selection).
+    for (j, fold) in folds.iter().enumerate() {
+        let Some(p) = prep[j].as_mut() else { continue };
+        let spec = p.spec;
         let row: usize = spec.fan_in();
-        let c_in_prev = prep[j - 1].spec.out_channels();
-        let per_channel = row / c_in_prev;
-        let z2 = prep[j].wq.prune.clone();
-        let fq = prep[j].fq.clone();
-        for o in 0..c_out {
-            if !z2.is_empty() && z2[o] == 0.0 {
+        for o in 0..spec.out_channels() {
+            if !p.wq.prune.is_empty() && p.wq.prune[o] == 0.0 {
                 continue; // Zero weights: nothing to fold.
             }
             let mut add = 0.0f64;
-            for &(c, v) in &folds[j] {
+            for &(c, v, c_in_prev) in fold {
+                let per_channel = row / c_in_prev;
                 let base = o * row + c * per_channel;
-                add += fq[base..base + per_channel]
+                add += p.fq[base..base + per_channel]
                     .iter()
                     .map(|&w| f64::from(w))
                     .sum::<f64>()
                     * v;
             }
-            prep[j].bias[o] += add;
+            p.bias[o] += add;
         }
     }
 
     // Tensors and manifest.
-    let mut layers = Vec::with_capacity(count);
+    let mut layers = Vec::new();
     let mut manifests = Vec::with_capacity(arch.layers.len());
-    let mut bops = Vec::with_capacity(count);
-    let mut input_bits = 8;
-    let mut wi = 0;
-    for spec in &arch.layers {
-        let kind = match spec.kind {
-            LayerKind::Conv { .. } => "conv",
-            LayerKind::Linear { .. } => "linear",
-            _ => "maxpool2x2",
+    for (i, spec) in arch.layers.iter().enumerate() {
+        let mut manifest = LayerManifest {
+            name: spec.name.to_string(),
+            kind: kind_name(&spec.kind).to_string(),
+            inputs: spec.inputs.clone(),
+            input: spec.input,
+            output: spec.output,
+            weighted: None,
+            add: None,
         };
-        if !spec.is_weighted() {
-            manifests.push(LayerManifest {
-                name: spec.name.to_string(),
-                kind: kind.to_string(),
-                input: spec.input,
-                output: spec.output,
-                weighted: None,
+        if spec.kind == LayerKind::Add {
+            let prefix = spec.activation_quantizer();
+            let a = read_quantizer(params, &prefix, model)?;
+            manifest.add = Some(AddManifest {
+                relu: spec.activation == Activation::Relu,
+                activation: act_manifest(&a),
             });
-            continue;
         }
-        let p = &prep[wi];
+        let Some(p) = &prep[i] else {
+            manifests.push(manifest);
+            continue;
+        };
         let c_out = spec.out_channels();
         let row = spec.fan_in();
-        // Input columns kept: all for the first layer, else the previous layer's kept channels
-        // (each spanning `per_channel` columns of the row).
-        let (in_cols, in_kept): (Vec<usize>, usize) = if wi == 0 {
-            ((0..row).collect(), spec.weight_shape()[1])
-        } else {
-            let per_channel = row / prep[wi - 1].spec.out_channels();
-            let cols = kept[wi - 1]
-                .iter()
-                .flat_map(|&c| c * per_channel..(c + 1) * per_channel)
-                .collect();
-            let columns_per_channel = match spec.kind {
-                LayerKind::Linear { .. } => per_channel,
-                _ => 1,
-            };
-            (cols, kept[wi - 1].len() * columns_per_channel)
+        // Input columns kept: those of the kept channels of the layer the input comes from
+        // (each spanning `per_channel` columns of the row), else all.
+        let (in_cols, in_kept): (Vec<usize>, usize) = match channel_source(arch, spec.inputs[0]) {
+            None => ((0..row).collect(), spec.weight_shape()[1]),
+            Some(src) => {
+                let per_channel = row / arch.layers[src].out_channels();
+                let cols = kept[src]
+                    .iter()
+                    .flat_map(|&c| c * per_channel..(c + 1) * per_channel)
+                    .collect();
+                let columns_per_channel = match spec.kind {
+                    LayerKind::Linear { .. } => per_channel,
+                    _ => 1,
+                };
+                (cols, kept[src].len() * columns_per_channel)
+            }
         };
         let z2 = &p.wq.prune;
-        let rows = &kept[wi];
+        let rows = &kept[i];
         let zero_row = |o: usize| !z2.is_empty() && z2[o] == 0.0;
         let weight = if p.wq.bits == 32 {
             let mut v = Vec::with_capacity(rows.len() * in_cols.len());
@@ -418,77 +487,50 @@ pub fn export(
         } else {
             quant::scales(p.wq.x_max, p.wq.signed)[p.wq.stages - 1]
         };
-        let act = p.act.as_ref().map(|a| ActQuant {
-            bits: a.bits,
-            signed: a.signed,
-            x_max: a.x_max,
-            scale: if a.bits == 32 {
-                1.0
-            } else {
-                quant::scales(a.x_max, a.signed)[a.stages - 1]
-            },
-            clip: quant::CLIP_SHRINK * a.x_max,
-        });
-        let (kernel, padding) = match spec.kind {
-            LayerKind::Conv { kernel, pad, .. } => (kernel[0], pad[0]),
-            _ => (1, 0),
-        };
-        manifests.push(LayerManifest {
-            name: spec.name.to_string(),
-            kind: kind.to_string(),
-            input: spec.input,
-            output: spec.output,
-            weighted: Some(WeightedManifest {
+        let (kernel, padding, stride) = match spec.kind {
+            LayerKind::Conv {
                 kernel,
-                padding,
-                stride: 1,
-                out_channels: c_out,
-                kept_out: rows.len(),
-                in_kept,
-                weight: WeightQuant {
-                    bits: p.wq.bits,
-                    signed: p.wq.signed,
-                    x_max: p.wq.x_max,
-                    scale,
-                    dtype: weight_dtype(p.wq.bits, p.wq.signed).to_string(),
-                    shape,
-                    codes_clamped: p.codes_clamped,
-                },
-                batch_norm_folded: spec.batch_norm,
-                relu: spec.activation == Activation::Relu,
-                activation: act,
-                pruning: pruning[wi].clone(),
-            }),
-        });
-        let live = if z2.is_empty() {
-            c_out
-        } else {
-            z2.iter().filter(|&&z| z > 0.0).count()
+                pad,
+                stride,
+                ..
+            } => (kernel[0], pad[0], stride[0]),
+            _ => (1, 0, 1),
         };
-        bops.push(LayerBops {
-            macs: spec.macs(),
-            weight_bits: p.wq.bits,
-            input_bits,
-            keep_out: if spec.prune {
-                live as f64 / c_out as f64
-            } else {
-                1.0
+        manifest.weighted = Some(WeightedManifest {
+            kernel,
+            padding,
+            stride,
+            out_channels: c_out,
+            kept_out: rows.len(),
+            in_kept,
+            weight: WeightQuant {
+                bits: p.wq.bits,
+                signed: p.wq.signed,
+                x_max: p.wq.x_max,
+                scale,
+                dtype: weight_dtype(p.wq.bits, p.wq.signed).to_string(),
+                shape,
+                codes_clamped: p.codes_clamped,
             },
+            batch_norm_folded: spec.batch_norm,
+            relu: spec.activation == Activation::Relu,
+            activation: p.act.as_ref().map(act_manifest),
+            pruning: pruning[i].clone(),
         });
-        input_bits = p.act.as_ref().map_or(32, |a| a.bits);
+        manifests.push(manifest);
         layers.push(ExportedLayer {
             name: spec.name.to_string(),
             weight,
             bias: rows.iter().map(|&o| p.bias[o] as f32).collect(),
             kept: rows.iter().map(|&o| o as u32).collect(),
         });
-        wi += 1;
     }
     let mut description = format!(
         "{model} exported by bayesian-bits {}: per conv/linear layer the weight codes at the learned \
          bit width (value = scale * code; 2/4-bit codes packed LSB-first, 32-bit layers as f32), the bias \
          with batch norm folded in (f32), and the kept output-channel indices; activation quantizers \
-         are ReLU then unsigned quantization with the listed bits and range",
+         (unsigned after a ReLU, signed otherwise) with the listed bits and range; layers read the \
+         values listed in `inputs` (0 is the network input, i + 1 the output of layer i)",
         env!("CARGO_PKG_VERSION")
     );
     if !options.note.is_empty() {
@@ -503,7 +545,7 @@ pub fn export(
             model: model.to_string(),
             input: arch.input,
             classes: arch.classes,
-            relative_bops_percent: relative_bops(&bops),
+            relative_bops_percent: relative_bops_of(arch, params)?,
             layers: manifests,
             checksums: Default::default(),
         },
@@ -511,4 +553,24 @@ pub fn export(
     };
     exported.manifest.checksums = exported.checksums()?;
     Ok(exported)
+}
+
+/// Relative BOPs of the test-time network (spec §6, counted on the graph).
+fn relative_bops_of(arch: &Arch, params: &Params) -> Result<f64, ExportError> {
+    let mut states = BTreeMap::new();
+    for q in arch.quantizers() {
+        let get = |leaf: &str| params.get(&format!("{}.{leaf}", q.prefix));
+        let chain = ["gamma_4", "gamma_8", "gamma_16", "gamma_32"]
+            .map(|g| get(g).and_then(|v| v.first().copied()).unwrap_or(0.0));
+        let state = QuantizerState {
+            x_max: get("x_max").and_then(|v| v.first().copied()).unwrap_or(1.0),
+            chain_logits: chain,
+            prune_logits: get("gamma_2").cloned().unwrap_or_default(),
+        };
+        states.insert(q.prefix, state);
+    }
+    graph_relative_bops(arch, &states).map_err(|e| ExportError::Params {
+        model: arch.name.clone(),
+        msg: e.to_string(),
+    })
 }

@@ -13,7 +13,10 @@ use std::path::{Path, PathBuf};
 /// Value of [`Manifest::format`].
 pub const FORMAT_NAME: &str = "bayesian-bits-export";
 /// The format version this crate writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this build still reads: version 1 files (chains of layers, before
+/// `inputs` and residual adds) load as chains.
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 /// `__metadata__` key holding the JSON [`Manifest`].
 pub const MANIFEST_KEY: &str = "bayesian_bits.export";
 
@@ -71,7 +74,7 @@ pub enum ExportError {
         msg: String,
     },
     /// The file was written in another format version.
-    #[error("{path}: export format version {found} is not supported (this build reads {FORMAT_VERSION})")]
+    #[error("{path}: export format version {found} is not supported (this build reads {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION})")]
     Version {
         /// The file involved.
         path: PathBuf,
@@ -163,7 +166,8 @@ pub struct WeightQuant {
     pub codes_clamped: usize,
 }
 
-/// An activation quantizer (ReLU, then unsigned quantization) after a layer.
+/// An activation quantizer after a layer: unsigned after a ReLU, signed (symmetric grid, as
+/// the weights) on a layer without activation whose output feeds a residual add.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ActQuant {
     /// Learned bit width.
@@ -172,11 +176,22 @@ pub struct ActQuant {
     pub signed: bool,
     /// The learned range x_max.
     pub x_max: f32,
-    /// Step `s_b`; the quantized activation is `scale · n` with `0 ≤ n ≤ 2^b − 1` (at 32 bits the
-    /// value itself, clipped to `[0, clip]`).
+    /// Step `s_b`; the quantized activation is `scale · n` with `0 ≤ n ≤ 2^b − 1` unsigned,
+    /// `|n| ≤ 2^(b−1) − 1` signed (at 32 bits the value itself, clipped to `[0, clip]` or
+    /// `[−clip, clip]`).
     pub scale: f32,
     /// Upper clip bound `fl32(1 − 2^-23) · x_max` (spec §1.4).
     pub clip: f32,
+}
+
+/// A residual add: `inputs[0] + inputs[1]`, then ReLU (when `relu`), then its activation
+/// quantizer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AddManifest {
+    /// ReLU between the sum and the quantizer.
+    pub relu: bool,
+    /// The sum's activation quantizer.
+    pub activation: ActQuant,
 }
 
 /// Which output channels were pruned and what happened to them.
@@ -188,7 +203,8 @@ pub struct Pruning {
     pub removed: Vec<usize>,
     /// Pruned channels kept (zero weights, bias only) because their constant output
     /// quantize(ReLU(bias)) is non-zero and feeds a zero-padded convolution, where removing it
-    /// would change the border outputs.
+    /// would change the border outputs, or because the layer's output feeds a residual add or
+    /// more than one layer (whose shapes must stay equal).
     pub kept_for_exactness: Vec<usize>,
     /// Whether every removal is exact: a removed channel either emits 0 or its constant
     /// contribution was folded into the next layer's bias where that is exact.
@@ -202,15 +218,22 @@ pub struct Pruning {
 pub struct LayerManifest {
     /// Official `state_dict` prefix, e.g. `features.0`.
     pub name: String,
-    /// `conv`, `linear` or `maxpool2x2`.
+    /// `conv`, `linear`, `maxpool2x2`, `global_avg_pool` or `add`.
     pub kind: String,
+    /// The values the layer reads: 0 is the network input, `i + 1` the output of layer `i`
+    /// (one value; two for an add). Version 1 files, which lack it, are chains.
+    #[serde(default)]
+    pub inputs: Vec<usize>,
     /// Input shape (C, H, W) of the original model (linear: `[d_in, 1, 1]`).
     pub input: [usize; 3],
     /// Output shape (C, H, W) of the original model.
     pub output: [usize; 3],
-    /// Conv/linear fields; absent for pooling.
+    /// Conv/linear fields; absent for pooling and adds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weighted: Option<WeightedManifest>,
+    /// Residual-add fields; absent for every other kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add: Option<AddManifest>,
 }
 
 /// Fields of a conv or linear layer.
@@ -220,7 +243,7 @@ pub struct WeightedManifest {
     pub kernel: usize,
     /// Zero padding.
     pub padding: usize,
-    /// Stride (always 1).
+    /// Stride (both directions; 1 for linear).
     pub stride: usize,
     /// Output channels of the original layer.
     pub out_channels: usize,
@@ -385,6 +408,61 @@ fn canonical_header(bytes: &[u8]) -> Result<Vec<u8>, String> {
     out.extend(header);
     out.extend(&bytes[8 + n..]);
     Ok(out)
+}
+
+/// An activation quantizer's fields are in range.
+fn check_act(layer: &str, a: &ActQuant) -> Result<(), String> {
+    if ![2, 4, 8, 16, 32].contains(&a.bits) {
+        return Err(format!(
+            "{layer}: activation bits {} not in 2, 4, 8, 16, 32",
+            a.bits
+        ));
+    }
+    for (what, v) in [
+        ("activation x_max", a.x_max),
+        ("activation scale", a.scale),
+        ("activation clip", a.clip),
+    ] {
+        if !positive(v) {
+            return Err(format!("{layer}: {what} {v} is not positive and finite"));
+        }
+    }
+    Ok(())
+}
+
+/// Every layer reads earlier values only, as many as its kind takes, and carries the fields
+/// of its kind.
+fn check_graph(manifest: &Manifest) -> Result<(), String> {
+    for (i, lm) in manifest.layers.iter().enumerate() {
+        let name = &lm.name;
+        let (arity, weighted, add) = match lm.kind.as_str() {
+            "conv" | "linear" => (1, true, false),
+            "maxpool2x2" | "global_avg_pool" => (1, false, false),
+            "add" => (2, false, true),
+            other => return Err(format!("{name}: unknown layer kind {other:?}")),
+        };
+        if lm.inputs.len() != arity {
+            return Err(format!(
+                "{name}: a {} layer reads {arity} value(s), the manifest lists {:?}",
+                lm.kind, lm.inputs
+            ));
+        }
+        if let Some(&v) = lm.inputs.iter().find(|&&v| v > i) {
+            return Err(format!(
+                "{name}: reads value {v}, which is not computed before layer {i}"
+            ));
+        }
+        if lm.weighted.is_some() != weighted || lm.add.is_some() != add {
+            return Err(format!(
+                "{name}: the fields do not match the layer kind {}",
+                lm.kind
+            ));
+        }
+        if let Some(a) = &lm.add {
+            check_act(name, &a.activation)?;
+        }
+    }
+    Ok(())
 }
 
 fn positive(v: f32) -> bool {
@@ -571,10 +649,11 @@ impl ExportedModel {
             .as_ref()
             .and_then(|m| m.get(MANIFEST_KEY))
             .ok_or_else(|| ExportError::NoManifest { path: p() })?;
-        let manifest: Manifest = serde_json::from_str(json).map_err(|e| ExportError::Manifest {
-            path: p(),
-            msg: e.to_string(),
-        })?;
+        let mut manifest: Manifest =
+            serde_json::from_str(json).map_err(|e| ExportError::Manifest {
+                path: p(),
+                msg: e.to_string(),
+            })?;
         let bad = |msg: String| ExportError::Manifest { path: p(), msg };
         if manifest.format != FORMAT_NAME {
             return Err(bad(format!(
@@ -582,12 +661,20 @@ impl ExportedModel {
                 manifest.format
             )));
         }
-        if manifest.format_version != FORMAT_VERSION {
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&manifest.format_version) {
             return Err(ExportError::Version {
                 path: p(),
                 found: manifest.format_version,
             });
         }
+        if manifest.format_version < 2 {
+            // Version 1: a chain, each layer reading the previous one's output.
+            for (i, lm) in manifest.layers.iter_mut().enumerate() {
+                lm.inputs = vec![i];
+            }
+            manifest.format_version = FORMAT_VERSION;
+        }
+        check_graph(&manifest).map_err(bad)?;
         let mut layers = Vec::new();
         for lm in &manifest.layers {
             let Some(m) = &lm.weighted else { continue };
@@ -607,23 +694,7 @@ impl ExportedModel {
                 }
             }
             if let Some(a) = &m.activation {
-                if ![2, 4, 8, 16, 32].contains(&a.bits) {
-                    return Err(bad(format!(
-                        "{name}: activation bits {} not in 2, 4, 8, 16, 32",
-                        a.bits
-                    )));
-                }
-                for (what, v) in [
-                    ("activation x_max", a.x_max),
-                    ("activation scale", a.scale),
-                    ("activation clip", a.clip),
-                ] {
-                    if !positive(v) {
-                        return Err(bad(format!(
-                            "{name}: {what} {v} is not positive and finite"
-                        )));
-                    }
-                }
+                check_act(name, a).map_err(bad)?;
             }
             if q.dtype != weight_dtype(q.bits, q.signed) {
                 return Err(bad(format!(

@@ -14,21 +14,28 @@
 //! same bits as a separate multiply and add. Operands below 2⁻⁴⁰ in magnitude are flushed to 0
 //! so that no driver's denormal handling matters.
 //!
-//! Requantization uses the exported scales: with `s_w` the weight step, `s_in` the input
-//! activation step (1 for real-valued inputs) and `s_out` the output activation step,
+//! Requantization uses the exported scales: with `s_w` the weight step, `s_in` the step of the
+//! input value (1 for real-valued inputs) and `s_out` the output activation step,
 //! `t = f32(acc) + bias/(s_w·s_in)` and
-//! * a ≤ 16-bit activation code is `clamp(rne(t · s_w·s_in/s_out), 0, 2^b − 1)` (ReLU included),
-//! * a 32-bit activation is the real value `clamp(t · s_w·s_in, 0, clip)`,
+//! * a ≤ 16-bit activation code is `clamp(rne(t · s_w·s_in/s_out), lo, hi)` with the
+//!   quantizer's integer grid (`lo = 0` unsigned, which includes the ReLU; `lo = −hi` signed),
+//! * a 32-bit activation is the real value `clamp(t · s_w·s_in, lo, clip)`,
 //! * logits are `t · s_w·s_in`;
 //!
 //! each constant is computed once on the host in f64 and rounded to f32. Max-pooling acts on
-//! codes (quantization is monotone, so the max of codes is the code of the max).
+//! codes (quantization is monotone, so the max of codes is the code of the max). Global average
+//! pooling writes the f32 sum of its input over the pixels (exact for codes) and passes the
+//! `1/(h·w)` on in the next layer's `s_in`. A residual add computes `t = a·(s_a/s_out) +
+//! b·(s_b/s_out)` with split products as on the float path and writes `t` as above (ReLU: a lower
+//! bound of 0). Unsigned ≤ 8-bit codes are stored packed; signed codes, wider codes and real
+//! values as f32.
 //!
 //! This differs from the fake-quantized float evaluation only by float rounding (the order of
 //! sums, and which side of a rounding tie an activation lands on); the tests count how often
 //! that changes a prediction.
 
-use super::format::{Codes, ExportError, ExportedModel};
+use super::format::{ActQuant, Codes, ExportError, ExportedLayer, ExportedModel, LayerManifest};
+use super::pack;
 use std::path::PathBuf;
 
 /// Operands smaller than this in magnitude are treated as 0 on the float path.
@@ -43,17 +50,22 @@ pub enum Repr {
     F32,
 }
 
-/// What a layer writes per output channel.
+/// What a layer or add writes per output channel.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum OutMode {
-    /// Activation code `clamp(rne(t·m), 0, max)`.
+    /// Activation code `clamp(rne(t·m), min, max)`: `min` is 0 for unsigned codes (ReLU
+    /// included) and `−max` for signed ones.
     Code {
-        /// Largest code, `2^b − 1`.
-        max: u32,
+        /// Smallest code.
+        min: i32,
+        /// Largest code, `2^b − 1` unsigned, `2^(b−1) − 1` signed.
+        max: i32,
     },
-    /// Real activation `clamp(t·m, 0, hi)` (32-bit activation quantizer).
+    /// Real activation `clamp(t·m, lo, hi)` (32-bit activation quantizer).
     Real {
-        /// Clip bound.
+        /// Lower clip bound (0 unsigned, `−hi` signed).
+        lo: f32,
+        /// Upper clip bound.
         hi: f32,
     },
     /// Logits `t·m`.
@@ -66,7 +78,9 @@ pub enum OutMode {
 pub struct LayerPlan {
     /// Layer name.
     pub name: String,
-    /// Input height and width.
+    /// The value the layer reads (0: the network input, `i + 1`: step `i`'s output).
+    pub source: usize,
+    /// Input height.
     pub h: usize,
     /// Input width.
     pub w: usize,
@@ -76,6 +90,8 @@ pub struct LayerPlan {
     pub k: usize,
     /// Zero padding.
     pub pad: usize,
+    /// Stride.
+    pub stride: usize,
     /// Output height.
     pub oh: usize,
     /// Output width.
@@ -116,11 +132,35 @@ impl LayerPlan {
     }
 }
 
-/// One step of the plan.
+/// A residual add: `t = a·m[0] + b·m[1]` per element (each product split exactly, as on the
+/// float path, in that order), then written as [`OutMode`] says.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AddPlan {
+    /// Layer name.
+    pub name: String,
+    /// The two values added.
+    pub sources: [usize; 2],
+    /// Their storage.
+    pub inputs: [Repr; 2],
+    /// Pixels per image (`h·w`).
+    pub pixels: usize,
+    /// Channels / 4 (padded).
+    pub c4: usize,
+    /// Multipliers `s_in / s_out` of the two inputs.
+    pub m: [f32; 2],
+    /// What is written (ReLU folded into an unsigned code's lower bound).
+    pub out: OutMode,
+    /// Output storage.
+    pub output: Repr,
+}
+
+/// One step of the plan; step `i` writes value `i + 1`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Step {
     /// 2×2 max-pool, stride 2.
     Pool {
+        /// The value pooled.
+        source: usize,
         /// Input height.
         h: usize,
         /// Input width.
@@ -130,6 +170,20 @@ pub enum Step {
         /// Storage (unchanged by pooling).
         repr: Repr,
     },
+    /// Global average pooling, written as the f32 **sum** over the `h·w` pixels in row-major
+    /// order (exact for codes); the `1/(h·w)` goes into the next layer's scale.
+    GlobalPool {
+        /// The value pooled.
+        source: usize,
+        /// Pixels per image (`h·w`).
+        pixels: usize,
+        /// Channels / 4 (padded).
+        c4: usize,
+        /// Input storage; the output is f32 `[n][4·c4]`.
+        repr: Repr,
+    },
+    /// Residual add.
+    Add(Box<AddPlan>),
     /// Conv or linear layer.
     Layer(Box<LayerPlan>),
 }
@@ -145,13 +199,15 @@ pub struct IntPlan {
     pub steps: Vec<Step>,
 }
 
-/// What the values of an activation tensor mean.
+/// A value of the plan: its shape after channel removal, the step `s` that its numbers are
+/// multiples of (1 for real values), and its storage.
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Values {
-    /// Real values (the image, or a 32-bit activation).
-    Real,
-    /// Integer codes with this step and bit width.
-    Codes(f64, u32),
+struct Value {
+    c: usize,
+    h: usize,
+    w: usize,
+    step: f64,
+    repr: Repr,
 }
 
 fn plan_err(msg: String) -> ExportError {
@@ -169,177 +225,278 @@ fn flush(v: f32) -> f32 {
     }
 }
 
+/// How an activation quantizer's output is written, its multiplier from the unit `unit` of
+/// the accumulator, and the value it makes.
+fn quantized_output(
+    a: Option<&ActQuant>,
+    lower_zero: bool,
+    unit: f64,
+    shape: (usize, usize, usize),
+) -> (OutMode, f64, Value) {
+    let (c, h, w) = (shape.0, shape.1, shape.2);
+    let value = |step, repr| Value {
+        c,
+        h,
+        w,
+        step,
+        repr,
+    };
+    match a {
+        Some(a) if a.bits <= 16 => {
+            let (lo, hi) = pack::code_range(a.bits, a.signed);
+            let min = if lower_zero { 0 } else { lo as i32 };
+            let repr = if a.bits <= 8 && min >= 0 {
+                Repr::Packed8
+            } else {
+                Repr::F32
+            };
+            (
+                OutMode::Code {
+                    min,
+                    max: hi as i32,
+                },
+                unit / f64::from(a.scale),
+                value(f64::from(a.scale), repr),
+            )
+        }
+        Some(a) => {
+            let lo = if lower_zero || !a.signed {
+                0.0
+            } else {
+                -a.clip
+            };
+            (
+                OutMode::Real { lo, hi: a.clip },
+                unit,
+                value(1.0, Repr::F32),
+            )
+        }
+        None => (OutMode::Logits, unit, value(1.0, Repr::F32)),
+    }
+}
+
+fn check_multiplier(name: &str, m: f64) -> Result<f32, ExportError> {
+    if m.is_finite() && m > 0.0 {
+        Ok(m as f32)
+    } else {
+        Err(plan_err(format!("{name}: requantization multiplier {m}")))
+    }
+}
+
+/// Compiles a conv/linear layer reading value `x`; returns it and the value it writes.
+fn layer_plan(
+    lm: &LayerManifest,
+    l: &ExportedLayer,
+    x: Value,
+) -> Result<(LayerPlan, Value), ExportError> {
+    let m = lm
+        .weighted
+        .as_ref()
+        .ok_or_else(|| plan_err(format!("{}: a {} without weights", lm.name, lm.kind)))?;
+    let Value { c, h, w, .. } = x;
+    let linear = lm.kind == "linear";
+    let cpad = 4 * c.div_ceil(4);
+    // Geometry: a linear layer is a 1×1 conv over the flattened h·w·c_pad channels.
+    let (gh, gw, cin4, k, pad, stride) = if linear {
+        if m.in_kept != c * h * w {
+            return Err(plan_err(format!(
+                "{}: {} input features, the previous layer gives {}",
+                lm.name,
+                m.in_kept,
+                c * h * w
+            )));
+        }
+        (1, 1, h * w * cpad / 4, 1, 0, 1)
+    } else {
+        if m.in_kept != c {
+            return Err(plan_err(format!(
+                "{}: {} input channels, the previous layer gives {c}",
+                lm.name, m.in_kept
+            )));
+        }
+        (h, w, cpad / 4, m.kernel, m.padding, m.stride)
+    };
+    if gh + 2 * pad < k || gw + 2 * pad < k || stride == 0 {
+        return Err(plan_err(format!(
+            "{}: kernel {k} (stride {stride}) does not fit the padded input",
+            lm.name
+        )));
+    }
+    let (oh, ow) = (
+        (gh + 2 * pad - k) / stride + 1,
+        (gw + 2 * pad - k) / stride + 1,
+    );
+    let cout = m.kept_out;
+    let q = &m.weight;
+    let s_w = if q.bits == 32 {
+        1.0
+    } else {
+        f64::from(q.scale)
+    };
+    let int_path = q.bits <= 8 && q.signed && x.repr == Repr::Packed8;
+    // Reorder the logical weights [out][in][k][k] (conv) or [out][in] (linear, in = c·h·w
+    // in (C, H, W) order) into rows [k][k][c_pad] (conv) or [h][w][c_pad] (linear).
+    let row_len = k * k * 4 * cin4;
+    let mut order = vec![usize::MAX; row_len]; // position in row → logical column
+    let logical_row = m.in_kept * if linear { 1 } else { k * k };
+    for col in 0..logical_row {
+        let pos = if linear {
+            let (ci, hw) = (col / (h * w), col % (h * w));
+            hw * cpad + ci
+        } else {
+            let (ci, r) = (col / (k * k), col % (k * k));
+            r * cpad + ci
+        };
+        order[pos] = col;
+    }
+    let mut weights_int = Vec::new();
+    let mut weights_f32 = Vec::new();
+    let mut wsum = Vec::new();
+    for o in 0..cout {
+        let base = o * logical_row;
+        let mut sum = 0i64;
+        for &col in &order {
+            let (vi, vf) = match (&l.weight, col) {
+                (_, usize::MAX) => (0, 0.0),
+                (Codes::Int(codes), col) => (codes[base + col], codes[base + col] as f32),
+                (Codes::Float(v), col) => (0, flush(v[base + col])),
+            };
+            sum += i64::from(vi);
+            if int_path {
+                weights_int.push(vi);
+            } else {
+                weights_f32.push(vf);
+            }
+        }
+        if int_path {
+            wsum.push(sum as i32);
+        }
+    }
+    let unit = s_w * x.step;
+    let bias = l
+        .bias
+        .iter()
+        .map(|&b| (f64::from(b) / unit) as f32)
+        .collect();
+    let (out, m_mul, value) = quantized_output(m.activation.as_ref(), m.relu, unit, (cout, oh, ow));
+    let plan = LayerPlan {
+        name: lm.name.clone(),
+        source: lm.inputs[0],
+        h: gh,
+        w: gw,
+        cin4,
+        k,
+        pad,
+        stride,
+        oh,
+        ow,
+        cout,
+        int_path,
+        wbits: if int_path { q.bits } else { 0 },
+        weights_int,
+        weights_f32,
+        wsum,
+        bias,
+        m: check_multiplier(&lm.name, m_mul)?,
+        out,
+        input: x.repr,
+        output: value.repr,
+    };
+    Ok((plan, value))
+}
+
 impl IntPlan {
     /// Compiles an export (validated by [`ExportedModel::from_bytes`] or made by
     /// [`super::export`]).
     pub fn new(model: &ExportedModel) -> Result<Self, ExportError> {
         let man = &model.manifest;
-        let [mut c, mut h, mut w] = man.input;
-        let mut values = Values::Real;
-        let mut repr = Repr::F32;
+        let [c0, h0, w0] = man.input;
+        let mut values = vec![Value {
+            c: c0,
+            h: h0,
+            w: w0,
+            step: 1.0,
+            repr: Repr::F32,
+        }];
         let mut steps = Vec::new();
         let mut layers = model.layers.iter();
         for lm in &man.layers {
-            let Some(m) = &lm.weighted else {
-                if lm.kind != "maxpool2x2" {
-                    return Err(plan_err(format!(
-                        "{}: unknown layer kind {}",
-                        lm.name, lm.kind
-                    )));
-                }
-                steps.push(Step::Pool {
-                    h,
-                    w,
-                    c4: c.div_ceil(4),
-                    repr,
-                });
-                h /= 2;
-                w /= 2;
-                continue;
+            let read = |v: usize| {
+                values
+                    .get(v)
+                    .copied()
+                    .ok_or_else(|| plan_err(format!("{}: reads unknown value {v}", lm.name)))
             };
-            let l = layers
-                .next()
-                .filter(|l| l.name == lm.name)
-                .ok_or_else(|| plan_err(format!("{}: no tensors", lm.name)))?;
-            let linear = lm.kind == "linear";
-            let cpad = 4 * c.div_ceil(4);
-            // Geometry: a linear layer is a 1×1 conv over the flattened h·w·c_pad channels.
-            let (gh, gw, cin4, k, pad) = if linear {
-                if m.in_kept != c * h * w {
-                    return Err(plan_err(format!(
-                        "{}: {} input features, the previous layer gives {}",
-                        lm.name,
-                        m.in_kept,
-                        c * h * w
-                    )));
-                }
-                (1, 1, h * w * cpad / 4, 1, 0)
-            } else {
-                if m.in_kept != c {
-                    return Err(plan_err(format!(
-                        "{}: {} input channels, the previous layer gives {c}",
-                        lm.name, m.in_kept
-                    )));
-                }
-                (h, w, cpad / 4, m.kernel, m.padding)
-            };
-            if gh + 2 * pad < k || gw + 2 * pad < k {
-                return Err(plan_err(format!(
-                    "{}: kernel {k} larger than the padded input",
-                    lm.name
-                )));
-            }
-            let (oh, ow) = (gh + 2 * pad + 1 - k, gw + 2 * pad + 1 - k);
-            let cout = m.kept_out;
-            let q = &m.weight;
-            let s_w = if q.bits == 32 {
-                1.0
-            } else {
-                f64::from(q.scale)
-            };
-            let (s_in, in_bits) = match values {
-                Values::Real => (1.0, 32),
-                Values::Codes(s, b) => (s, b),
-            };
-            let int_path = q.bits <= 8 && q.signed && in_bits <= 8;
-            // Reorder the logical weights [out][in][k][k] (conv) or [out][in] (linear, in = c·h·w
-            // in (C, H, W) order) into rows [k][k][c_pad] (conv) or [h][w][c_pad] (linear).
-            let row_len = k * k * 4 * cin4;
-            let mut order = vec![usize::MAX; row_len]; // position in row → logical column
-            let logical_row = m.in_kept * if linear { 1 } else { k * k };
-            for col in 0..logical_row {
-                let pos = if linear {
-                    let (ci, hw) = (col / (h * w), col % (h * w));
-                    hw * cpad + ci
-                } else {
-                    let (ci, r) = (col / (k * k), col % (k * k));
-                    r * cpad + ci
-                };
-                order[pos] = col;
-            }
-            let mut weights_int = Vec::new();
-            let mut weights_f32 = Vec::new();
-            let mut wsum = Vec::new();
-            for o in 0..cout {
-                let base = o * logical_row;
-                let mut sum = 0i64;
-                for &col in &order {
-                    let (vi, vf) = match (&l.weight, col) {
-                        (_, usize::MAX) => (0, 0.0),
-                        (Codes::Int(codes), col) => (codes[base + col], codes[base + col] as f32),
-                        (Codes::Float(v), col) => (0, flush(v[base + col])),
-                    };
-                    sum += i64::from(vi);
-                    if int_path {
-                        weights_int.push(vi);
-                    } else {
-                        weights_f32.push(vf);
-                    }
-                }
-                if int_path {
-                    wsum.push(sum as i32);
-                }
-            }
-            let unit = s_w * s_in;
-            let bias = l
-                .bias
-                .iter()
-                .map(|&b| (f64::from(b) / unit) as f32)
-                .collect();
-            let (out, m_mul, next_values, next_repr) = match &m.activation {
-                Some(a) if a.signed => {
-                    return Err(plan_err(format!(
-                        "{}: signed activation quantizers are not supported",
-                        lm.name
-                    )))
-                }
-                Some(a) if a.bits <= 16 => (
-                    OutMode::Code {
-                        max: ((1u64 << a.bits) - 1) as u32,
+            let x = read(*lm.inputs.first().unwrap_or(&usize::MAX))?;
+            let (step, out) = match lm.kind.as_str() {
+                "maxpool2x2" => (
+                    Step::Pool {
+                        source: lm.inputs[0],
+                        h: x.h,
+                        w: x.w,
+                        c4: x.c.div_ceil(4),
+                        repr: x.repr,
                     },
-                    unit / f64::from(a.scale),
-                    Values::Codes(f64::from(a.scale), a.bits),
-                    if a.bits <= 8 {
-                        Repr::Packed8
-                    } else {
-                        Repr::F32
+                    Value {
+                        h: x.h / 2,
+                        w: x.w / 2,
+                        ..x
                     },
                 ),
-                Some(a) => (OutMode::Real { hi: a.clip }, unit, Values::Real, Repr::F32),
-                None => (OutMode::Logits, unit, Values::Real, Repr::F32),
+                "global_avg_pool" => (
+                    Step::GlobalPool {
+                        source: lm.inputs[0],
+                        pixels: x.h * x.w,
+                        c4: x.c.div_ceil(4),
+                        repr: x.repr,
+                    },
+                    Value {
+                        h: 1,
+                        w: 1,
+                        step: x.step / (x.h * x.w) as f64,
+                        repr: Repr::F32,
+                        ..x
+                    },
+                ),
+                "add" => {
+                    let y = read(lm.inputs[1])?;
+                    if (x.c, x.h, x.w) != (y.c, y.h, y.w) {
+                        return Err(plan_err(format!(
+                            "{}: adds {}×{}×{} to {}×{}×{}",
+                            lm.name, x.c, x.h, x.w, y.c, y.h, y.w
+                        )));
+                    }
+                    let a = lm.add.as_ref().ok_or_else(|| {
+                        plan_err(format!("{}: an add without its quantizer", lm.name))
+                    })?;
+                    let (out, _, value) =
+                        quantized_output(Some(&a.activation), a.relu, 1.0, (x.c, x.h, x.w));
+                    let m = |s: f64| check_multiplier(&lm.name, s / value.step);
+                    let add = AddPlan {
+                        name: lm.name.clone(),
+                        sources: [lm.inputs[0], lm.inputs[1]],
+                        inputs: [x.repr, y.repr],
+                        pixels: x.h * x.w,
+                        c4: x.c.div_ceil(4),
+                        m: [m(x.step)?, m(y.step)?],
+                        out,
+                        output: value.repr,
+                    };
+                    (Step::Add(Box::new(add)), value)
+                }
+                "conv" | "linear" => {
+                    let l = layers
+                        .next()
+                        .filter(|l| l.name == lm.name)
+                        .ok_or_else(|| plan_err(format!("{}: no tensors", lm.name)))?;
+                    let plan = layer_plan(lm, l, x)?;
+                    let value = plan.1;
+                    (Step::Layer(Box::new(plan.0)), value)
+                }
+                other => return Err(plan_err(format!("{}: unknown layer kind {other}", lm.name))),
             };
-            if !(m_mul.is_finite() && m_mul > 0.0) {
-                return Err(plan_err(format!(
-                    "{}: requantization multiplier {m_mul}",
-                    lm.name
-                )));
-            }
-            steps.push(Step::Layer(Box::new(LayerPlan {
-                name: lm.name.clone(),
-                h: gh,
-                w: gw,
-                cin4,
-                k,
-                pad,
-                oh,
-                ow,
-                cout,
-                int_path,
-                wbits: if int_path { q.bits } else { 0 },
-                weights_int,
-                weights_f32,
-                wsum,
-                bias,
-                m: m_mul as f32,
-                out,
-                input: repr,
-                output: next_repr,
-            })));
-            c = cout;
-            h = oh;
-            w = ow;
-            values = next_values;
-            repr = next_repr;
+            steps.push(step);
+            values.push(out);
         }
         match steps.last() {
             Some(Step::Layer(l)) if l.out == OutMode::Logits && l.cout == man.classes => {}
@@ -393,23 +550,16 @@ pub fn mac_split(acc: f32, w: f32, x: f32) -> f32 {
     a + wl * xl
 }
 
-/// The value a layer writes for output channel `o` from its accumulator.
+/// The number written for `y = t·m` as `out` says.
 #[inline]
-pub fn finish(l: &LayerPlan, o: usize, acc: f32) -> f32 {
-    let y = (acc + l.bias[o]) * l.m;
-    match l.out {
-        // Non-positive results (and -0) become +0 explicitly, as in the shader.
-        OutMode::Code { max } => {
-            let r = y.round_ties_even();
-            if r > 0.0 {
-                r.min(max as f32)
-            } else {
-                0.0
-            }
-        }
-        OutMode::Real { hi } => {
-            let v = y.min(hi);
-            if v >= FLUSH_BELOW {
+pub fn write_out(out: OutMode, y: f32) -> f32 {
+    // Zero results (and -0) become +0 explicitly, as in the shader.
+    let plus_zero = |v: f32| if v == 0.0 { 0.0 } else { v };
+    match out {
+        OutMode::Code { min, max } => plus_zero(y.round_ties_even().clamp(min as f32, max as f32)),
+        OutMode::Real { lo, hi } => {
+            let v = y.clamp(lo, hi);
+            if v.abs() >= FLUSH_BELOW {
                 v
             } else {
                 0.0
@@ -417,6 +567,12 @@ pub fn finish(l: &LayerPlan, o: usize, acc: f32) -> f32 {
         }
         OutMode::Logits => y,
     }
+}
+
+/// The value a layer writes for output channel `o` from its accumulator.
+#[inline]
+pub fn finish(l: &LayerPlan, o: usize, acc: f32) -> f32 {
+    write_out(l.out, (acc + l.bias[o]) * l.m)
 }
 
 /// Runs one layer on the CPU; `x` and the result are f32 NHWC with padded channels (codes as
@@ -435,8 +591,12 @@ pub fn layer_cpu(l: &LayerPlan, x: &[f32], n: usize) -> Vec<f32> {
                 let taps = |o: usize| {
                     (0..l.k * l.k).filter_map(move |t| {
                         let (ky, kx) = (t / l.k, t % l.k);
-                        let iy = (oy + ky).checked_sub(l.pad).filter(|&v| v < l.h)?;
-                        let ix = (ox + kx).checked_sub(l.pad).filter(|&v| v < l.w)?;
+                        let iy = (oy * l.stride + ky)
+                            .checked_sub(l.pad)
+                            .filter(|&v| v < l.h)?;
+                        let ix = (ox * l.stride + kx)
+                            .checked_sub(l.pad)
+                            .filter(|&v| v < l.w)?;
                         let xb = ((b * l.h + iy) * l.w + ix) * cpad_in;
                         Some((xb, o * row + t * cpad_in))
                     })
@@ -487,19 +647,51 @@ pub fn pool_cpu(x: &[f32], n: usize, h: usize, w: usize, c4: usize) -> Vec<f32> 
     y
 }
 
-/// The plain-Rust integer reference: logits `[n, classes]` of images `[n, C, H, W]`.
-pub fn infer_cpu(plan: &IntPlan, images: &[f32], n: usize) -> Vec<f32> {
-    let mut x = plan.input_nhwc(images, n);
-    let mut last_cpad = 0;
-    for step in &plan.steps {
-        match step {
-            Step::Pool { h, w, c4, .. } => x = pool_cpu(&x, n, *h, *w, *c4),
-            Step::Layer(l) => {
-                x = layer_cpu(l, &x, n);
-                last_cpad = 4 * l.cout4();
-            }
+/// Global average pooling as the plan stores it: per image and channel, the f32 sum of the
+/// `pixels` values of f32 NHWC `[n, pixels, 4·c4]` in pixel order.
+pub fn global_pool_cpu(x: &[f32], n: usize, pixels: usize, c4: usize) -> Vec<f32> {
+    let cp = 4 * c4;
+    let mut y = vec![0.0f32; n * cp];
+    for b in 0..n {
+        for c in 0..cp {
+            y[b * cp + c] = (0..pixels).fold(0.0, |acc, p| acc + x[(b * pixels + p) * cp + c]);
         }
     }
+    y
+}
+
+/// A residual add of f32 NHWC values (padded channels stay 0).
+pub fn add_cpu(a: &AddPlan, x: &[f32], y: &[f32], n: usize) -> Vec<f32> {
+    let cp = 4 * a.c4;
+    (0..n * a.pixels * cp)
+        .map(|i| {
+            let t = mac_split(mac_split(0.0, a.m[0], x[i]), a.m[1], y[i]);
+            write_out(a.out, t)
+        })
+        .collect()
+}
+
+/// The plain-Rust integer reference: logits `[n, classes]` of images `[n, C, H, W]`.
+pub fn infer_cpu(plan: &IntPlan, images: &[f32], n: usize) -> Vec<f32> {
+    let mut values = vec![plan.input_nhwc(images, n)];
+    let mut last_cpad = 0;
+    for step in &plan.steps {
+        let y = match step {
+            Step::Pool {
+                source, h, w, c4, ..
+            } => pool_cpu(&values[*source], n, *h, *w, *c4),
+            Step::GlobalPool {
+                source, pixels, c4, ..
+            } => global_pool_cpu(&values[*source], n, *pixels, *c4),
+            Step::Add(a) => add_cpu(a, &values[a.sources[0]], &values[a.sources[1]], n),
+            Step::Layer(l) => {
+                last_cpad = 4 * l.cout4();
+                layer_cpu(l, &values[l.source], n)
+            }
+        };
+        values.push(y);
+    }
+    let x = values.last().expect("the plan ends with the logit layer");
     (0..n)
         .flat_map(|b| x[b * last_cpad..b * last_cpad + plan.classes].to_vec())
         .collect()

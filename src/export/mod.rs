@@ -17,14 +17,23 @@
 //! format version, per layer the weight quantizer (bits, signedness, x_max, scale, storage), the
 //! activation quantizer (bits, range, step), and what happened to pruned channels.
 //!
+//! Layers are listed in forward order with the values they read (`inputs`: 0 is the network
+//! input, `i + 1` the output of layer `i`), so residual networks export as graphs: dense
+//! convolutions with any stride and padding, linear layers, 2×2 max-pools, global average
+//! pooling and residual adds (each add with its own activation quantizer, after an optional
+//! ReLU). Activation quantizers are unsigned after a ReLU and signed (the weights' symmetric
+//! grid) where a layer without activation feeds an add.
+//!
 //! **Pruned channels.** A channel with test-time gate z2 = 0 has zero weights but still emits the
 //! constant quantize(ReLU(bias)) into the next layer (spec §5.2, P12). It is removed when that is
-//! exact: the constant is 0, or the next layer is linear or an unpadded convolution (the
-//! constant's contribution is then the same at every output position and is folded into the next
-//! layer's bias). Before a zero-padded convolution a non-zero constant's contribution differs at
-//! the borders, so such channels are kept (zero weights, bias only) and listed in
-//! [`Pruning::kept_for_exactness`]; [`PruneMode::All`] removes them anyway and records
-//! `removal_exact: false`.
+//! exact: the constant is 0, or the layer reading it (alone, possibly through max-pools and
+//! global pooling) is linear or an unpadded convolution (the constant's contribution is then the
+//! same at every output position and is folded into that layer's bias). Before a zero-padded
+//! convolution a non-zero constant's contribution differs at the borders, so such channels are
+//! kept (zero weights, bias only) and listed in [`Pruning::kept_for_exactness`];
+//! [`PruneMode::All`] removes them anyway and records `removal_exact: false`. A layer whose
+//! output feeds a residual add or several layers keeps every channel (the shapes of an add's
+//! two inputs must agree), its pruned ones as constants.
 //!
 //! Test-time gates come from the crate's gate rule ([`crate::spec::quant::gates`] in eval
 //! mode). [`IntPlan`] compiles an export for integer inference; [`infer_cpu`] is the plain-Rust
@@ -40,9 +49,9 @@ mod size;
 
 pub use build::{export, ExportOptions, PruneMode};
 pub use format::{
-    tensor_names, weight_dtype, ActQuant, Codes, ExportError, ExportedLayer, ExportedModel,
-    LayerManifest, Manifest, Pruning, WeightQuant, WeightedManifest, FORMAT_NAME, FORMAT_VERSION,
-    MANIFEST_KEY,
+    tensor_names, weight_dtype, ActQuant, AddManifest, Codes, ExportError, ExportedLayer,
+    ExportedModel, LayerManifest, Manifest, Pruning, WeightQuant, WeightedManifest, FORMAT_NAME,
+    FORMAT_VERSION, MANIFEST_KEY, OLDEST_FORMAT_VERSION,
 };
 pub use infer::{infer_cpu, predictions, IntPlan};
 pub use size::{SizeRow, SizeTable};

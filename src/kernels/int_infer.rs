@@ -54,9 +54,15 @@ key!(
 );
 key!(POOL_PACKED, "pool_packed", "2×2 max-pool of packed codes.");
 key!(POOL_F32, "pool_f32", "2×2 max-pool of f32 values.");
+key!(ADD, "add", "Residual add of packed or f32 values.");
+key!(
+    GLOBAL_POOL,
+    "global_pool",
+    "Global average pooling (as sums) of packed or f32 values."
+);
 
 /// Every pipeline of this module.
-pub static PIPELINES: [&PipelineKey; 8] = [
+pub static PIPELINES: [&PipelineKey; 10] = [
     &INT_TO_PACKED,
     &INT_TO_F32,
     &FLOAT_PACKED_TO_PACKED,
@@ -65,6 +71,8 @@ pub static PIPELINES: [&PipelineKey; 8] = [
     &FLOAT_F32_TO_F32,
     &POOL_PACKED,
     &POOL_F32,
+    &ADD,
+    &GLOBAL_POOL,
 ];
 
 /// `struct Params` in the shader.
@@ -84,13 +92,47 @@ struct Params {
     row_words: u32,
     wbits: u32,
     out_mode: u32,
-    max_code: u32,
+    max_code: i32,
     total: u32,
-    _pad0: u32,
+    stride: u32,
     m: f32,
     hi: f32,
     flush_below: f32,
-    _pad1: u32,
+    lo: f32,
+    min_code: i32,
+    m2: f32,
+    a_f32: u32,
+    b_f32: u32,
+    out_f32: u32,
+    _pad: [u32; 3],
+}
+
+impl Params {
+    /// The output fields of `out`.
+    fn with_out(self, out: OutMode) -> Self {
+        let (out_mode, min_code, max_code, lo, hi) = match out {
+            OutMode::Code { min, max } => (0, min, max, 0.0, 0.0),
+            OutMode::Real { lo, hi } => (1, 0, 0, lo, hi),
+            OutMode::Logits => (2, 0, 0, 0.0, 0.0),
+        };
+        Self {
+            out_mode,
+            min_code,
+            max_code,
+            lo,
+            hi,
+            flush_below: FLUSH_BELOW,
+            ..self
+        }
+    }
+}
+
+/// Words per 4 channels of a value stored as `repr`.
+fn words(repr: Repr) -> usize {
+    match repr {
+        Repr::Packed8 => 1,
+        Repr::F32 => 4,
+    }
 }
 
 /// Packs a layer's integer weight rows at `wbits` bits, each row starting on a word.
@@ -110,31 +152,17 @@ fn pack_rows(l: &LayerPlan) -> (Vec<u32>, usize) {
     (words, row_words)
 }
 
+/// One dispatch of the plan: its pipeline, its uniform fields without the batch, the values it
+/// reads (binding, value index), its own tensors, and how it writes its output value.
 #[derive(Debug)]
-struct GpuLayer {
+struct GpuStep {
     key: &'static PipelineKey,
     params: Params,
-    weights: Tensor,
-    bias: Tensor,
-    wsum: Option<Tensor>,
-    input: Repr,
-    output: Tensor,
-    out_words_per_image: usize,
-}
-
-#[derive(Debug)]
-struct GpuPool {
-    key: &'static PipelineKey,
-    params: Params,
-    output: Tensor,
-    repr: Repr,
-    out_words_per_image: usize,
-}
-
-#[derive(Debug)]
-enum GpuStep {
-    Layer(GpuLayer),
-    Pool(GpuPool),
+    /// Invocations per image.
+    per_image: usize,
+    reads: Vec<(u32, usize)>,
+    tensors: Vec<(u32, Tensor)>,
+    output_binding: u32,
 }
 
 /// An exported model on the GPU for batches of up to `max_batch` images.
@@ -143,7 +171,8 @@ pub struct IntEngine {
     plan_input: [usize; 3],
     classes: usize,
     max_batch: usize,
-    input: Tensor,
+    /// Every value of the plan (0: the input) and its words per image.
+    values: Vec<(Tensor, usize)>,
     steps: Vec<GpuStep>,
     plan: IntPlan,
 }
@@ -159,19 +188,25 @@ impl IntEngine {
             });
         }
         let [c, h, w] = plan.input;
-        let input = gpu.zeros("int input", &[max_batch * h * w * 4 * c.div_ceil(4)])?;
+        let input_words = h * w * 4 * c.div_ceil(4);
+        let mut values = vec![(
+            gpu.zeros("int input", &[max_batch * input_words])?,
+            input_words,
+        )];
         let mut steps = Vec::new();
         for step in &plan.steps {
-            match step {
-                Step::Pool { h, w, c4, repr } => {
+            let (gpu_step, out_words) = match step {
+                Step::Pool {
+                    source,
+                    h,
+                    w,
+                    c4,
+                    repr,
+                } => {
                     let (oh, ow) = (h / 2, w / 2);
-                    let per = oh * ow * c4 * if *repr == Repr::Packed8 { 1 } else { 4 };
-                    steps.push(GpuStep::Pool(GpuPool {
-                        key: if *repr == Repr::Packed8 {
-                            &POOL_PACKED
-                        } else {
-                            &POOL_F32
-                        },
+                    let packed = *repr == Repr::Packed8;
+                    let s = GpuStep {
+                        key: if packed { &POOL_PACKED } else { &POOL_F32 },
                         params: Params {
                             h: *h as u32,
                             w: *w as u32,
@@ -180,32 +215,68 @@ impl IntEngine {
                             ow: ow as u32,
                             ..Params::default()
                         },
-                        output: gpu.zeros("int pool output", &[max_batch * per])?,
-                        repr: *repr,
-                        out_words_per_image: per,
-                    }));
+                        per_image: oh * ow * c4,
+                        reads: vec![(if packed { 1 } else { 2 }, *source)],
+                        tensors: Vec::new(),
+                        output_binding: if packed { 7 } else { 8 },
+                    };
+                    (s, oh * ow * c4 * words(*repr))
+                }
+                Step::GlobalPool {
+                    source,
+                    pixels,
+                    c4,
+                    repr,
+                } => {
+                    let s = GpuStep {
+                        key: &GLOBAL_POOL,
+                        params: Params {
+                            h: *pixels as u32,
+                            w: 1,
+                            cin4: *c4 as u32,
+                            a_f32: u32::from(*repr == Repr::F32),
+                            out_f32: 1,
+                            ..Params::default()
+                        },
+                        per_image: *c4,
+                        reads: vec![(9, *source)],
+                        tensors: Vec::new(),
+                        output_binding: 11,
+                    };
+                    (s, c4 * words(Repr::F32))
+                }
+                Step::Add(a) => {
+                    let s = GpuStep {
+                        key: &ADD,
+                        params: Params {
+                            m: a.m[0],
+                            m2: a.m[1],
+                            a_f32: u32::from(a.inputs[0] == Repr::F32),
+                            b_f32: u32::from(a.inputs[1] == Repr::F32),
+                            out_f32: u32::from(a.output == Repr::F32),
+                            ..Params::default()
+                        }
+                        .with_out(a.out),
+                        per_image: a.pixels * a.c4,
+                        reads: vec![(9, a.sources[0]), (10, a.sources[1])],
+                        tensors: Vec::new(),
+                        output_binding: 11,
+                    };
+                    (s, a.pixels * a.c4 * words(a.output))
                 }
                 Step::Layer(l) => {
-                    let (weights, row_words, wsum) = if l.int_path {
-                        let (words, row_words) = pack_rows(l);
-                        let wsum = gpu.upload("int wsum", &[l.wsum.len()], &l.wsum)?;
-                        (
-                            gpu.upload("int weights", &[words.len()], &words)?,
-                            row_words,
-                            Some(wsum),
-                        )
+                    let mut tensors = Vec::new();
+                    let row_words = if l.int_path {
+                        let (packed, row_words) = pack_rows(l);
+                        tensors.push((3, gpu.upload("int weights", &[packed.len()], &packed)?));
+                        tensors.push((6, gpu.upload("int wsum", &[l.wsum.len()], &l.wsum)?));
+                        row_words
                     } else {
-                        (
-                            gpu.upload("float weights", &[l.weights_f32.len()], &l.weights_f32)?,
-                            0,
-                            None,
-                        )
+                        let w = &l.weights_f32;
+                        tensors.push((4, gpu.upload("float weights", &[w.len()], w)?));
+                        0
                     };
-                    let (out_mode, max_code, hi) = match l.out {
-                        OutMode::Code { max } => (0, max, 0.0),
-                        OutMode::Real { hi } => (1, 0, hi),
-                        OutMode::Logits => (2, 0, 0.0),
-                    };
+                    tensors.push((5, gpu.upload("int bias", &[l.bias.len()], &l.bias)?));
                     let key = match (l.int_path, l.input, l.output) {
                         (true, _, Repr::Packed8) => &INT_TO_PACKED,
                         (true, _, Repr::F32) => &INT_TO_F32,
@@ -215,8 +286,7 @@ impl IntEngine {
                         (false, Repr::F32, Repr::F32) => &FLOAT_F32_TO_F32,
                     };
                     let cout4 = l.cout4();
-                    let per = l.oh * l.ow * cout4 * if l.output == Repr::Packed8 { 1 } else { 4 };
-                    steps.push(GpuStep::Layer(GpuLayer {
+                    let s = GpuStep {
                         key,
                         params: Params {
                             h: l.h as u32,
@@ -224,34 +294,39 @@ impl IntEngine {
                             cin4: l.cin4 as u32,
                             k: l.k as u32,
                             pad: l.pad as u32,
+                            stride: l.stride as u32,
                             oh: l.oh as u32,
                             ow: l.ow as u32,
                             cout: l.cout as u32,
                             cout4: cout4 as u32,
                             row_words: row_words as u32,
                             wbits: l.wbits,
-                            out_mode,
-                            max_code,
                             m: l.m,
-                            hi,
-                            flush_below: FLUSH_BELOW,
                             ..Params::default()
-                        },
-                        weights,
-                        bias: gpu.upload("int bias", &[l.bias.len()], &l.bias)?,
-                        wsum,
-                        input: l.input,
-                        output: gpu.zeros("int layer output", &[max_batch * per])?,
-                        out_words_per_image: per,
-                    }));
+                        }
+                        .with_out(l.out),
+                        per_image: l.oh * l.ow * cout4,
+                        reads: vec![(if l.input == Repr::Packed8 { 1 } else { 2 }, l.source)],
+                        tensors,
+                        output_binding: if l.output == Repr::Packed8 { 7 } else { 8 },
+                    };
+                    (s, l.oh * l.ow * cout4 * words(l.output))
                 }
-            }
+            };
+            values.push((gpu.zeros("int value", &[max_batch * out_words])?, out_words));
+            steps.push(gpu_step);
+        }
+        if !matches!(plan.steps.last(), Some(Step::Layer(_))) {
+            return Err(Error::InvalidArgument {
+                op: OP,
+                msg: "the plan does not end with a layer".into(),
+            });
         }
         Ok(Self {
             plan_input: plan.input,
             classes: plan.classes,
             max_batch,
-            input,
+            values,
             steps,
             plan: plan.clone(),
         })
@@ -265,65 +340,26 @@ impl IntEngine {
     /// Records the inference of `n` images already in the input buffer (see [`Self::infer`]).
     fn record(&self, gpu: &Gpu, encoder: &mut Encoder, n: usize) -> Result<()> {
         const OP: &str = "IntEngine::infer";
-        let mut prev: (&Tensor, usize) = (&self.input, self.input.len() / self.max_batch);
-        for step in &self.steps {
-            match step {
-                GpuStep::Pool(s) => {
-                    let total =
-                        n * s.out_words_per_image / if s.repr == Repr::Packed8 { 1 } else { 4 };
-                    let params = Params {
-                        n: n as u32,
-                        total: total as u32,
-                        ..s.params
-                    };
-                    let x = Binding::range(gpu, prev.0.buffer(), 0, n * prev.1)?;
-                    let y = Binding::range(gpu, s.output.buffer(), 0, n * s.out_words_per_image)?;
-                    let uniform = gpu.constant_uniform(&params);
-                    let bindings = if s.repr == Repr::Packed8 {
-                        [(0, Binding::whole(&uniform)), (1, x), (7, y)]
-                    } else {
-                        [(0, Binding::whole(&uniform)), (2, x), (8, y)]
-                    };
-                    gpu.dispatch(
-                        encoder,
-                        s.key,
-                        &bindings,
-                        gpu.grid(OP, (total as u32).div_ceil(WORKGROUP))?,
-                    )?;
-                    prev = (&s.output, s.out_words_per_image);
-                }
-                GpuStep::Layer(l) => {
-                    let total = n * (l.params.oh * l.params.ow * l.params.cout4) as usize;
-                    let params = Params {
-                        n: n as u32,
-                        total: total as u32,
-                        ..l.params
-                    };
-                    let uniform = gpu.constant_uniform(&params);
-                    let x = Binding::range(gpu, prev.0.buffer(), 0, n * prev.1)?;
-                    let y = Binding::range(gpu, l.output.buffer(), 0, n * l.out_words_per_image)?;
-                    let mut bindings = vec![(0, Binding::whole(&uniform)), (5, l.bias.binding())];
-                    bindings.push((if l.input == Repr::Packed8 { 1 } else { 2 }, x));
-                    match &l.wsum {
-                        Some(ws) => {
-                            bindings.push((3, l.weights.binding()));
-                            bindings.push((6, ws.binding()));
-                        }
-                        None => bindings.push((4, l.weights.binding())),
-                    }
-                    let packed_out = std::ptr::eq(l.key, &INT_TO_PACKED)
-                        || std::ptr::eq(l.key, &FLOAT_PACKED_TO_PACKED)
-                        || std::ptr::eq(l.key, &FLOAT_F32_TO_PACKED);
-                    bindings.push((if packed_out { 7 } else { 8 }, y));
-                    gpu.dispatch(
-                        encoder,
-                        l.key,
-                        &bindings,
-                        gpu.grid(OP, (total as u32).div_ceil(WORKGROUP))?,
-                    )?;
-                    prev = (&l.output, l.out_words_per_image);
-                }
+        let batch_of = |v: usize| -> Result<Binding> {
+            let (t, per) = &self.values[v];
+            Binding::range(gpu, t.buffer(), 0, n * per)
+        };
+        for (i, s) in self.steps.iter().enumerate() {
+            let total = n * s.per_image;
+            let params = Params {
+                n: n as u32,
+                total: total as u32,
+                ..s.params
+            };
+            let uniform = gpu.constant_uniform(&params);
+            let mut bindings = vec![(0, Binding::whole(&uniform))];
+            for &(b, v) in &s.reads {
+                bindings.push((b, batch_of(v)?));
             }
+            bindings.extend(s.tensors.iter().map(|(b, t)| (*b, t.binding())));
+            bindings.push((s.output_binding, batch_of(i + 1)?));
+            let grid = gpu.grid(OP, (total as u32).div_ceil(WORKGROUP))?;
+            gpu.dispatch(encoder, s.key, &bindings, grid)?;
         }
         Ok(())
     }
@@ -341,21 +377,13 @@ impl IntEngine {
         }
         let x = self.plan.input_nhwc(images, n);
         gpu.queue()
-            .write_buffer(self.input.buffer(), 0, bytemuck::cast_slice(&x));
+            .write_buffer(self.values[0].0.buffer(), 0, bytemuck::cast_slice(&x));
         let mut encoder = gpu.encoder("int inference");
         self.record(gpu, &mut encoder, n)?;
         gpu.submit(encoder);
-        let out = match self.steps.last() {
-            Some(GpuStep::Layer(l)) => l,
-            _ => {
-                return Err(Error::InvalidArgument {
-                    op: OP,
-                    msg: "the plan does not end with a layer".into(),
-                })
-            }
-        };
-        let per = out.out_words_per_image;
-        let view = out.output.slice(gpu, 0, &[n * per])?;
+        let (out, per) = self.values.last().expect("the input value at least");
+        let per = *per;
+        let view = out.slice(gpu, 0, &[n * per])?;
         let y = gpu.read(&view)?;
         Ok((0..n)
             .flat_map(|b| y[b * per..b * per + self.classes].to_vec())

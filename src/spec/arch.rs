@@ -1365,7 +1365,7 @@ impl Arch {
     }
 
     /// Layers reading each value (index = value).
-    fn readers(&self) -> Vec<Vec<usize>> {
+    pub fn readers(&self) -> Vec<Vec<usize>> {
         let mut readers = vec![Vec::new(); self.layers.len() + 1];
         for (i, l) in self.layers.iter().enumerate() {
             for &v in &l.inputs {
