@@ -12,6 +12,7 @@ use bayesian_bits::kernels::int_infer::IntEngine;
 use bayesian_bits::nn::{Arch, Model};
 use bayesian_bits::reference::model::{self as reference, InitConfig, Mode, Params, StepKey};
 use bayesian_bits::reference::quant::{self, gate_noise};
+use bayesian_bits::spec::fixed::{fixed_gate_arch, fixed_gate_params, fixed_gates};
 use bayesian_bits::spec::{Activation, ArchBuilder, Conv, LayerKind, Linear};
 use common::{gpu, uniform};
 use std::path::Path;
@@ -431,6 +432,71 @@ fn resnet20_export_integer_inference() {
         "the test network predicts {classes:?} only"
     );
     assert_eq!(agree, n, "{agree}/{n} predictions agree");
+}
+
+/// A fixed-gate fine-tuned ResNet-20 (BN folded, spec §7.4) exports with the direct roundings
+/// its quantizers use: scale · code is the fine-tuned model's weight, bit for bit, and the
+/// integer reference agrees with the reference's fixed-gate evaluation.
+#[test]
+fn fixed_gate_resnet20_exports_its_direct_roundings() {
+    let (bb_arch, bb_params) = resnet20();
+    let arch = fixed_gate_arch(&bb_arch);
+    let mut params = fixed_gate_params(&bb_arch, &bb_params).unwrap();
+    let n = 64;
+    let images = uniform(28, n * 3 * 32 * 32, -2.0, 2.0);
+    let fixed_logits = |p: &Params| {
+        let mut p = p.clone();
+        let key = StepKey { seed: 0, step: 0 };
+        reference::forward(&arch, &mut p, &images, n, key, Mode::FixedGates).logits
+    };
+    center_logits(&mut params, "fc", fixed_logits);
+    let options = ExportOptions {
+        fixed_gate: true,
+        ..ExportOptions::default()
+    };
+    let model = export::export(&arch, &params, &options).unwrap();
+    assert!(model.manifest.fixed_gate);
+    round_trip(&model);
+
+    // conv1 reads the whole image: its values must be the fine-tuned model's weights.
+    let first = &model.layers[0];
+    let m = model.layer_manifest(&first.name).unwrap();
+    let fixed = fixed_gates(&arch, &params).unwrap();
+    let q = &fixed["conv1.weight_quantizer.quantizer"];
+    let w = &params["conv1.weight"];
+    let mask = q.mask.as_deref();
+    let want = quant::fixed_quantize(w, m.weight.x_max, m.weight.signed, q.bits, mask);
+    let Codes::Int(codes) = &first.weight else {
+        panic!("conv1 has integer codes at {} bits", m.weight.bits)
+    };
+    let row = 3 * 3 * 3;
+    for (r, &o) in first.kept.iter().enumerate() {
+        for i in 0..row {
+            let got = m.weight.scale * codes[r * row + i] as f32;
+            let want = want[o as usize * row + i];
+            // Equal values (a code of 0 gives +0 where direct rounding may give −0).
+            assert!(got == want, "conv1 [{o}, {i}]: {got} vs {want}");
+        }
+    }
+
+    let plan = IntPlan::new(&model).unwrap();
+    let cpu = infer_cpu(&plan, &images, n);
+    let p_fixed = predictions(&fixed_logits(&params), 10);
+    let agree = agreement(&predictions(&cpu, 10), &p_fixed);
+    let mut classes = p_fixed.clone();
+    classes.sort_unstable();
+    classes.dedup();
+    println!(
+        "fixed-gate ResNet-20: predictions agree on {agree}/{n} ({} classes predicted)",
+        classes.len()
+    );
+    assert!(classes.len() >= 3, "predicts {classes:?} only");
+    // Float rounding moves an activation across a rounding tie now and then (measured on this
+    // network: up to 0.5 % of a 16-bit layer's codes and 0.03 % of an 8-bit layer's move by
+    // one step); in a random network whose logits are ~0.01 apart, one flipped 2-bit
+    // residual-sum code can change a prediction. One such image in 64 is what this fixture
+    // shows; more would mean a systematic difference.
+    assert!(agree + 1 >= n, "{agree}/{n} predictions agree");
 }
 
 #[test]

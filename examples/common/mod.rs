@@ -443,6 +443,32 @@ fn plot(metrics: &Path, out: Option<&Path>) -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
+/// The architecture a checkpoint holds: the experiment's, without BN after fixed-gate
+/// fine-tuning (spec §7.4).
+fn checkpoint_arch(exp: &Experiment, ckpt: &Checkpoint) -> Arch {
+    match ckpt.is_fixed_gate() {
+        true => fixed_gate_arch(&exp.arch),
+        false => exp.arch.clone(),
+    }
+}
+
+/// The checkpoint's model on the GPU, validated against the experiment's architecture, in
+/// fixed-gate mode for a fine-tuned checkpoint.
+fn checkpoint_model(
+    gpu: &Gpu,
+    exp: &Experiment,
+    ckpt: &Checkpoint,
+    batch: usize,
+) -> Result<Model, Box<dyn Error>> {
+    let arch = checkpoint_arch(exp, ckpt);
+    ckpt.validate_against(&arch)?;
+    let params = bayesian_bits::export::params_of(ckpt);
+    Ok(match ckpt.is_fixed_gate() {
+        true => Model::fixed_gate(gpu, arch, batch, &params)?,
+        false => Model::new(gpu, arch, batch, &params)?,
+    })
+}
+
 fn evaluate(
     exp: &Experiment,
     checkpoint: &Path,
@@ -452,21 +478,8 @@ fn evaluate(
 ) -> Result<(), Box<dyn Error>> {
     let gpu = gpu(adapter)?;
     let ckpt = Checkpoint::load(checkpoint)?;
-    let arch = match ckpt.is_fixed_gate() {
-        true => fixed_gate_arch(&exp.arch),
-        false => exp.arch.clone(),
-    };
-    ckpt.validate_against(&arch)?;
-    let params = ckpt
-        .tensors
-        .iter()
-        .map(|(k, v)| (k.clone(), v.data.clone()))
-        .collect();
     let batch = exp.defaults.batch_size;
-    let mut model = match ckpt.is_fixed_gate() {
-        true => Model::fixed_gate(&gpu, arch, batch, &params)?,
-        false => Model::new(&gpu, arch, batch, &params)?,
-    };
+    let mut model = checkpoint_model(&gpu, exp, &ckpt, batch)?;
     let test_set = load(exp, data, true, &[Split::Test])?
         .pop()
         .expect("test split");
@@ -508,12 +521,8 @@ fn export(
 ) -> Result<(), Box<dyn Error>> {
     use bayesian_bits::export::{self as bb_export, ExportOptions, PruneMode, SizeTable};
     let ckpt = Checkpoint::load(checkpoint)?;
-    if ckpt.is_fixed_gate() {
-        // Export writes the residual decomposition's codes; fine-tuning rounds directly, which
-        // differs at the range ends (spec §1.7).
-        return Err("exporting a fixed-gate fine-tuned checkpoint is not supported yet; export the checkpoint of the last Bayesian Bits epoch".into());
-    }
-    ckpt.validate_against(&exp.arch)?;
+    let arch = checkpoint_arch(exp, &ckpt);
+    ckpt.validate_against(&arch)?;
     let options = ExportOptions {
         prune: if remove_all_pruned {
             PruneMode::All
@@ -524,8 +533,9 @@ fn export(
             "from checkpoint {}",
             checkpoint.file_name().unwrap_or_default().to_string_lossy()
         ),
+        fixed_gate: ckpt.is_fixed_gate(),
     };
-    let model = bb_export::export(&exp.arch, &bb_export::params_of(&ckpt), &options)?;
+    let model = bb_export::export(&arch, &bb_export::params_of(&ckpt), &options)?;
     let bytes = model.save(out)?;
     let table = SizeTable::new(&model, bytes);
     print!("{}", table.format());
@@ -555,12 +565,7 @@ fn evaluate_export(
     let batch = 128;
     let engine = IntEngine::new(&gpu, &plan, batch)?;
     let mut fake_quant = match checkpoint {
-        Some(c) => {
-            let ckpt = Checkpoint::load(c)?;
-            ckpt.validate_against(&exp.arch)?;
-            let params = bayesian_bits::export::params_of(&ckpt);
-            Some(Model::new(&gpu, exp.arch.clone(), batch, &params)?)
-        }
+        Some(c) => Some(checkpoint_model(&gpu, exp, &Checkpoint::load(c)?, batch)?),
         None => None,
     };
     let test_set = load(exp, data, true, &[Split::Test])?

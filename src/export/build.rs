@@ -32,6 +32,11 @@ pub struct ExportOptions {
     pub prune: PruneMode,
     /// Free text added to the manifest description (e.g. the checkpoint it came from).
     pub note: String,
+    /// The parameters are a fixed-gate fine-tuned model (spec §7.4; its architecture has no
+    /// BN, [`crate::spec::fixed::fixed_gate_arch`]): every quantizer rounds directly at its
+    /// test-time width ([`quant::fixed_quantize`]), so the codes are `rne(clip(w)/s_b)` rather
+    /// than the stage integers of the residual decomposition.
+    pub fixed_gate: bool,
 }
 
 /// One quantizer read from the parameters, with test-time gates.
@@ -124,6 +129,7 @@ fn prepare<'a>(
     spec: &'a LayerSpec,
     params: &Params,
     model: &str,
+    fixed_gate: bool,
 ) -> Result<Prepared<'a>, ExportError> {
     let name = &spec.name;
     let c_out = spec.out_channels();
@@ -170,12 +176,20 @@ fn prepare<'a>(
     let mut codes = Vec::with_capacity(numel);
     let mut fq = Vec::with_capacity(numel);
     let mut codes_clamped = 0;
+    let step = quant::scales(wq.x_max, wq.signed)[wq.stages - 1];
     for &v in &w {
-        let d = quant::decompose(v, wq.x_max, wq.signed, wq.chain);
-        fq.push(quant::combine(d.parts, wq.chain));
-        if wq.bits < 32 {
+        let (value, n) = if fixed_gate {
+            // Direct rounding, as the fine-tuned model computes (no integer clamp, spec §1.7).
+            let n = (quant::clip(v, wq.x_max, wq.signed).0 / step).round_ties_even();
+            (step * n, n as i64)
+        } else {
+            let d = quant::decompose(v, wq.x_max, wq.signed, wq.chain);
             // The code from the stage integers, never a re-rounding of y / s_b (spec §1.7).
             let n = pack::code_from_stages(&d.k[..d.stages]);
+            (quant::combine(d.parts, wq.chain), n)
+        };
+        fq.push(value);
+        if wq.bits < 32 {
             if n < lo || n > hi {
                 codes_clamped += 1;
             }
@@ -315,7 +329,7 @@ pub fn export(
         .iter()
         .map(|l| {
             l.is_weighted()
-                .then(|| prepare(l, params, model))
+                .then(|| prepare(l, params, model, options.fixed_gate))
                 .transpose()
         })
         .collect::<Result<_, _>>()?;
@@ -356,6 +370,9 @@ pub fn export(
             // The constant the pruned channel emits: quantize(act(bias)) (spec §5.2, P12).
             let activated = p.spec.activation.apply(p.bias[c] as f32);
             let constant = match act {
+                Some(a) if options.fixed_gate => {
+                    quant::fixed_quantize(&[activated], a.x_max, a.signed, a.bits, None)[0]
+                }
                 Some(a) => quant::quantize(&[activated], a.x_max, a.signed, a.chain, None)[0],
                 None => activated,
             };
@@ -546,6 +563,7 @@ pub fn export(
             input: arch.input,
             classes: arch.classes,
             relative_bops_percent: relative_bops_of(arch, params)?,
+            fixed_gate: options.fixed_gate,
             layers: manifests,
             checksums: Default::default(),
         },

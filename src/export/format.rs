@@ -161,8 +161,9 @@ pub struct WeightQuant {
     pub dtype: String,
     /// Logical shape after channel removal: `[out, in, k, k]` or `[out, in]`.
     pub shape: Vec<usize>,
-    /// Codes that the residual decomposition put outside the grid and that were clamped (0
-    /// expected; spec §1.7).
+    /// Codes outside the grid that were clamped: from the residual decomposition (0 expected,
+    /// spec §1.7), or a direct rounding of a fixed-gate model landing on ±2^(b−1) (signed
+    /// extremes; the export then differs from the fine-tuned model in those weights).
     pub codes_clamped: usize,
 }
 
@@ -282,6 +283,10 @@ pub struct Manifest {
     pub classes: usize,
     /// Relative BOPs in percent of the FP32 model (spec §6).
     pub relative_bops_percent: f64,
+    /// Exported from a fixed-gate fine-tuned model (spec §7.4): weight codes are the direct
+    /// roundings `rne(clip(w)/s_b)` the fine-tuned model uses, not stage integers.
+    #[serde(default)]
+    pub fixed_gate: bool,
     /// Every layer in forward order.
     pub layers: Vec<LayerManifest>,
     /// md5 (hex) of every tensor's bytes.

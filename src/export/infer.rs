@@ -18,7 +18,8 @@
 //! input value (1 for real-valued inputs) and `s_out` the output activation step,
 //! `t = f32(acc) + bias/(s_w·s_in)` and
 //! * a ≤ 16-bit activation code is `clamp(rne(t · s_w·s_in/s_out), lo, hi)` with the
-//!   quantizer's integer grid (`lo = 0` unsigned, which includes the ReLU; `lo = −hi` signed),
+//!   quantizer's integer grid (`lo = 0` unsigned, which includes the ReLU; `lo = −hi` signed;
+//!   `±2^(b−1)` for the signed quantizers of a fixed-gate model, which round directly),
 //! * a 32-bit activation is the real value `clamp(t · s_w·s_in, lo, clip)`,
 //! * logits are `t · s_w·s_in`;
 //!
@@ -226,10 +227,12 @@ fn flush(v: f32) -> f32 {
 }
 
 /// How an activation quantizer's output is written, its multiplier from the unit `unit` of
-/// the accumulator, and the value it makes.
+/// the accumulator, and the value it makes. `direct`: the quantizer rounds directly (a
+/// fixed-gate model, spec §7.4), whose signed extremes can reach ±2^(b−1) (spec §1.7).
 fn quantized_output(
     a: Option<&ActQuant>,
     lower_zero: bool,
+    direct: bool,
     unit: f64,
     shape: (usize, usize, usize),
 ) -> (OutMode, f64, Value) {
@@ -243,7 +246,10 @@ fn quantized_output(
     };
     match a {
         Some(a) if a.bits <= 16 => {
-            let (lo, hi) = pack::code_range(a.bits, a.signed);
+            let (lo, hi) = match (direct, a.signed) {
+                (true, true) => (-(1i64 << (a.bits - 1)), 1i64 << (a.bits - 1)),
+                _ => pack::code_range(a.bits, a.signed),
+            };
             let min = if lower_zero { 0 } else { lo as i32 };
             let repr = if a.bits <= 8 && min >= 0 {
                 Repr::Packed8
@@ -288,6 +294,7 @@ fn layer_plan(
     lm: &LayerManifest,
     l: &ExportedLayer,
     x: Value,
+    direct: bool,
 ) -> Result<(LayerPlan, Value), ExportError> {
     let m = lm
         .weighted
@@ -378,7 +385,8 @@ fn layer_plan(
         .iter()
         .map(|&b| (f64::from(b) / unit) as f32)
         .collect();
-    let (out, m_mul, value) = quantized_output(m.activation.as_ref(), m.relu, unit, (cout, oh, ow));
+    let (out, m_mul, value) =
+        quantized_output(m.activation.as_ref(), m.relu, direct, unit, (cout, oh, ow));
     let plan = LayerPlan {
         name: lm.name.clone(),
         source: lm.inputs[0],
@@ -469,8 +477,13 @@ impl IntPlan {
                     let a = lm.add.as_ref().ok_or_else(|| {
                         plan_err(format!("{}: an add without its quantizer", lm.name))
                     })?;
-                    let (out, _, value) =
-                        quantized_output(Some(&a.activation), a.relu, 1.0, (x.c, x.h, x.w));
+                    let (out, _, value) = quantized_output(
+                        Some(&a.activation),
+                        a.relu,
+                        man.fixed_gate,
+                        1.0,
+                        (x.c, x.h, x.w),
+                    );
                     let m = |s: f64| check_multiplier(&lm.name, s / value.step);
                     let add = AddPlan {
                         name: lm.name.clone(),
@@ -489,7 +502,7 @@ impl IntPlan {
                         .next()
                         .filter(|l| l.name == lm.name)
                         .ok_or_else(|| plan_err(format!("{}: no tensors", lm.name)))?;
-                    let plan = layer_plan(lm, l, x)?;
+                    let plan = layer_plan(lm, l, x, man.fixed_gate)?;
                     let value = plan.1;
                     (Step::Layer(Box::new(plan.0)), value)
                 }

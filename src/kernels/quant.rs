@@ -227,7 +227,7 @@ struct FixedParams {
 /// channel (axis 0). Forward `y = mask[c] · s_b · rne(clip(x) / s_b)` with the clip and step
 /// chain of the BB quantizer and direct rounding (spec §1.7); straight-through backward with
 /// ∂L/∂x and ∂L/∂x_max (a deterministic two-level sum). Mirrors
-/// [`crate::reference::quant::fixed_quantize`] and its backward.
+/// [`crate::spec::quant::fixed_quantize`] and its backward ([`crate::reference::quant`]).
 #[derive(Debug)]
 pub struct FixedQuant {
     uniform: wgpu::Buffer,

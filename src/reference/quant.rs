@@ -1,5 +1,5 @@
-//! CPU reference of the Bayesian Bits quantizer's backward passes (spec §1.8), the fixed-gate
-//! quantizer (spec §7.4) and the regulariser (spec §3). The forward math lives in
+//! CPU reference of the backward passes of the Bayesian Bits quantizer (spec §1.8) and of the
+//! fixed-gate quantizer (spec §7.4), and of the regulariser (spec §3). The forward math lives in
 //! [`crate::spec::quant`] and is re-exported here, so the oracle reads as one module.
 
 use crate::spec::quant::channel_len;
@@ -76,28 +76,6 @@ pub fn quantize_backward(
         }
     }
     grads
-}
-
-/// The fixed-gate fine-tuning quantizer (spec §7.4): `mask[c] · s_b · rne(x_c / s_b)` with the
-/// clip of [`clip`], `s_b` from the chain of [`scales`] and **direct** rounding: no integer
-/// clamp, so a signed clipped extreme may land on ±2^(b−1) (spec §1.7). `mask` holds one 0/1
-/// value per output channel (axis 0). Panics unless `bits` is one of [`STAGE_BITS`].
-pub fn fixed_quantize(
-    x: &[f32],
-    x_max: f32,
-    signed: bool,
-    bits: u32,
-    mask: Option<&[f32]>,
-) -> Vec<f32> {
-    let s = scales(x_max, signed)[stage_of_bits(bits).expect("fixed_quantize: bits")];
-    let per_channel = channel_len(x.len(), mask);
-    x.iter()
-        .enumerate()
-        .map(|(i, &v)| {
-            let y = s * (clip(v, x_max, signed).0 / s).round_ties_even();
-            mask.map_or(y, |m| m[i / per_channel] * y)
-        })
-        .collect()
 }
 
 /// Gradients of [`fixed_quantize`]'s straight-through backward.

@@ -154,6 +154,28 @@ pub fn quantize(
         .collect()
 }
 
+/// The fixed-gate fine-tuning quantizer (spec §7.4): `mask[c] · s_b · rne(x_c / s_b)` with the
+/// clip of [`clip`], `s_b` from the chain of [`scales`] and **direct** rounding: no integer
+/// clamp, so a signed clipped extreme may land on ±2^(b−1) (spec §1.7). `mask` holds one 0/1
+/// value per output channel (axis 0). Panics unless `bits` is one of [`STAGE_BITS`].
+pub fn fixed_quantize(
+    x: &[f32],
+    x_max: f32,
+    signed: bool,
+    bits: u32,
+    mask: Option<&[f32]>,
+) -> Vec<f32> {
+    let s = scales(x_max, signed)[stage_of_bits(bits).expect("fixed_quantize: bits")];
+    let per_channel = channel_len(x.len(), mask);
+    x.iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let y = s * (clip(v, x_max, signed).0 / s).round_ties_even();
+            mask.map_or(y, |m| m[i / per_channel] * y)
+        })
+        .collect()
+}
+
 /// The stage of bit width `bits` (2, 4, 8, 16 or 32) in [`STAGE_BITS`], `None` for any other.
 pub fn stage_of_bits(bits: u32) -> Option<usize> {
     STAGE_BITS.iter().position(|&b| b == bits)
