@@ -41,9 +41,12 @@ struct Params {
     b_f32: u32,
     // Residual add and global pooling: output storage (0: packed u8, 1: f32 words).
     out_f32: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    // Input words a weight row reads per window position, and whether rows start at their own
+    // word (grouped convolutions: row_word0) rather than at 0.
+    win4: u32,
+    grouped: u32,
+    // ReLU6's bound in output steps (f32 max without).
+    cap: f32,
 }
 
 const WG: u32 = 64u;
@@ -61,6 +64,8 @@ const WG: u32 = 64u;
 @group(0) @binding(9) var<storage, read> a_words: array<u32>;
 @group(0) @binding(10) var<storage, read> b_words: array<u32>;
 @group(0) @binding(11) var<storage, read_write> y_words: array<u32>;
+// Grouped convolutions: the first input word of each weight row's window.
+@group(0) @binding(12) var<storage, read> row_word0: array<u32>;
 
 struct Pixel {
     valid: bool,
@@ -112,6 +117,9 @@ fn weight_lanes(o: u32, g: u32) -> u32 {
 }
 
 fn acc_int(px: Pixel) -> vec4<f32> {
+    if p.grouped != 0u {
+        return acc_int_grouped(px);
+    }
     var acc = vec4<i32>(0);
     for (var ky = 0u; ky < p.k; ky++) {
         for (var kx = 0u; kx < p.k; kx++) {
@@ -123,7 +131,7 @@ fn acc_int(px: Pixel) -> vec4<f32> {
                 }
                 // Padding reads code 0 as well, so the 128 * sum(w) correction covers every lane.
                 a = a ^ 0x80808080u;
-                let g = (ky * p.k + kx) * p.cin4 + c4;
+                let g = (ky * p.k + kx) * p.win4 + c4;
                 for (var j = 0u; j < 4u; j++) {
                     let o = px.o4 * 4u + j;
                     if o < p.cout {
@@ -133,6 +141,36 @@ fn acc_int(px: Pixel) -> vec4<f32> {
             }
         }
     }
+    return with_wsum(px, acc);
+}
+
+// Grouped rows read their own window (row_word0[o] .. + win4 words per pixel), one row at a
+// time.
+fn acc_int_grouped(px: Pixel) -> vec4<f32> {
+    var acc = vec4<i32>(0);
+    for (var j = 0u; j < 4u; j++) {
+        let o = px.o4 * 4u + j;
+        if o >= p.cout {
+            continue;
+        }
+        for (var ky = 0u; ky < p.k; ky++) {
+            for (var kx = 0u; kx < p.k; kx++) {
+                let base = input_base(px, ky, kx);
+                for (var c4 = 0u; c4 < p.win4; c4++) {
+                    var a = 0u;
+                    if base >= 0 {
+                        a = x_packed[u32(base) + row_word0[o] + c4];
+                    }
+                    let g = (ky * p.k + kx) * p.win4 + c4;
+                    acc[j] += dot4I8Packed(weight_lanes(o, g), a ^ 0x80808080u);
+                }
+            }
+        }
+    }
+    return with_wsum(px, acc);
+}
+
+fn with_wsum(px: Pixel, acc: vec4<i32>) -> vec4<f32> {
     var out = vec4<f32>(0.0);
     for (var j = 0u; j < 4u; j++) {
         let o = px.o4 * 4u + j;
@@ -161,33 +199,57 @@ fn mac_split(acc: f32, w: f32, x: f32) -> f32 {
 // Adds window lanes lane0..lane0+3 (input values xv) to the 4 output channels' sums.
 fn float_lanes(px: Pixel, acc_in: vec4<f32>, lane0: u32, xv: vec4<f32>) -> vec4<f32> {
     var acc = acc_in;
-    let row = p.k * p.k * p.cin4 * 4u;
+    let row = p.k * p.k * p.win4 * 4u;
     for (var j = 0u; j < 4u; j++) {
         let o = px.o4 * 4u + j;
         if o < p.cout {
-            let wb = o * row + lane0;
-            var a = acc[j];
-            for (var l = 0u; l < 4u; l++) {
-                a = mac_split(a, w_f32[wb + l], xv[l]);
-            }
-            acc[j] = a;
+            acc[j] = float_row_lanes(o * row + lane0, acc[j], xv);
         }
     }
     return acc;
 }
 
+fn float_row_lanes(wb: u32, acc: f32, xv: vec4<f32>) -> f32 {
+    var a = acc;
+    for (var l = 0u; l < 4u; l++) {
+        a = mac_split(a, w_f32[wb + l], xv[l]);
+    }
+    return a;
+}
+
+// Input word i as 4 values, from the packed or the f32 binding.
+fn packed_values(i: u32) -> vec4<f32> {
+    return vec4<f32>(unpack4xU8(x_packed[i]));
+}
+
+fn f32_values(i: u32) -> vec4<f32> {
+    let f = 4u * i;
+    return vec4<f32>(x_f32[f], x_f32[f + 1u], x_f32[f + 2u], x_f32[f + 3u]);
+}
+
 // Each entry point reads only its own input binding (automatic layouts list what is used).
 fn acc_float_packed(px: Pixel) -> vec4<f32> {
     var acc = vec4<f32>(0.0);
+    let row = p.k * p.k * p.win4 * 4u;
     for (var ky = 0u; ky < p.k; ky++) {
         for (var kx = 0u; kx < p.k; kx++) {
             let base = input_base(px, ky, kx);
             if base < 0 {
                 continue;
             }
-            for (var c4 = 0u; c4 < p.cin4; c4++) {
-                let xv = vec4<f32>(unpack4xU8(x_packed[u32(base) + c4]));
-                acc = float_lanes(px, acc, ((ky * p.k + kx) * p.cin4 + c4) * 4u, xv);
+            for (var c4 = 0u; c4 < p.win4; c4++) {
+                let lane0 = ((ky * p.k + kx) * p.win4 + c4) * 4u;
+                if p.grouped == 0u {
+                    acc = float_lanes(px, acc, lane0, packed_values(u32(base) + c4));
+                } else {
+                    for (var j = 0u; j < 4u; j++) {
+                        let o = px.o4 * 4u + j;
+                        if o < p.cout {
+                            let xv = packed_values(u32(base) + row_word0[o] + c4);
+                            acc[j] = float_row_lanes(o * row + lane0, acc[j], xv);
+                        }
+                    }
+                }
             }
         }
     }
@@ -196,16 +258,26 @@ fn acc_float_packed(px: Pixel) -> vec4<f32> {
 
 fn acc_float_f32(px: Pixel) -> vec4<f32> {
     var acc = vec4<f32>(0.0);
+    let row = p.k * p.k * p.win4 * 4u;
     for (var ky = 0u; ky < p.k; ky++) {
         for (var kx = 0u; kx < p.k; kx++) {
             let base = input_base(px, ky, kx);
             if base < 0 {
                 continue;
             }
-            for (var c4 = 0u; c4 < p.cin4; c4++) {
-                let i = 4u * (u32(base) + c4);
-                let xv = vec4<f32>(x_f32[i], x_f32[i + 1u], x_f32[i + 2u], x_f32[i + 3u]);
-                acc = float_lanes(px, acc, ((ky * p.k + kx) * p.cin4 + c4) * 4u, xv);
+            for (var c4 = 0u; c4 < p.win4; c4++) {
+                let lane0 = ((ky * p.k + kx) * p.win4 + c4) * 4u;
+                if p.grouped == 0u {
+                    acc = float_lanes(px, acc, lane0, f32_values(u32(base) + c4));
+                } else {
+                    for (var j = 0u; j < 4u; j++) {
+                        let o = px.o4 * 4u + j;
+                        if o < p.cout {
+                            let xv = f32_values(u32(base) + row_word0[o] + c4);
+                            acc[j] = float_row_lanes(o * row + lane0, acc[j], xv);
+                        }
+                    }
+                }
             }
         }
     }
@@ -216,7 +288,7 @@ fn acc_float_f32(px: Pixel) -> vec4<f32> {
 // signed zeros is implementation-defined.
 fn write_out(y: f32) -> f32 {
     if p.out_mode == 0u {
-        let v = clamp(round(y), f32(p.min_code), f32(p.max_code));
+        let v = clamp(round(min(y, p.cap)), f32(p.min_code), f32(p.max_code));
         return select(v, 0.0, v == 0.0);
     }
     if p.out_mode == 1u {

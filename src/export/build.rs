@@ -209,13 +209,17 @@ fn prepare<'a>(
     })
 }
 
-/// The export format and the integer engine cover dense convolutions (square kernel, any
-/// stride and padding), linear layers, 2×2 max-pools, global average pooling and residual adds,
-/// with ReLU or no activation — LeNet-5, VGG-7 and the ResNets; anything else is refused by
-/// name.
+/// The export format and the integer engine cover convolutions (square kernel, any stride,
+/// padding and groups, depthwise included), linear layers, 2×2 max-pools, global average
+/// pooling and residual adds, with ReLU, ReLU6 (conv/linear) or no activation — LeNet-5, VGG-7,
+/// the ResNets and MobileNetV2; anything else is refused by name.
 fn check_exportable(arch: &Arch) -> Result<(), ExportError> {
     for l in &arch.layers {
-        if !matches!(l.activation, Activation::None | Activation::Relu) {
+        let activation_ok = match l.activation {
+            Activation::None | Activation::Relu => true,
+            Activation::Relu6 => l.is_weighted(),
+        };
+        if !activation_ok {
             return Err(ExportError::Activation {
                 model: arch.name.clone(),
                 layer: l.name.clone(),
@@ -227,11 +231,8 @@ fn check_exportable(arch: &Arch) -> Result<(), ExportError> {
                 kernel,
                 stride,
                 pad,
-                groups,
                 ..
-            } => {
-                groups == 1 && kernel[0] == kernel[1] && stride[0] == stride[1] && pad[0] == pad[1]
-            }
+            } => kernel[0] == kernel[1] && stride[0] == stride[1] && pad[0] == pad[1],
             LayerKind::Linear { .. } | LayerKind::GlobalAvgPool | LayerKind::Add => true,
             LayerKind::MaxPool {
                 kernel: 2,
@@ -244,7 +245,7 @@ fn check_exportable(arch: &Arch) -> Result<(), ExportError> {
             return Err(ExportError::Params {
                 model: arch.name.clone(),
                 msg: format!(
-                    "layer {} ({:?}) is not supported by the export yet (dense square-kernel \
+                    "layer {} ({:?}) is not supported by the export yet (square-kernel \
                      convolutions, linear layers, 2×2 max-pools, global average pooling and \
                      residual adds are)",
                     l.name, l.kind
@@ -253,6 +254,14 @@ fn check_exportable(arch: &Arch) -> Result<(), ExportError> {
         }
     }
     Ok(())
+}
+
+/// Channel groups of a layer (1 unless a grouped convolution).
+fn groups_of(l: &LayerSpec) -> usize {
+    match l.kind {
+        LayerKind::Conv { groups, .. } => groups,
+        _ => 1,
+    }
 }
 
 /// The manifest's name of a layer kind.
@@ -268,14 +277,14 @@ fn kind_name(kind: &LayerKind) -> &'static str {
 
 /// The weighted layer into whose bias the pruned channels of layer `i` can fold: the only
 /// reader of its output, reached through channel-preserving layers (max-pool, global average
-/// pooling) that each have a single reader too. `None` where the output feeds a residual add or
-/// more than one layer: then every channel stays, so that shapes agree.
+/// pooling) that each have a single reader too. `None` where the output feeds a residual add, a
+/// grouped convolution or more than one layer: then every channel stays, so that shapes agree.
 fn fold_target(arch: &Arch, readers: &[Vec<usize>], i: usize) -> Option<usize> {
     let mut v = i + 1;
     loop {
         let [r] = readers[v][..] else { return None };
         match arch.layers[r].kind {
-            LayerKind::Conv { .. } | LayerKind::Linear { .. } => return Some(r),
+            LayerKind::Conv { groups: 1, .. } | LayerKind::Linear { .. } => return Some(r),
             LayerKind::MaxPool { .. } | LayerKind::GlobalAvgPool => v = r + 1,
             _ => return None,
         }
@@ -456,7 +465,11 @@ pub fn export(
         let row = spec.fan_in();
         // Input columns kept: those of the kept channels of the layer the input comes from
         // (each spanning `per_channel` columns of the row), else all.
-        let (in_cols, in_kept): (Vec<usize>, usize) = match channel_source(arch, spec.inputs[0]) {
+        let source = match groups_of(spec) {
+            1 => channel_source(arch, spec.inputs[0]),
+            _ => None, // A grouped layer's input keeps every channel (see `fold_target`).
+        };
+        let (in_cols, in_kept): (Vec<usize>, usize) = match source {
             None => ((0..row).collect(), spec.weight_shape()[1]),
             Some(src) => {
                 let per_channel = row / arch.layers[src].out_channels();
@@ -517,6 +530,7 @@ pub fn export(
             kernel,
             padding,
             stride,
+            groups: groups_of(spec),
             out_channels: c_out,
             kept_out: rows.len(),
             in_kept,
@@ -530,7 +544,8 @@ pub fn export(
                 codes_clamped: p.codes_clamped,
             },
             batch_norm_folded: spec.batch_norm,
-            relu: spec.activation == Activation::Relu,
+            relu: spec.activation != Activation::None,
+            relu6: spec.activation == Activation::Relu6,
             activation: p.act.as_ref().map(act_manifest),
             pruning: pruning[i].clone(),
         });

@@ -127,12 +127,13 @@ pub enum ExportError {
         /// What is wrong.
         msg: String,
     },
-    /// A layer's activation has no representation in the export format, which records ReLU or
-    /// none ([`WeightedManifest::relu`]): the integer engine and the ONNX writer would drop a
-    /// ReLU6's clamp at 6, so such a model is refused rather than exported inexactly.
+    /// A layer's activation has no representation in the export format, which records ReLU,
+    /// ReLU6 on conv/linear layers, or none ([`WeightedManifest::relu`],
+    /// [`WeightedManifest::relu6`], [`AddManifest::relu`]): such a model is refused rather
+    /// than exported inexactly.
     #[error(
         "cannot export {model}: layer {layer} has activation {activation:?}, which the export \
-         format does not support (only ReLU or none)"
+         format does not support there"
     )]
     Activation {
         /// The model.
@@ -246,6 +247,11 @@ pub struct WeightedManifest {
     pub padding: usize,
     /// Stride (both directions; 1 for linear).
     pub stride: usize,
+    /// Channel groups (1: dense; the input channels: depthwise). Output channel `o` of the
+    /// original layer reads input channels `g·c_g … (g+1)·c_g − 1` with `g = o / (out_channels
+    /// / groups)` and `c_g = in_kept`; a grouped layer's input keeps every channel.
+    #[serde(default = "one")]
+    pub groups: usize,
     /// Output channels of the original layer.
     pub out_channels: usize,
     /// Output channels in the file (`kept_channels` tensor).
@@ -257,8 +263,11 @@ pub struct WeightedManifest {
     /// Whether batch norm was folded into weights and bias (spec §5.2, eval form).
     pub batch_norm_folded: bool,
     /// ReLU then activation quantizer after the layer (false for the logit layer and layers
-    /// without activation; ReLU6 layers are not exported, see [`ExportError::Activation`]).
+    /// without activation).
     pub relu: bool,
+    /// The ReLU is a ReLU6 (`min(max(x, 0), 6)`, MobileNetV2).
+    #[serde(default)]
+    pub relu6: bool,
     /// The activation quantizer (absent for the logit layer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activation: Option<ActQuant>,
@@ -415,6 +424,10 @@ fn canonical_header(bytes: &[u8]) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+fn one() -> usize {
+    1
+}
+
 /// An activation quantizer's fields are in range.
 fn check_act(layer: &str, a: &ActQuant) -> Result<(), String> {
     if ![2, 4, 8, 16, 32].contains(&a.bits) {
@@ -465,6 +478,14 @@ fn check_graph(manifest: &Manifest) -> Result<(), String> {
         }
         if let Some(a) = &lm.add {
             check_act(name, &a.activation)?;
+        }
+        if let Some(w) = &lm.weighted {
+            if w.groups == 0 || w.out_channels % w.groups != 0 {
+                return Err(format!(
+                    "{name}: {} groups for {} output channels",
+                    w.groups, w.out_channels
+                ));
+            }
         }
     }
     Ok(())

@@ -54,13 +54,16 @@ pub enum Repr {
 /// What a layer or add writes per output channel.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum OutMode {
-    /// Activation code `clamp(rne(t·m), min, max)`: `min` is 0 for unsigned codes (ReLU
-    /// included) and `−max` for signed ones.
+    /// Activation code `clamp(rne(min(t·m, cap)), min, max)`: `min` is 0 for unsigned codes
+    /// (ReLU included) and `−max` for signed ones; `cap` is ReLU6's 6 in steps (`f32::MAX`
+    /// without).
     Code {
         /// Smallest code.
         min: i32,
         /// Largest code, `2^b − 1` unsigned, `2^(b−1) − 1` signed.
         max: i32,
+        /// Upper bound before rounding.
+        cap: f32,
     },
     /// Real activation `clamp(t·m, lo, hi)` (32-bit activation quantizer).
     Real {
@@ -85,8 +88,12 @@ pub struct LayerPlan {
     pub h: usize,
     /// Input width.
     pub w: usize,
-    /// Input channels / 4 (padded).
+    /// Input channels / 4 (padded): words per input pixel.
     pub cin4: usize,
+    /// Input words each row reads per window position (`cin4`, fewer for grouped layers).
+    pub win4: usize,
+    /// Grouped layers: the first input word of each row's window (empty: 0 for every row).
+    pub row_word0: Vec<u32>,
     /// Kernel size.
     pub k: usize,
     /// Zero padding.
@@ -103,9 +110,10 @@ pub struct LayerPlan {
     pub int_path: bool,
     /// Weight bits on the integer path (2, 4 or 8).
     pub wbits: u32,
-    /// Integer path: codes `[cout][k][k][4·cin4]` (zero in padded channels).
+    /// Integer path: codes `[cout][k][k][4·win4]` (zero in padded channels and in the lanes
+    /// outside a row's group).
     pub weights_int: Vec<i32>,
-    /// Float path: values `[cout][k][k][4·cin4]` (codes as floats, or real 32-bit values).
+    /// Float path: values `[cout][k][k][4·win4]` (codes as floats, or real 32-bit values).
     pub weights_f32: Vec<f32>,
     /// Integer path: Σ of each output channel's codes.
     pub wsum: Vec<i32>,
@@ -122,9 +130,14 @@ pub struct LayerPlan {
 }
 
 impl LayerPlan {
-    /// Lanes per output channel row: `k·k·4·cin4`.
+    /// Lanes per output channel row: `k·k·4·win4`.
     pub fn row_len(&self) -> usize {
-        self.k * self.k * 4 * self.cin4
+        self.k * self.k * 4 * self.win4
+    }
+
+    /// The first input word of row `o`'s window.
+    pub fn word0(&self, o: usize) -> usize {
+        self.row_word0.get(o).map_or(0, |&w| w as usize)
     }
 
     /// Output channels / 4 (padded).
@@ -226,12 +239,17 @@ fn flush(v: f32) -> f32 {
     }
 }
 
+/// The upper bound of ReLU6.
+const RELU6_CAP: f64 = 6.0;
+
 /// How an activation quantizer's output is written, its multiplier from the unit `unit` of
-/// the accumulator, and the value it makes. `direct`: the quantizer rounds directly (a
-/// fixed-gate model, spec §7.4), whose signed extremes can reach ±2^(b−1) (spec §1.7).
+/// the accumulator, and the value it makes: after a ReLU (`lower_zero`) capped at `cap` (ReLU6).
+/// `direct`: the quantizer rounds directly (a fixed-gate model, spec §7.4), whose signed
+/// extremes can reach ±2^(b−1) (spec §1.7).
 fn quantized_output(
     a: Option<&ActQuant>,
     lower_zero: bool,
+    cap: Option<f64>,
     direct: bool,
     unit: f64,
     shape: (usize, usize, usize),
@@ -256,13 +274,15 @@ fn quantized_output(
             } else {
                 Repr::F32
             };
+            let scale = f64::from(a.scale);
             (
                 OutMode::Code {
                     min,
                     max: hi as i32,
+                    cap: cap.map_or(f32::MAX, |c| (c / scale) as f32),
                 },
-                unit / f64::from(a.scale),
-                value(f64::from(a.scale), repr),
+                unit / scale,
+                value(scale, repr),
             )
         }
         Some(a) => {
@@ -271,11 +291,8 @@ fn quantized_output(
             } else {
                 -a.clip
             };
-            (
-                OutMode::Real { lo, hi: a.clip },
-                unit,
-                value(1.0, Repr::F32),
-            )
+            let hi = cap.map_or(a.clip, |c| a.clip.min(c as f32));
+            (OutMode::Real { lo, hi }, unit, value(1.0, Repr::F32))
         }
         None => (OutMode::Logits, unit, value(1.0, Repr::F32)),
     }
@@ -304,6 +321,7 @@ fn layer_plan(
     let linear = lm.kind == "linear";
     let cpad = 4 * c.div_ceil(4);
     // Geometry: a linear layer is a 1×1 conv over the flattened h·w·c_pad channels.
+    let groups = m.groups.max(1);
     let (gh, gw, cin4, k, pad, stride) = if linear {
         if m.in_kept != c * h * w {
             return Err(plan_err(format!(
@@ -315,10 +333,10 @@ fn layer_plan(
         }
         (1, 1, h * w * cpad / 4, 1, 0, 1)
     } else {
-        if m.in_kept != c {
+        if m.in_kept * groups != c || m.out_channels % groups != 0 {
             return Err(plan_err(format!(
-                "{}: {} input channels, the previous layer gives {c}",
-                lm.name, m.in_kept
+                "{}: {} groups of {} input channels, the previous layer gives {c}",
+                lm.name, groups, m.in_kept
             )));
         }
         (h, w, cpad / 4, m.kernel, m.padding, m.stride)
@@ -334,6 +352,12 @@ fn layer_plan(
         (gw + 2 * pad - k) / stride + 1,
     );
     let cout = m.kept_out;
+    if l.kept.len() != cout || l.kept.iter().any(|&o| o as usize >= m.out_channels) {
+        return Err(plan_err(format!(
+            "{}: kept channels {:?} of {}",
+            lm.name, l.kept, m.out_channels
+        )));
+    }
     let q = &m.weight;
     let s_w = if q.bits == 32 {
         1.0
@@ -341,25 +365,45 @@ fn layer_plan(
         f64::from(q.scale)
     };
     let int_path = q.bits <= 8 && q.signed && x.repr == Repr::Packed8;
+    // The first input channel of each row: 0, or its group's first channel.
+    let first_channel: Vec<usize> = l
+        .kept
+        .iter()
+        .map(|&o| match groups {
+            1 => 0,
+            _ => o as usize / (m.out_channels / groups) * m.in_kept,
+        })
+        .collect();
+    // Input words a row's window spans per tap: all of them, or those its group touches.
+    let win4 = match groups {
+        1 => cin4,
+        _ => first_channel
+            .iter()
+            .map(|&c0| (c0 + m.in_kept - 1) / 4 - c0 / 4 + 1)
+            .max()
+            .unwrap_or(1),
+    };
     // Reorder the logical weights [out][in][k][k] (conv) or [out][in] (linear, in = c·h·w
-    // in (C, H, W) order) into rows [k][k][c_pad] (conv) or [h][w][c_pad] (linear).
-    let row_len = k * k * 4 * cin4;
-    let mut order = vec![usize::MAX; row_len]; // position in row → logical column
+    // in (C, H, W) order) into rows [k][k][4·win4] (conv, starting at the row's first input
+    // word) or [h][w][c_pad] (linear).
+    let row_len = k * k * 4 * win4;
     let logical_row = m.in_kept * if linear { 1 } else { k * k };
-    for col in 0..logical_row {
-        let pos = if linear {
-            let (ci, hw) = (col / (h * w), col % (h * w));
-            hw * cpad + ci
-        } else {
-            let (ci, r) = (col / (k * k), col % (k * k));
-            r * cpad + ci
-        };
-        order[pos] = col;
-    }
     let mut weights_int = Vec::new();
     let mut weights_f32 = Vec::new();
     let mut wsum = Vec::new();
-    for o in 0..cout {
+    for (o, &c0) in first_channel.iter().enumerate() {
+        let lane0 = c0 % 4; // The group's first channel within its first word.
+        let mut order = vec![usize::MAX; row_len]; // position in row → logical column
+        for col in 0..logical_row {
+            let pos = if linear {
+                let (ci, hw) = (col / (h * w), col % (h * w));
+                hw * cpad + ci
+            } else {
+                let (ci, r) = (col / (k * k), col % (k * k));
+                r * 4 * win4 + lane0 + ci
+            };
+            order[pos] = col;
+        }
         let base = o * logical_row;
         let mut sum = 0i64;
         for &col in &order {
@@ -379,20 +423,33 @@ fn layer_plan(
             wsum.push(sum as i32);
         }
     }
+    let row_word0 = match groups {
+        1 => Vec::new(),
+        _ => first_channel.iter().map(|&c0| (c0 / 4) as u32).collect(),
+    };
     let unit = s_w * x.step;
     let bias = l
         .bias
         .iter()
         .map(|&b| (f64::from(b) / unit) as f32)
         .collect();
-    let (out, m_mul, value) =
-        quantized_output(m.activation.as_ref(), m.relu, direct, unit, (cout, oh, ow));
+    let cap = m.relu6.then_some(RELU6_CAP);
+    let (out, m_mul, value) = quantized_output(
+        m.activation.as_ref(),
+        m.relu,
+        cap,
+        direct,
+        unit,
+        (cout, oh, ow),
+    );
     let plan = LayerPlan {
         name: lm.name.clone(),
         source: lm.inputs[0],
         h: gh,
         w: gw,
         cin4,
+        win4,
+        row_word0,
         k,
         pad,
         stride,
@@ -480,6 +537,7 @@ impl IntPlan {
                     let (out, _, value) = quantized_output(
                         Some(&a.activation),
                         a.relu,
+                        None,
                         man.fixed_gate,
                         1.0,
                         (x.c, x.h, x.w),
@@ -569,7 +627,9 @@ pub fn write_out(out: OutMode, y: f32) -> f32 {
     // Zero results (and -0) become +0 explicitly, as in the shader.
     let plus_zero = |v: f32| if v == 0.0 { 0.0 } else { v };
     match out {
-        OutMode::Code { min, max } => plus_zero(y.round_ties_even().clamp(min as f32, max as f32)),
+        OutMode::Code { min, max, cap } => {
+            plus_zero(y.min(cap).round_ties_even().clamp(min as f32, max as f32))
+        }
         OutMode::Real { lo, hi } => {
             let v = y.clamp(lo, hi);
             if v.abs() >= FLUSH_BELOW {
@@ -592,6 +652,7 @@ pub fn finish(l: &LayerPlan, o: usize, acc: f32) -> f32 {
 /// floats: the packed storage of the GPU is lossless).
 pub fn layer_cpu(l: &LayerPlan, x: &[f32], n: usize) -> Vec<f32> {
     let cpad_in = 4 * l.cin4;
+    let lanes = 4 * l.win4; // Window lanes per tap.
     let cpad_out = 4 * l.cout4();
     let row = l.row_len();
     let mut y = vec![0.0f32; n * l.oh * l.ow * cpad_out];
@@ -599,7 +660,7 @@ pub fn layer_cpu(l: &LayerPlan, x: &[f32], n: usize) -> Vec<f32> {
         for oy in 0..l.oh {
             for ox in 0..l.ow {
                 let out_base = ((b * l.oh + oy) * l.ow + ox) * cpad_out;
-                // (input, weight) offsets of the window taps inside the input, in (ky, kx)
+                // (input, weight) offsets of row o's window taps inside the input, in (ky, kx)
                 // order (the float path's summation order).
                 let taps = |o: usize| {
                     (0..l.k * l.k).filter_map(move |t| {
@@ -610,15 +671,15 @@ pub fn layer_cpu(l: &LayerPlan, x: &[f32], n: usize) -> Vec<f32> {
                         let ix = (ox * l.stride + kx)
                             .checked_sub(l.pad)
                             .filter(|&v| v < l.w)?;
-                        let xb = ((b * l.h + iy) * l.w + ix) * cpad_in;
-                        Some((xb, o * row + t * cpad_in))
+                        let xb = ((b * l.h + iy) * l.w + ix) * cpad_in + 4 * l.word0(o);
+                        Some((xb, o * row + t * lanes))
                     })
                 };
                 for o in 0..l.cout {
                     let acc = if l.int_path {
                         let mut acc = 0i64;
                         for (xb, wb) in taps(o) {
-                            for c in 0..cpad_in {
+                            for c in 0..lanes {
                                 acc += i64::from(l.weights_int[wb + c]) * x[xb + c] as i64;
                             }
                         }
@@ -626,7 +687,7 @@ pub fn layer_cpu(l: &LayerPlan, x: &[f32], n: usize) -> Vec<f32> {
                     } else {
                         let mut acc = 0.0f32;
                         for (xb, wb) in taps(o) {
-                            for c in 0..cpad_in {
+                            for c in 0..lanes {
                                 acc = mac_split(acc, l.weights_f32[wb + c], x[xb + c]);
                             }
                         }

@@ -104,21 +104,24 @@ struct Params {
     a_f32: u32,
     b_f32: u32,
     out_f32: u32,
-    _pad: [u32; 3],
+    win4: u32,
+    grouped: u32,
+    cap: f32,
 }
 
 impl Params {
     /// The output fields of `out`.
     fn with_out(self, out: OutMode) -> Self {
-        let (out_mode, min_code, max_code, lo, hi) = match out {
-            OutMode::Code { min, max } => (0, min, max, 0.0, 0.0),
-            OutMode::Real { lo, hi } => (1, 0, 0, lo, hi),
-            OutMode::Logits => (2, 0, 0, 0.0, 0.0),
+        let (out_mode, min_code, max_code, cap, lo, hi) = match out {
+            OutMode::Code { min, max, cap } => (0, min, max, cap, 0.0, 0.0),
+            OutMode::Real { lo, hi } => (1, 0, 0, 0.0, lo, hi),
+            OutMode::Logits => (2, 0, 0, 0.0, 0.0, 0.0),
         };
         Self {
             out_mode,
             min_code,
             max_code,
+            cap,
             lo,
             hi,
             flush_below: FLUSH_BELOW,
@@ -277,6 +280,13 @@ impl IntEngine {
                         0
                     };
                     tensors.push((5, gpu.upload("int bias", &[l.bias.len()], &l.bias)?));
+                    // Dense layers bind one unused word: every layer entry point reads the
+                    // binding (in its grouped branch).
+                    let word0 = match l.row_word0.is_empty() {
+                        true => vec![0u32],
+                        false => l.row_word0.clone(),
+                    };
+                    tensors.push((12, gpu.upload("int row words", &[word0.len()], &word0)?));
                     let key = match (l.int_path, l.input, l.output) {
                         (true, _, Repr::Packed8) => &INT_TO_PACKED,
                         (true, _, Repr::F32) => &INT_TO_F32,
@@ -292,6 +302,8 @@ impl IntEngine {
                             h: l.h as u32,
                             w: l.w as u32,
                             cin4: l.cin4 as u32,
+                            win4: l.win4 as u32,
+                            grouped: u32::from(!l.row_word0.is_empty()),
                             k: l.k as u32,
                             pad: l.pad as u32,
                             stride: l.stride as u32,
