@@ -47,6 +47,11 @@ struct Params {
     grouped: u32,
     // ReLU6's bound in output steps (f32 max without).
     cap: f32,
+    // Pooling: window width (p.k is its height) and stride; p.pad is the padding.
+    kw: u32,
+    pool_stride: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 const WG: u32 = 64u;
@@ -369,15 +374,37 @@ fn float_f32_to_f32(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
     }
 }
 
-// 2x2 max-pool over NHWC; p.h, p.w: input size, p.oh, p.ow: output, p.cin4: words (packed) or
-// vec4s (f32) per pixel, p.total = n * oh * ow * cin4.
-fn pool_source(index: u32) -> u32 {
-    let c4 = index % p.cin4;
+// Pooling over NHWC: window p.k x p.kw, stride p.pool_stride, padding p.pad; p.h, p.w: input
+// size, p.oh, p.ow: output; p.cin4: words (packed) or vec4s (f32) per pixel; p.total = n * oh *
+// ow * cin4. The window is visited row by row, skipping padding.
+struct Window {
+    // Input index of the window's first row and column (may lie in the padding).
+    n: u32,
+    y0: i32,
+    x0: i32,
+    c4: u32,
+}
+
+fn pool_window(index: u32) -> Window {
+    var win: Window;
+    win.c4 = index % p.cin4;
     let pix = index / p.cin4;
     let ox = pix % p.ow;
     let oy = (pix / p.ow) % p.oh;
-    let n = pix / (p.ow * p.oh);
-    return ((n * p.h + 2u * oy) * p.w + 2u * ox) * p.cin4 + c4;
+    win.n = pix / (p.ow * p.oh);
+    win.y0 = i32(oy * p.pool_stride) - i32(p.pad);
+    win.x0 = i32(ox * p.pool_stride) - i32(p.pad);
+    return win;
+}
+
+// The input index of window position t, or -1 in the padding.
+fn window_source(win: Window, t: u32) -> i32 {
+    let y = win.y0 + i32(t / p.kw);
+    let x = win.x0 + i32(t % p.kw);
+    if y < 0 || x < 0 || y >= i32(p.h) || x >= i32(p.w) {
+        return -1;
+    }
+    return ((i32(win.n) * i32(p.h) + y) * i32(p.w) + x) * i32(p.cin4) + i32(win.c4);
 }
 
 @compute @workgroup_size(64)
@@ -386,10 +413,15 @@ fn pool_packed(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     if index >= p.total {
         return;
     }
-    let s = pool_source(index);
-    let row = p.w * p.cin4;
-    let m = max(max(unpack4xU8(x_packed[s]), unpack4xU8(x_packed[s + p.cin4])),
-                max(unpack4xU8(x_packed[s + row]), unpack4xU8(x_packed[s + row + p.cin4])));
+    let win = pool_window(index);
+    // Unsigned codes: 0 is below every code a window holds.
+    var m = vec4<u32>(0u);
+    for (var q = 0u; q < p.k * p.kw; q++) {
+        let s = window_source(win, q);
+        if s >= 0 {
+            m = max(m, unpack4xU8(x_packed[u32(s)]));
+        }
+    }
     y_packed[index] = pack4xU8(m);
 }
 
@@ -399,13 +431,20 @@ fn pool_f32(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
     if index >= p.total {
         return;
     }
-    let s = pool_source(index);
-    let row = p.w * p.cin4;
-    for (var l = 0u; l < 4u; l++) {
-        let a = max(x_f32[4u * s + l], x_f32[4u * (s + p.cin4) + l]);
-        let b = max(x_f32[4u * (s + row) + l], x_f32[4u * (s + row + p.cin4) + l]);
-        y_f32[4u * index + l] = max(a, b);
+    let win = pool_window(index);
+    var m = vec4<f32>(-3.4028235e38);
+    for (var q = 0u; q < p.k * p.kw; q++) {
+        let s = window_source(win, q);
+        if s >= 0 {
+            let i = 4u * u32(s);
+            m = max(m, vec4<f32>(x_f32[i], x_f32[i + 1u], x_f32[i + 2u], x_f32[i + 3u]));
+        }
     }
+    let o = 4u * index;
+    y_f32[o] = m.x;
+    y_f32[o + 1u] = m.y;
+    y_f32[o + 2u] = m.z;
+    y_f32[o + 3u] = m.w;
 }
 
 // Four channels (channel group `index`) of a value stored as packed u8 codes or f32 words.
@@ -455,20 +494,21 @@ fn add(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<
     store_words(index, out);
 }
 
-// Global average pooling as sums: per image and channel group, the f32 sum over p.h * p.w
-// pixels in pixel order; p.cin4 channel groups, p.total = n * cin4, f32 output.
+// Average pooling as sums: per output pixel and channel group, the f32 sum over the window
+// in row-major order (padding skipped), packed or f32 input, f32 output.
 @compute @workgroup_size(64)
-fn global_pool(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+fn avg_pool(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let index = (wg.x + wg.y * nwg.x) * WG + t;
     if index >= p.total {
         return;
     }
-    let c4 = index % p.cin4;
-    let n = index / p.cin4;
-    let pixels = p.h * p.w;
+    let win = pool_window(index);
     var acc = vec4<f32>(0.0);
-    for (var q = 0u; q < pixels; q++) {
-        acc = acc + load_a((n * pixels + q) * p.cin4 + c4);
+    for (var q = 0u; q < p.k * p.kw; q++) {
+        let s = window_source(win, q);
+        if s >= 0 {
+            acc = acc + load_a(u32(s));
+        }
     }
     store_words(index, acc);
 }

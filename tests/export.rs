@@ -582,6 +582,82 @@ fn mobilenet_export_integer_inference() {
     assert_eq!(agree, n, "{agree}/{n} predictions agree");
 }
 
+/// Every pooling the builder offers and flatten: a padded 3×3 stride-2 max-pool, a padded
+/// 3×3 average pool (zero padding counted), an unpadded 2×2 average pool and a flatten before
+/// the linear layer; random weights, ranges from two images, mixed gates.
+#[test]
+fn pooling_and_flatten_export_integer_inference() {
+    let g = gpu();
+    let mut b = ArchBuilder::new("pools", [3, 16, 16], 10);
+    let x = b.input();
+    let x = b
+        .conv("c0", x, Conv::new(8, 3).pad(1).batch_norm())
+        .unwrap();
+    let x = b.max_pool("p0", x, 3, 2, 1).unwrap();
+    let x = b.conv("c1", x, Conv::new(12, 3).pad(1)).unwrap();
+    let x = b.avg_pool("p1", x, 3, 1, 1).unwrap();
+    let x = b.conv("c2", x, Conv::new(16, 1)).unwrap();
+    let x = b.avg_pool("p2", x, 2, 2, 0).unwrap();
+    let x = b.flatten("flat", x).unwrap();
+    let logits = b.linear("fc", x, Linear::new(10)).unwrap();
+    let arch = b.finish(logits).unwrap();
+    let init = InitConfig {
+        chain_logits: [6.0; 4],
+        prune_logit: 6.0,
+        seed: 51,
+    };
+    let mut params = reference::init_params(&arch, &init);
+    let init_images = uniform(52, 2 * 3 * 16 * 16, -2.0, 2.0);
+    reference::range_init(&arch, &mut params, &init_images, 2, 51);
+    set_gates(&arch, &mut params, &[8, 4, 8, 16], &[8, 4, 16], 17);
+    let n = 64;
+    let images = uniform(53, n * 3 * 16 * 16, -2.0, 2.0);
+    let fake_quant = |p: &Params| {
+        let mut fq_model = Model::new(g, arch.clone(), n, p).unwrap();
+        fq_model.eval_batch(g, &images, &vec![0; n]).unwrap();
+        g.read(&fq_model.logits(n).unwrap()).unwrap()
+    };
+    center_logits(&mut params, "fc", fake_quant);
+    let model = export::export(&arch, &params, &ExportOptions::default()).unwrap();
+    round_trip(&model);
+    let kinds: Vec<&str> = model
+        .manifest
+        .layers
+        .iter()
+        .map(|l| l.kind.as_str())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["conv", "maxpool", "conv", "avgpool", "conv", "avgpool", "flatten", "linear"]
+    );
+    // c2's pruned channels reach the linear layer through an unpadded pool and flatten:
+    // removed; c1's feed a zero-padded average pool, where a constant is not constant.
+    let c2 = model.layer_manifest("c2").unwrap();
+    assert!(!c2.pruning.pruned.is_empty());
+    assert_eq!(c2.pruning.removed, c2.pruning.pruned);
+    let c1 = model.layer_manifest("c1").unwrap();
+    assert!(c1.pruning.removed.is_empty());
+
+    let plan = IntPlan::new(&model).unwrap();
+    let engine = IntEngine::new(g, &plan, n).unwrap();
+    let gpu_logits = engine.infer(g, &images, n).unwrap();
+    let cpu = infer_cpu(&plan, &images, n);
+    for (i, (a, b)) in cpu.iter().zip(&gpu_logits).enumerate() {
+        assert_eq!(a.to_bits(), b.to_bits(), "logit {i}: CPU {a}, GPU {b}");
+    }
+    let p_fq = predictions(&fake_quant(&params), 10);
+    let agree = agreement(&predictions(&cpu, 10), &p_fq);
+    let mut classes = p_fq.clone();
+    classes.sort_unstable();
+    classes.dedup();
+    println!(
+        "pools: predictions agree on {agree}/{n} ({} classes predicted)",
+        classes.len()
+    );
+    assert!(classes.len() >= 3, "predicts {classes:?} only");
+    assert_eq!(agree, n, "{agree}/{n} predictions agree");
+}
+
 #[test]
 fn corrupt_and_truncated_files_give_typed_errors() {
     let (arch, params) = lenet(&[4, 2, 8, 16], &[8, 4, 16], 4);

@@ -2,7 +2,8 @@
 
 use super::format::{
     weight_dtype, ActQuant, AddManifest, Codes, ExportError, ExportedLayer, ExportedModel,
-    LayerManifest, Manifest, Pruning, WeightQuant, WeightedManifest, FORMAT_NAME, FORMAT_VERSION,
+    LayerManifest, Manifest, PoolManifest, Pruning, WeightQuant, WeightedManifest, FORMAT_NAME,
+    FORMAT_VERSION,
 };
 use super::pack;
 use crate::nn::{Arch, LayerKind, LayerSpec};
@@ -209,10 +210,10 @@ fn prepare<'a>(
     })
 }
 
-/// The export format and the integer engine cover convolutions (square kernel, any stride,
-/// padding and groups, depthwise included), linear layers, 2×2 max-pools, global average
-/// pooling and residual adds, with ReLU, ReLU6 (conv/linear) or no activation — LeNet-5, VGG-7,
-/// the ResNets and MobileNetV2; anything else is refused by name.
+/// The export format and the integer engine cover every layer the builder makes —
+/// convolutions (square kernel, stride and padding, any groups, depthwise included), linear
+/// layers, max and average pooling, global average pooling, flatten and residual adds — with
+/// ReLU, ReLU6 (conv/linear) or no activation; anything else is refused by name.
 fn check_exportable(arch: &Arch) -> Result<(), ExportError> {
     for l in &arch.layers {
         let activation_ok = match l.activation {
@@ -233,21 +234,14 @@ fn check_exportable(arch: &Arch) -> Result<(), ExportError> {
                 pad,
                 ..
             } => kernel[0] == kernel[1] && stride[0] == stride[1] && pad[0] == pad[1],
-            LayerKind::Linear { .. } | LayerKind::GlobalAvgPool | LayerKind::Add => true,
-            LayerKind::MaxPool {
-                kernel: 2,
-                stride: 2,
-                pad: 0,
-            } => true,
-            _ => false,
+            _ => true,
         };
         if !supported {
             return Err(ExportError::Params {
                 model: arch.name.clone(),
                 msg: format!(
-                    "layer {} ({:?}) is not supported by the export yet (square-kernel \
-                     convolutions, linear layers, 2×2 max-pools, global average pooling and \
-                     residual adds are)",
+                    "layer {} ({:?}) is not supported by the export yet: convolutions need a \
+                     square kernel, stride and padding",
                     l.name, l.kind
                 ),
             });
@@ -264,15 +258,50 @@ fn groups_of(l: &LayerSpec) -> usize {
     }
 }
 
-/// The manifest's name of a layer kind.
-fn kind_name(kind: &LayerKind) -> &'static str {
-    match kind {
-        LayerKind::Conv { .. } => "conv",
-        LayerKind::Linear { .. } => "linear",
-        LayerKind::GlobalAvgPool => "global_avg_pool",
-        LayerKind::Add => "add",
-        _ => "maxpool2x2",
+/// The manifest's name of a layer kind, and its pooling window.
+fn kind_name(kind: &LayerKind) -> (&'static str, Option<PoolManifest>) {
+    let window = |kernel, stride, pad| {
+        Some(PoolManifest {
+            kernel,
+            stride,
+            pad,
+        })
+    };
+    match *kind {
+        LayerKind::Conv { .. } => ("conv", None),
+        LayerKind::Linear { .. } => ("linear", None),
+        LayerKind::GlobalAvgPool => ("global_avg_pool", None),
+        LayerKind::Add => ("add", None),
+        LayerKind::Flatten => ("flatten", None),
+        LayerKind::MaxPool {
+            kernel: 2,
+            stride: 2,
+            pad: 0,
+        } => ("maxpool2x2", None),
+        LayerKind::MaxPool {
+            kernel,
+            stride,
+            pad,
+        } => ("maxpool", window(kernel, stride, pad)),
+        LayerKind::AvgPool {
+            kernel,
+            stride,
+            pad,
+        } => ("avgpool", window(kernel, stride, pad)),
     }
+}
+
+/// Whether a layer passes a constant channel on as a constant channel (so that a pruned
+/// channel's constant can be folded past it): max-pooling (padding never wins), unpadded
+/// average pooling, global pooling and flatten.
+fn keeps_constants(kind: &LayerKind) -> bool {
+    matches!(
+        kind,
+        LayerKind::MaxPool { .. }
+            | LayerKind::AvgPool { pad: 0, .. }
+            | LayerKind::GlobalAvgPool
+            | LayerKind::Flatten
+    )
 }
 
 /// The weighted layer into whose bias the pruned channels of layer `i` can fold: the only
@@ -285,21 +314,21 @@ fn fold_target(arch: &Arch, readers: &[Vec<usize>], i: usize) -> Option<usize> {
         let [r] = readers[v][..] else { return None };
         match arch.layers[r].kind {
             LayerKind::Conv { groups: 1, .. } | LayerKind::Linear { .. } => return Some(r),
-            LayerKind::MaxPool { .. } | LayerKind::GlobalAvgPool => v = r + 1,
+            ref k if keeps_constants(k) => v = r + 1,
             _ => return None,
         }
     }
 }
 
-/// The weighted layer whose (kept) output channels value `v` carries, through max-pools and
-/// global average pooling; `None` for the network input and residual sums (all channels).
+/// The weighted layer whose (kept) output channels value `v` carries, through pooling and
+/// flatten; `None` for the network input and residual sums (all channels).
 fn channel_source(arch: &Arch, mut v: usize) -> Option<usize> {
     while v > 0 {
         let l = &arch.layers[v - 1];
         match l.kind {
             LayerKind::Conv { .. } | LayerKind::Linear { .. } => return Some(v - 1),
-            LayerKind::MaxPool { .. } | LayerKind::GlobalAvgPool => v = l.inputs[0],
-            _ => return None,
+            LayerKind::Add => return None,
+            _ => v = l.inputs[0],
         }
     }
     None
@@ -440,9 +469,11 @@ pub fn export(
     let mut layers = Vec::new();
     let mut manifests = Vec::with_capacity(arch.layers.len());
     for (i, spec) in arch.layers.iter().enumerate() {
+        let (kind, pool) = kind_name(&spec.kind);
         let mut manifest = LayerManifest {
             name: spec.name.to_string(),
-            kind: kind_name(&spec.kind).to_string(),
+            kind: kind.to_string(),
+            pool,
             inputs: spec.inputs.clone(),
             input: spec.input,
             output: spec.output,

@@ -220,7 +220,8 @@ pub struct Pruning {
 pub struct LayerManifest {
     /// Official `state_dict` prefix, e.g. `features.0`.
     pub name: String,
-    /// `conv`, `linear`, `maxpool2x2`, `global_avg_pool` or `add`.
+    /// `conv`, `linear`, `maxpool2x2` (2×2, stride 2), `maxpool`, `avgpool` (window in
+    /// `pool`), `global_avg_pool`, `flatten` or `add`.
     pub kind: String,
     /// The values the layer reads: 0 is the network input, `i + 1` the output of layer `i`
     /// (one value; two for an add). Version 1 files, which lack it, are chains.
@@ -236,6 +237,21 @@ pub struct LayerManifest {
     /// Residual-add fields; absent for every other kind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub add: Option<AddManifest>,
+    /// The window of a `maxpool` or `avgpool` layer; absent for every other kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<PoolManifest>,
+}
+
+/// A square pooling window (PyTorch `MaxPool2d`, padding −∞; `AvgPool2d`, zero padding
+/// counted in the mean).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolManifest {
+    /// Window size.
+    pub kernel: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Padding on each side.
+    pub pad: usize,
 }
 
 /// Fields of a conv or linear layer.
@@ -455,10 +471,19 @@ fn check_graph(manifest: &Manifest) -> Result<(), String> {
         let name = &lm.name;
         let (arity, weighted, add) = match lm.kind.as_str() {
             "conv" | "linear" => (1, true, false),
-            "maxpool2x2" | "global_avg_pool" => (1, false, false),
+            "maxpool2x2" | "maxpool" | "avgpool" | "global_avg_pool" | "flatten" => {
+                (1, false, false)
+            }
             "add" => (2, false, true),
             other => return Err(format!("{name}: unknown layer kind {other:?}")),
         };
+        let windowed = matches!(lm.kind.as_str(), "maxpool" | "avgpool");
+        if lm.pool.is_some() != windowed {
+            return Err(format!(
+                "{name}: the pooling window does not match the layer kind {}",
+                lm.kind
+            ));
+        }
         if lm.inputs.len() != arity {
             return Err(format!(
                 "{name}: a {} layer reads {arity} value(s), the manifest lists {:?}",

@@ -168,33 +168,98 @@ pub struct AddPlan {
     pub output: Repr,
 }
 
+/// The geometry of a pooling window over NHWC values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolGeom {
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Window height.
+    pub kh: usize,
+    /// Window width.
+    pub kw: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Padding on each side (−∞ for max-pooling, 0 for average pooling).
+    pub pad: usize,
+    /// Output height.
+    pub oh: usize,
+    /// Output width.
+    pub ow: usize,
+}
+
+impl PoolGeom {
+    /// A `kh × kw` window with `stride` and `pad` over an `h × w` map; `None` where it does
+    /// not fit.
+    pub fn new(
+        h: usize,
+        w: usize,
+        kh: usize,
+        kw: usize,
+        stride: usize,
+        pad: usize,
+    ) -> Option<Self> {
+        let out = |size: usize, k: usize| {
+            (size + 2 * pad)
+                .checked_sub(k)
+                .filter(|_| stride > 0 && k > 0)
+                .map(|r| r / stride + 1)
+        };
+        Some(Self {
+            h,
+            w,
+            kh,
+            kw,
+            stride,
+            pad,
+            oh: out(h, kh)?,
+            ow: out(w, kw)?,
+        })
+    }
+
+    /// The input pixels (y, x) of output pixel (oy, ox)'s window inside the map, row by row.
+    pub fn window(&self, oy: usize, ox: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+        (0..self.kh * self.kw).filter_map(move |t| {
+            let y = (oy * self.stride + t / self.kw).checked_sub(self.pad)?;
+            let x = (ox * self.stride + t % self.kw).checked_sub(self.pad)?;
+            (y < self.h && x < self.w).then_some((y, x))
+        })
+    }
+}
+
 /// One step of the plan; step `i` writes value `i + 1`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Step {
-    /// 2×2 max-pool, stride 2.
-    Pool {
+    /// Max-pooling (of codes or values: quantization is monotone).
+    MaxPool {
         /// The value pooled.
         source: usize,
-        /// Input height.
-        h: usize,
-        /// Input width.
-        w: usize,
+        /// Window geometry.
+        geom: PoolGeom,
         /// Channels / 4 (padded).
         c4: usize,
         /// Storage (unchanged by pooling).
         repr: Repr,
     },
-    /// Global average pooling, written as the f32 **sum** over the `h·w` pixels in row-major
-    /// order (exact for codes); the `1/(h·w)` goes into the next layer's scale.
-    GlobalPool {
+    /// Average pooling (global pooling included), written as the f32 **sum** over each window
+    /// in row-major order, padding counted as 0 (exact for codes); the `1/(kh·kw)` goes into
+    /// the next layer's scale.
+    AvgPool {
         /// The value pooled.
         source: usize,
-        /// Pixels per image (`h·w`).
-        pixels: usize,
+        /// Window geometry.
+        geom: PoolGeom,
         /// Channels / 4 (padded).
         c4: usize,
-        /// Input storage; the output is f32 `[n][4·c4]`.
+        /// Input storage; the output is f32.
         repr: Repr,
+    },
+    /// Flatten: the next linear layer reads its input in (C, H, W) order anyway, so the value
+    /// is its input, unchanged.
+    Flatten {
+        /// The value flattened.
+        source: usize,
     },
     /// Residual add.
     Add(Box<AddPlan>),
@@ -494,34 +559,55 @@ impl IntPlan {
             };
             let x = read(*lm.inputs.first().unwrap_or(&usize::MAX))?;
             let (step, out) = match lm.kind.as_str() {
-                "maxpool2x2" => (
-                    Step::Pool {
+                "maxpool2x2" | "maxpool" | "avgpool" | "global_avg_pool" => {
+                    let (kh, kw, stride, pad) = match (lm.kind.as_str(), &lm.pool) {
+                        ("maxpool2x2", _) => (2, 2, 2, 0),
+                        ("global_avg_pool", _) => (x.h, x.w, 1, 0),
+                        (_, Some(p)) => (p.kernel, p.kernel, p.stride, p.pad),
+                        _ => return Err(plan_err(format!("{}: no pooling window", lm.name))),
+                    };
+                    let geom = PoolGeom::new(x.h, x.w, kh, kw, stride, pad).ok_or_else(|| {
+                        plan_err(format!(
+                            "{}: a {kh}×{kw} window (stride {stride}, padding {pad}) does not \
+                             fit {}×{}",
+                            lm.name, x.h, x.w
+                        ))
+                    })?;
+                    let source = lm.inputs[0];
+                    let c4 = x.c.div_ceil(4);
+                    let (h, w) = (geom.oh, geom.ow);
+                    match lm.kind.as_str() {
+                        "maxpool2x2" | "maxpool" => (
+                            Step::MaxPool {
+                                source,
+                                geom,
+                                c4,
+                                repr: x.repr,
+                            },
+                            Value { h, w, ..x },
+                        ),
+                        _ => (
+                            Step::AvgPool {
+                                source,
+                                geom,
+                                c4,
+                                repr: x.repr,
+                            },
+                            Value {
+                                h,
+                                w,
+                                step: x.step / (kh * kw) as f64,
+                                repr: Repr::F32,
+                                ..x
+                            },
+                        ),
+                    }
+                }
+                "flatten" => (
+                    Step::Flatten {
                         source: lm.inputs[0],
-                        h: x.h,
-                        w: x.w,
-                        c4: x.c.div_ceil(4),
-                        repr: x.repr,
                     },
-                    Value {
-                        h: x.h / 2,
-                        w: x.w / 2,
-                        ..x
-                    },
-                ),
-                "global_avg_pool" => (
-                    Step::GlobalPool {
-                        source: lm.inputs[0],
-                        pixels: x.h * x.w,
-                        c4: x.c.div_ceil(4),
-                        repr: x.repr,
-                    },
-                    Value {
-                        h: 1,
-                        w: 1,
-                        step: x.step / (x.h * x.w) as f64,
-                        repr: Repr::F32,
-                        ..x
-                    },
+                    x,
                 ),
                 "add" => {
                     let y = read(lm.inputs[1])?;
@@ -701,34 +787,38 @@ pub fn layer_cpu(l: &LayerPlan, x: &[f32], n: usize) -> Vec<f32> {
     y
 }
 
-/// 2×2 max-pool of f32 NHWC `[n, h, w, 4·c4]`.
-pub fn pool_cpu(x: &[f32], n: usize, h: usize, w: usize, c4: usize) -> Vec<f32> {
-    let (oh, ow, cp) = (h / 2, w / 2, 4 * c4);
-    let mut y = vec![0.0f32; n * oh * ow * cp];
-    for b in 0..n {
-        for oy in 0..oh {
-            for ox in 0..ow {
-                for c in 0..cp {
-                    let at = |dy: usize, dx: usize| {
-                        x[((b * h + 2 * oy + dy) * w + 2 * ox + dx) * cp + c]
-                    };
-                    y[((b * oh + oy) * ow + ox) * cp + c] =
-                        at(0, 0).max(at(0, 1)).max(at(1, 0)).max(at(1, 1));
-                }
-            }
-        }
-    }
-    y
+/// Max-pooling of f32 NHWC `[n, h, w, 4·c4]` (padding never wins).
+pub fn maxpool_cpu(x: &[f32], n: usize, g: &PoolGeom, c4: usize) -> Vec<f32> {
+    pool_cpu(x, n, g, c4, |window| {
+        window.fold(f32::NEG_INFINITY, f32::max)
+    })
 }
 
-/// Global average pooling as the plan stores it: per image and channel, the f32 sum of the
-/// `pixels` values of f32 NHWC `[n, pixels, 4·c4]` in pixel order.
-pub fn global_pool_cpu(x: &[f32], n: usize, pixels: usize, c4: usize) -> Vec<f32> {
+/// Average pooling as the plan stores it: per window the f32 sum of f32 NHWC `[n, h, w, 4·c4]`
+/// in row-major window order (padding adds nothing).
+pub fn avgpool_cpu(x: &[f32], n: usize, g: &PoolGeom, c4: usize) -> Vec<f32> {
+    pool_cpu(x, n, g, c4, |window| window.fold(0.0, |acc, v| acc + v))
+}
+
+fn pool_cpu(
+    x: &[f32],
+    n: usize,
+    g: &PoolGeom,
+    c4: usize,
+    reduce: impl Fn(&mut dyn Iterator<Item = f32>) -> f32,
+) -> Vec<f32> {
     let cp = 4 * c4;
-    let mut y = vec![0.0f32; n * cp];
+    let mut y = vec![0.0f32; n * g.oh * g.ow * cp];
     for b in 0..n {
-        for c in 0..cp {
-            y[b * cp + c] = (0..pixels).fold(0.0, |acc, p| acc + x[(b * pixels + p) * cp + c]);
+        for oy in 0..g.oh {
+            for ox in 0..g.ow {
+                for c in 0..cp {
+                    let mut window = g
+                        .window(oy, ox)
+                        .map(|(iy, ix)| x[((b * g.h + iy) * g.w + ix) * cp + c]);
+                    y[((b * g.oh + oy) * g.ow + ox) * cp + c] = reduce(&mut window);
+                }
+            }
         }
     }
     y
@@ -751,12 +841,13 @@ pub fn infer_cpu(plan: &IntPlan, images: &[f32], n: usize) -> Vec<f32> {
     let mut last_cpad = 0;
     for step in &plan.steps {
         let y = match step {
-            Step::Pool {
-                source, h, w, c4, ..
-            } => pool_cpu(&values[*source], n, *h, *w, *c4),
-            Step::GlobalPool {
-                source, pixels, c4, ..
-            } => global_pool_cpu(&values[*source], n, *pixels, *c4),
+            Step::MaxPool {
+                source, geom, c4, ..
+            } => maxpool_cpu(&values[*source], n, geom, *c4),
+            Step::AvgPool {
+                source, geom, c4, ..
+            } => avgpool_cpu(&values[*source], n, geom, *c4),
+            Step::Flatten { source } => values[*source].clone(),
             Step::Add(a) => add_cpu(a, &values[a.sources[0]], &values[a.sources[1]], n),
             Step::Layer(l) => {
                 last_cpad = 4 * l.cout4();

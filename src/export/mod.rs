@@ -50,8 +50,8 @@ mod size;
 pub use build::{export, ExportOptions, PruneMode};
 pub use format::{
     tensor_names, weight_dtype, ActQuant, AddManifest, Codes, ExportError, ExportedLayer,
-    ExportedModel, LayerManifest, Manifest, Pruning, WeightQuant, WeightedManifest, FORMAT_NAME,
-    FORMAT_VERSION, MANIFEST_KEY, OLDEST_FORMAT_VERSION,
+    ExportedModel, LayerManifest, Manifest, PoolManifest, Pruning, WeightQuant, WeightedManifest,
+    FORMAT_NAME, FORMAT_VERSION, MANIFEST_KEY, OLDEST_FORMAT_VERSION,
 };
 pub use infer::{infer_cpu, predictions, IntPlan};
 pub use size::{SizeRow, SizeTable};

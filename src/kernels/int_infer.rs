@@ -1,7 +1,7 @@
 //! Launchers of `shaders/int_infer.wgsl`: integer inference of an exported model
 //! ([`crate::export`]), bit for bit equal to [`crate::export::infer_cpu`].
 
-use crate::export::infer::{IntPlan, LayerPlan, OutMode, Repr, Step, FLUSH_BELOW};
+use crate::export::infer::{IntPlan, LayerPlan, OutMode, PoolGeom, Repr, Step, FLUSH_BELOW};
 use crate::gpu::{Binding, Encoder, Gpu, PipelineKey, Shader, Tensor};
 use crate::{Error, Result};
 
@@ -52,13 +52,13 @@ key!(
     "float_f32_to_f32",
     "Float path, f32 input and output."
 );
-key!(POOL_PACKED, "pool_packed", "2×2 max-pool of packed codes.");
-key!(POOL_F32, "pool_f32", "2×2 max-pool of f32 values.");
+key!(POOL_PACKED, "pool_packed", "Max-pooling of packed codes.");
+key!(POOL_F32, "pool_f32", "Max-pooling of f32 values.");
 key!(ADD, "add", "Residual add of packed or f32 values.");
 key!(
-    GLOBAL_POOL,
-    "global_pool",
-    "Global average pooling (as sums) of packed or f32 values."
+    AVG_POOL,
+    "avg_pool",
+    "Average pooling (as window sums) of packed or f32 values."
 );
 
 /// Every pipeline of this module.
@@ -72,7 +72,7 @@ pub static PIPELINES: [&PipelineKey; 10] = [
     &POOL_PACKED,
     &POOL_F32,
     &ADD,
-    &GLOBAL_POOL,
+    &AVG_POOL,
 ];
 
 /// `struct Params` in the shader.
@@ -107,6 +107,9 @@ struct Params {
     win4: u32,
     grouped: u32,
     cap: f32,
+    kw: u32,
+    pool_stride: u32,
+    _pad: [u32; 2],
 }
 
 impl Params {
@@ -127,6 +130,22 @@ impl Params {
             flush_below: FLUSH_BELOW,
             ..self
         }
+    }
+}
+
+/// The uniform fields of a pooling window over `c4` channel groups.
+fn pool_params(g: &PoolGeom, c4: usize) -> Params {
+    Params {
+        h: g.h as u32,
+        w: g.w as u32,
+        k: g.kh as u32,
+        kw: g.kw as u32,
+        pool_stride: g.stride as u32,
+        pad: g.pad as u32,
+        oh: g.oh as u32,
+        ow: g.ow as u32,
+        cin4: c4 as u32,
+        ..Params::default()
     }
 }
 
@@ -156,7 +175,7 @@ fn pack_rows(l: &LayerPlan) -> (Vec<u32>, usize) {
 }
 
 /// One dispatch of the plan: its pipeline, its uniform fields without the batch, the values it
-/// reads (binding, value index), its own tensors, and how it writes its output value.
+/// reads (binding, value index), its own tensors, and where it writes its output value.
 #[derive(Debug)]
 struct GpuStep {
     key: &'static PipelineKey,
@@ -166,6 +185,8 @@ struct GpuStep {
     reads: Vec<(u32, usize)>,
     tensors: Vec<(u32, Tensor)>,
     output_binding: u32,
+    /// The value it writes.
+    output: usize,
 }
 
 /// An exported model on the GPU for batches of up to `max_batch` images.
@@ -199,54 +220,49 @@ impl IntEngine {
         let mut steps = Vec::new();
         for step in &plan.steps {
             let (gpu_step, out_words) = match step {
-                Step::Pool {
+                Step::MaxPool {
                     source,
-                    h,
-                    w,
+                    geom,
                     c4,
                     repr,
                 } => {
-                    let (oh, ow) = (h / 2, w / 2);
                     let packed = *repr == Repr::Packed8;
                     let s = GpuStep {
                         key: if packed { &POOL_PACKED } else { &POOL_F32 },
-                        params: Params {
-                            h: *h as u32,
-                            w: *w as u32,
-                            cin4: *c4 as u32,
-                            oh: oh as u32,
-                            ow: ow as u32,
-                            ..Params::default()
-                        },
-                        per_image: oh * ow * c4,
+                        params: pool_params(geom, *c4),
+                        per_image: geom.oh * geom.ow * c4,
                         reads: vec![(if packed { 1 } else { 2 }, *source)],
                         tensors: Vec::new(),
                         output_binding: if packed { 7 } else { 8 },
+                        output: values.len(),
                     };
-                    (s, oh * ow * c4 * words(*repr))
+                    (s, geom.oh * geom.ow * c4 * words(*repr))
                 }
-                Step::GlobalPool {
+                Step::AvgPool {
                     source,
-                    pixels,
+                    geom,
                     c4,
                     repr,
                 } => {
                     let s = GpuStep {
-                        key: &GLOBAL_POOL,
+                        key: &AVG_POOL,
                         params: Params {
-                            h: *pixels as u32,
-                            w: 1,
-                            cin4: *c4 as u32,
                             a_f32: u32::from(*repr == Repr::F32),
                             out_f32: 1,
-                            ..Params::default()
+                            ..pool_params(geom, *c4)
                         },
-                        per_image: *c4,
+                        per_image: geom.oh * geom.ow * c4,
                         reads: vec![(9, *source)],
                         tensors: Vec::new(),
                         output_binding: 11,
+                        output: values.len(),
                     };
-                    (s, c4 * words(Repr::F32))
+                    (s, geom.oh * geom.ow * c4 * words(Repr::F32))
+                }
+                Step::Flatten { source } => {
+                    // The flattened value is its input: no dispatch, the same buffer.
+                    values.push(values[*source].clone());
+                    continue;
                 }
                 Step::Add(a) => {
                     let s = GpuStep {
@@ -264,6 +280,7 @@ impl IntEngine {
                         reads: vec![(9, a.sources[0]), (10, a.sources[1])],
                         tensors: Vec::new(),
                         output_binding: 11,
+                        output: values.len(),
                     };
                     (s, a.pixels * a.c4 * words(a.output))
                 }
@@ -321,6 +338,7 @@ impl IntEngine {
                         reads: vec![(if l.input == Repr::Packed8 { 1 } else { 2 }, l.source)],
                         tensors,
                         output_binding: if l.output == Repr::Packed8 { 7 } else { 8 },
+                        output: values.len(),
                     };
                     (s, l.oh * l.ow * cout4 * words(l.output))
                 }
@@ -356,7 +374,7 @@ impl IntEngine {
             let (t, per) = &self.values[v];
             Binding::range(gpu, t.buffer(), 0, n * per)
         };
-        for (i, s) in self.steps.iter().enumerate() {
+        for s in &self.steps {
             let total = n * s.per_image;
             let params = Params {
                 n: n as u32,
@@ -369,7 +387,7 @@ impl IntEngine {
                 bindings.push((b, batch_of(v)?));
             }
             bindings.extend(s.tensors.iter().map(|(b, t)| (*b, t.binding())));
-            bindings.push((s.output_binding, batch_of(i + 1)?));
+            bindings.push((s.output_binding, batch_of(s.output)?));
             let grid = gpu.grid(OP, (total as u32).div_ceil(WORKGROUP))?;
             gpu.dispatch(encoder, s.key, &bindings, grid)?;
         }
