@@ -82,13 +82,15 @@ impl SizeTable {
 
     /// A plain-text table.
     pub fn format(&self) -> String {
+        // The name column fits the longest name (at least 14 wide).
+        let width = self.layers.iter().map(|r| r.name.len()).fold(14, usize::max);
         let mut s = format!(
-            "{:<14} {:>12} {:>5} {:>11} {:>12} {:>7}\n",
+            "{:<width$} {:>12} {:>5} {:>11} {:>12} {:>7}\n",
             "layer", "fp32 bytes", "bits", "kept/total", "packed bytes", "ratio"
         );
         for r in &self.layers {
             s += &format!(
-                "{:<14} {:>12} {:>5} {:>11} {:>12} {:>6.1}x\n",
+                "{:<width$} {:>12} {:>5} {:>11} {:>12} {:>6.1}x\n",
                 r.name,
                 r.fp32_bytes,
                 r.weight_bits,
