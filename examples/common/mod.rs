@@ -168,7 +168,7 @@ struct TrainArgs {
     #[arg(long)]
     seed: Option<u64>,
     /// Initial gate logits ℓ4,ℓ8,ℓ16,ℓ32, e.g. 6,6,-6,-6.
-    #[arg(long, value_delimiter = ',', num_args = 4)]
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
     gate_logits: Option<Vec<f32>>,
     /// Initial pruning logit of every channel.
     #[arg(long)]
@@ -243,10 +243,17 @@ impl TrainArgs {
             lr_gates: self.lr_gates.unwrap_or(d.lr_gates),
             lr_scales: self.lr_scales.unwrap_or(d.lr_scales),
             seed: self.seed.unwrap_or(d.seed),
-            chain_logits: self
-                .gate_logits
-                .as_ref()
-                .map_or(d.chain_logits, |v| [v[0], v[1], v[2], v[3]]),
+            chain_logits: match self.gate_logits.as_deref() {
+                None => d.chain_logits,
+                Some(&[l4, l8, l16, l32]) => [l4, l8, l16, l32],
+                Some(v) => {
+                    return Err(format!(
+                        "--gate-logits takes 4 values ℓ4,ℓ8,ℓ16,ℓ32 (e.g. 6,6,-6,-6), got {}",
+                        v.len()
+                    )
+                    .into())
+                }
+            },
             prune_logit: self.prune_logit.unwrap_or(d.prune_logit),
             max_steps_per_epoch: self.max_steps_per_epoch.or(d.max_steps_per_epoch),
             log_every: self.log_every.unwrap_or(d.log_every),
