@@ -1,6 +1,7 @@
 //! The Bayesian Bits model on the GPU. Network descriptions live in [`crate::spec`] and are
 //! re-exported here.
 
+mod layer;
 pub mod model;
 
 pub use crate::spec::InitConfig;

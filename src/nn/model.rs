@@ -1,38 +1,30 @@
 //! A model of [`Arch`] on the GPU: parameters in three packed Adam groups, one recorded
 //! command buffer per training step, nothing read back inside a step.
 //!
-//! Per weighted layer, a training step records (spec §5, §7.1):
-//! forward — [BN: fold W with σ_r] → weight quantizer → conv/linear → [BN: second conv with the
-//! raw W, batch statistics] → fused epilogue (bias or BN correction, ReLU, activation
-//! quantizer) → [max-pool]; then softmax cross-entropy; backward in reverse — activation
-//! quantizer → epilogue → [BN: both convolutions, statistics, folding] → weight quantizer
-//! (+μ·∂R/∂ℓ) → conv/linear data and weight gradients; [BN: running-stat update]; then one
-//! optimiser dispatch per parameter group (Adam, or SGD for the weights group, spec §7.5).
+//! A training step records every layer's forward (`nn/layer/`, one module per kind), then
+//! softmax cross-entropy, every layer's backward in reverse, then one optimiser dispatch per
+//! parameter group (Adam, or SGD for the weights group, spec §7.5), all into one encoder and one
+//! submission.
 //!
 //! The same recording serves range initialisation ([`Model::init`]: each quantizer first sets
 //! its range from its input), inference ([`Model::forward`]: no loss) and fixed-gate fine-tuning
 //! ([`Model::fixed_gate`]: fixed-bit quantizers, spec §7.4).
 
+use super::layer::{self, Build, Context, Layer, Pass, PlanFixed, RangeInits, Scratch, WeightSide};
 use crate::gpu::{Encoder, Gpu, Tensor};
-use crate::kernels::bn::{BnBackward, BnBindings, FoldBackward, FoldedBn};
-use crate::kernels::channels::ChannelLayout;
-use crate::kernels::conv;
 use crate::kernels::elementwise::Add;
-use crate::kernels::epilogue::{
-    ActQuant, Epilogue, EpilogueBackward, EpilogueConfig, EpilogueForward,
-};
-use crate::kernels::gemm::{self, GemmShape, Variant};
+use crate::kernels::gemm::Variant;
 use crate::kernels::loss::{MetricValues, Metrics, SoftmaxCrossEntropy};
 use crate::kernels::optim::{AdamGroup, Optimizer, ParamArena, ParamSlice};
-use crate::kernels::pool::{AvgPool2d, MaxPool2d};
-use crate::kernels::quant::{FixedBuffers, FixedQuant};
+use crate::kernels::quant::FixedQuant;
 use crate::kernels::range::RangeInit;
 use crate::quant::{Quantizer, QuantizerConfig, QuantizerState, QuantizerStorage, StepState};
 use crate::spec::fixed::{fixed_gates, FixedGates};
-use crate::spec::{init_params, Activation, Arch, LayerKind, LayerSpec, Pool2dShape};
+use crate::spec::{init_params, Activation, Arch, LayerKind, LayerSpec};
 use crate::spec::{Group, InitConfig, Params, QuantizerInfo};
 use crate::{Error, Result};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 /// Where a `state_dict` tensor lives: a word range of one of the packed groups.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,45 +106,6 @@ pub struct StepConfig {
     pub lr: LearningRates,
 }
 
-/// Tensors of one weighted layer that do not depend on the batch size.
-#[derive(Debug)]
-struct WeightSide {
-    spec: LayerSpec,
-    weight: Tensor,
-    weight_grad: Tensor,
-    bias: Option<(Tensor, Tensor)>,
-    /// γ, β, running mean, running var and the γ, β gradients.
-    bn: Option<BnParams>,
-    quantizer: Quantizer,
-    /// Folded weight (BN) and its gradient.
-    folded: Option<(Tensor, Tensor)>,
-    weight_q: Tensor,
-    weight_q_grad: Tensor,
-    /// Backward-weight scratch of the convolution (empty for linear layers).
-    scratch: Tensor,
-}
-
-#[derive(Debug)]
-struct BnParams {
-    gamma: Tensor,
-    beta: Tensor,
-    running_mean: Tensor,
-    running_var: Tensor,
-    gamma_grad: Tensor,
-    beta_grad: Tensor,
-}
-
-impl BnParams {
-    fn bindings(&self) -> BnBindings<'_> {
-        BnBindings {
-            gamma: self.gamma.binding(),
-            beta: self.beta.binding(),
-            running_mean: self.running_mean.binding(),
-            running_var: self.running_var.binding(),
-        }
-    }
-}
-
 /// Activation buffers of the largest batch; plans for smaller batches use prefixes.
 #[derive(Debug)]
 struct Activations {
@@ -169,10 +122,7 @@ struct Activations {
     argmax: Vec<Option<Tensor>>,
     /// Gradient buffers of the values, assigned by [`GradSlots`].
     grads: Vec<Tensor>,
-    /// Backward temporaries of the largest layer.
-    da: Tensor,
-    dy: Tensor,
-    dy_fp: Tensor,
+    scratch: Scratch,
     dlogits: Tensor,
 }
 
@@ -228,7 +178,7 @@ impl GradSlots {
 /// Kernels and views for one batch size.
 #[derive(Debug)]
 struct Plan {
-    layers: Vec<PlanLayer>,
+    layers: Vec<Box<dyn Layer>>,
     /// Every value at this batch size: 0 the input, `i + 1` layer `i`'s output.
     values: Vec<Tensor>,
     /// Gradient buffers at this batch size, indexed by value (`None`: no gradient needed).
@@ -238,14 +188,7 @@ struct Plan {
     loss: SoftmaxCrossEntropy,
     labels: Tensor,
     /// Fixed-gate mode: the fixed quantizer of every quantizer prefix at this batch size.
-    fixed: BTreeMap<String, PlanFixed>,
-}
-
-/// A fixed quantizer (spec §7.4) at one batch size, with its partial-sum scratch.
-#[derive(Debug)]
-struct PlanFixed {
-    quant: FixedQuant,
-    partials: Tensor,
+    fixed: Option<BTreeMap<String, PlanFixed>>,
 }
 
 /// Fixed-gate fine-tuning state of one quantizer: its bit width and 0/1 channel mask.
@@ -253,41 +196,6 @@ struct PlanFixed {
 struct FixedSide {
     bits: u32,
     mask: Option<Tensor>,
-}
-
-#[derive(Debug)]
-enum PlanLayer {
-    MaxPool(Box<PlanPool>),
-    AvgPool(AvgPool2d),
-    /// Flatten: moves no data.
-    Flatten,
-    Add(Box<PlanAdd>),
-    Weighted(Box<PlanWeighted>),
-}
-
-#[derive(Debug)]
-struct PlanPool {
-    pool: MaxPool2d,
-    argmax: Tensor,
-}
-
-/// A residual add: the kernel, the sum `a` (the quantizer's input) and the quantizer.
-#[derive(Debug)]
-struct PlanAdd {
-    add: Add,
-    quantizer: Quantizer,
-    a: Tensor,
-}
-
-#[derive(Debug)]
-struct PlanWeighted {
-    epilogue: Epilogue,
-    bn: Option<FoldedBn>,
-    /// The activation quantizer and its input `a`, kept for the backward pass; `None` for the
-    /// logit layer, whose output is `a` itself.
-    act_quant: Option<(Quantizer, Tensor)>,
-    y: Tensor,
-    y_fp: Option<Tensor>,
 }
 
 /// A batch of images or labels for [`Model::train_step`], [`Model::eval_batch`] and
@@ -343,47 +251,6 @@ impl<'a, T> From<&'a Tensor> for Batch<'a, T> {
     }
 }
 
-/// What a recorded forward pass does besides computing the layers.
-#[derive(Clone, Copy)]
-enum Pass<'a> {
-    /// Sampled gates, batch statistics; the loss and its gradient for the backward pass.
-    Train,
-    /// Test-time gates, running statistics; the loss and accuracy into the metrics.
-    Eval,
-    /// Test-time gates, running statistics, logits only (no labels).
-    Infer,
-    /// Range initialisation (spec §7.1): as `Train`, but each quantizer first sets its range from
-    /// its input, and BN updates its running statistics; no loss.
-    RangeInit(&'a RangeInits),
-}
-
-impl Pass<'_> {
-    /// Batch statistics (and sampled gates) rather than running statistics.
-    fn batch_stats(self) -> bool {
-        matches!(self, Pass::Train | Pass::RangeInit(_))
-    }
-}
-
-/// The range kernels of one range-initialisation pass, keyed by quantizer prefix, each with a
-/// one-word tensor that receives the quantizer's `x_min`.
-#[derive(Debug, Default)]
-struct RangeInits(BTreeMap<String, (RangeInit, Tensor)>);
-
-impl RangeInits {
-    /// Records the range of `x` into `x_max` and this quantizer's `x_min`.
-    fn record(
-        &self,
-        gpu: &Gpu,
-        enc: &mut Encoder,
-        prefix: &str,
-        x: &Tensor,
-        x_max: &Tensor,
-    ) -> Result<()> {
-        let (range, x_min) = &self.0[prefix];
-        range.record(gpu, enc, x, x_max, x_min)
-    }
-}
-
 /// A Bayesian Bits model on the GPU.
 #[derive(Debug)]
 pub struct Model {
@@ -395,7 +262,8 @@ pub struct Model {
     /// x_min of every quantizer: inert, kept for the checkpoint (its sign fixed signedness).
     x_min: BTreeMap<String, f32>,
     infos: Vec<QuantizerInfo>,
-    weights: Vec<Option<WeightSide>>,
+    /// The batch-independent part of every weighted layer, shared by the plans.
+    weights: Vec<Option<Arc<WeightSide>>>,
     act_storage: Vec<Option<QuantizerStorage>>,
     grad_slots: GradSlots,
     acts: Activations,
@@ -556,59 +424,21 @@ impl Model {
                 weights.push(None);
                 continue;
             }
-            let name = &l.name;
-            let wshape = l.weight_shape();
-            let wlen: usize = wshape.iter().product();
             let winfo =
                 find(l.weight_quantizer()).expect("every weighted layer has a weight quantizer");
             let signed = x_min[&winfo.prefix] < 0.0;
+            let wlen = l.weight_shape().iter().product();
             let quantizer = Quantizer::with_storage(
                 gpu,
                 quant_config(winfo, signed, wlen, params),
                 quant_storage(winfo)?,
             )?;
-            let c = l.out_channels();
-            let bias = match l.bias {
-                true => Some((
-                    view(&format!("{name}.bias"), &[c])?,
-                    grad_view(&format!("{name}.bias"), &[c])?,
-                )),
-                false => None,
+            let param = |leaf: &str, shape: &[usize]| -> Result<(Tensor, Tensor)> {
+                let name = format!("{}.{leaf}", l.name);
+                Ok((view(&name, shape)?, grad_view(&name, shape)?))
             };
-            let bn = match l.batch_norm {
-                true => Some(BnParams {
-                    gamma: view(&format!("{name}.gamma"), &[c])?,
-                    beta: view(&format!("{name}.beta"), &[c])?,
-                    running_mean: view(&format!("{name}.running_mean"), &[c])?,
-                    running_var: view(&format!("{name}.running_var"), &[c])?,
-                    gamma_grad: grad_view(&format!("{name}.gamma"), &[c])?,
-                    beta_grad: grad_view(&format!("{name}.beta"), &[c])?,
-                }),
-                false => None,
-            };
-            let folded = match l.batch_norm {
-                true => Some((
-                    gpu.zeros("folded weight", &wshape)?,
-                    gpu.zeros("folded weight grad", &wshape)?,
-                )),
-                false => None,
-            };
-            let scratch_len = match l.conv_shape(max_batch) {
-                Some(s) => conv::backward_weight_scratch_len(gpu, &s),
-                None => 0,
-            };
-            weights.push(Some(WeightSide {
-                spec: l.clone(),
-                weight: view(&format!("{name}.weight"), &wshape)?,
-                weight_grad: grad_view(&format!("{name}.weight"), &wshape)?,
-                bias,
-                bn,
-                quantizer,
-                folded,
-                weight_q: gpu.zeros("quantized weight", &wshape)?,
-                weight_q_grad: gpu.zeros("quantized weight grad", &wshape)?,
-                scratch: gpu.zeros("conv scratch", &[scratch_len])?,
-            }));
+            let side = WeightSide::new(gpu, l, quantizer, max_batch, &param)?;
+            weights.push(Some(Arc::new(side)));
         }
         let scratch = max_batch * largest;
         let grad_slots = GradSlots::new(&arch);
@@ -623,9 +453,11 @@ impl Model {
             grads: (0..grad_slots.count)
                 .map(|k| gpu.zeros(&format!("value gradient {k}"), &[scratch]))
                 .collect::<Result<_>>()?,
-            da: gpu.zeros("da", &[scratch])?,
-            dy: gpu.zeros("dy", &[scratch])?,
-            dy_fp: gpu.zeros("dy_fp", &[scratch])?,
+            scratch: Scratch {
+                da: gpu.zeros("da", &[scratch])?,
+                dy: gpu.zeros("dy", &[scratch])?,
+                dy_fp: gpu.zeros("dy_fp", &[scratch])?,
+            },
             dlogits: gpu.zeros("dlogits", &[max_batch * arch.classes])?,
         };
         let fixed = match fixed {
@@ -865,93 +697,41 @@ impl Model {
         let mut layers = Vec::new();
         for (i, l) in self.arch.layers.iter().enumerate() {
             let out = l.output_len();
-            let act_quantizer = |info_prefix: String| -> Result<Option<(Quantizer, Tensor)>> {
-                let Some(storage) = &self.act_storage[i] else {
-                    return Ok(None);
-                };
-                let info = self
-                    .infos
-                    .iter()
-                    .find(|q| q.prefix == info_prefix)
-                    .expect("activation quantizer info");
-                let cfg = QuantizerConfig {
-                    len: n * out,
-                    prune_channels: 0,
-                    signed: self.x_min[&info.prefix] < 0.0,
-                    x_max: 1.0,
-                    chain_logits: [0.0; 4],
-                    prune_logit: 0.0,
-                    mac_ratio: info.mac_ratio,
-                    id: info.id,
-                };
-                let a = prefix(self.acts.a[i].as_ref().expect("a"), out)?;
-                Ok(Some((
-                    Quantizer::with_storage(gpu, cfg, storage.clone())?,
-                    a,
-                )))
-            };
-            let [c, h, w] = l.input;
-            let layer = match l.kind {
-                LayerKind::MaxPool {
-                    kernel,
-                    stride,
-                    pad,
-                } => PlanLayer::MaxPool(Box::new(PlanPool {
-                    pool: MaxPool2d::new(
-                        gpu,
-                        &Pool2dShape::square(n, c, h, w, kernel, stride, pad),
-                    )?,
-                    argmax: prefix(self.acts.argmax[i].as_ref().expect("pool argmax"), out)?,
-                })),
-                LayerKind::AvgPool {
-                    kernel,
-                    stride,
-                    pad,
-                } => PlanLayer::AvgPool(AvgPool2d::new(
-                    gpu,
-                    &Pool2dShape::square(n, c, h, w, kernel, stride, pad),
-                )?),
-                LayerKind::GlobalAvgPool => PlanLayer::AvgPool(AvgPool2d::global(gpu, n, c, h, w)?),
-                LayerKind::Flatten => PlanLayer::Flatten,
-                LayerKind::Add => {
-                    let (quantizer, a) = act_quantizer(l.activation_quantizer())?
-                        .expect("an add has an activation quantizer");
-                    let add = Add::new(gpu, n * out)?;
-                    PlanLayer::Add(Box::new(PlanAdd { add, quantizer, a }))
-                }
-                LayerKind::Conv { .. } | LayerKind::Linear { .. } => {
-                    let layout = match l.kind {
-                        LayerKind::Conv { c_out, .. } => {
-                            ChannelLayout::nchw(n, c_out, l.output[1], l.output[2])
-                        }
-                        _ => ChannelLayout::rows(n, l.out_channels()),
+            let view = |t: &Option<Tensor>| t.as_ref().map(|t| prefix(t, out)).transpose();
+            let act_quant = match &self.act_storage[i] {
+                Some(storage) => {
+                    let info_prefix = l.activation_quantizer();
+                    let info = self
+                        .infos
+                        .iter()
+                        .find(|q| q.prefix == info_prefix)
+                        .expect("activation quantizer info");
+                    let cfg = QuantizerConfig {
+                        len: n * out,
+                        prune_channels: 0,
+                        signed: self.x_min[&info.prefix] < 0.0,
+                        x_max: 1.0,
+                        chain_logits: [0.0; 4],
+                        prune_logit: 0.0,
+                        mac_ratio: info.mac_ratio,
+                        id: info.id,
                     };
-                    let epilogue = Epilogue::new(
-                        gpu,
-                        EpilogueConfig {
-                            layout,
-                            activation: l.activation,
-                            scaled: l.batch_norm,
-                        },
-                    )?;
-                    let wlen = l.weight_shape().iter().product();
-                    let bn = match l.batch_norm {
-                        true => Some(FoldedBn::new(gpu, layout, wlen)?),
-                        false => None,
-                    };
-                    PlanLayer::Weighted(Box::new(PlanWeighted {
-                        epilogue,
-                        bn,
-                        act_quant: act_quantizer(l.activation_quantizer())?,
-                        y: prefix(self.acts.y[i].as_ref().expect("y"), out)?,
-                        y_fp: match &self.acts.y_fp[i] {
-                            Some(t) => Some(prefix(t, out)?),
-                            None => None,
-                        },
-                    }))
+                    let a = prefix(self.acts.a[i].as_ref().expect("a"), out)?;
+                    Some((Quantizer::with_storage(gpu, cfg, storage.clone())?, a))
                 }
+                None => None,
             };
-            layers.push(layer);
+            layers.push(layer::build(Build {
+                gpu,
+                n,
+                index: i,
+                spec: l,
+                argmax: view(&self.acts.argmax[i])?,
+                y: view(&self.acts.y[i])?,
+                y_fp: view(&self.acts.y_fp[i])?,
+                act_quant,
+                side: self.weights[i].clone(),
+            })?);
         }
         let mut accumulate = HashMap::new();
         for l in &self.arch.layers {
@@ -962,20 +742,10 @@ impl Model {
                 }
             }
         }
-        let mut fixed = BTreeMap::new();
-        for (prefix, side) in self.fixed.iter().flatten() {
-            let info = self
-                .infos
-                .iter()
-                .find(|q| &q.prefix == prefix)
-                .expect("a fixed quantizer of the network");
-            let len = if info.weight { info.len } else { info.len * n };
-            let signed = self.x_min[prefix] < 0.0;
-            let channels = side.mask.as_ref().map_or(0, Tensor::len);
-            let quant = FixedQuant::new(gpu, len, side.bits, signed, channels)?;
-            let partials = gpu.zeros(&format!("{prefix} partials"), &[quant.partials_len()])?;
-            fixed.insert(prefix.clone(), PlanFixed { quant, partials });
-        }
+        let fixed = match &self.fixed {
+            Some(sides) => Some(self.plan_fixed(gpu, n, sides)?),
+            None => None,
+        };
         let plan = Plan {
             fixed,
             layers,
@@ -987,6 +757,38 @@ impl Model {
         };
         self.plans.insert(n, plan);
         Ok(())
+    }
+
+    /// The fixed quantizer of every prefix of `sides` at batch size `n`.
+    fn plan_fixed(
+        &self,
+        gpu: &Gpu,
+        n: usize,
+        sides: &BTreeMap<String, FixedSide>,
+    ) -> Result<BTreeMap<String, PlanFixed>> {
+        let mut fixed = BTreeMap::new();
+        for (prefix, side) in sides {
+            let info = self
+                .infos
+                .iter()
+                .find(|q| &q.prefix == prefix)
+                .expect("a fixed quantizer of the network");
+            let len = if info.weight { info.len } else { info.len * n };
+            let signed = self.x_min[prefix] < 0.0;
+            let channels = side.mask.as_ref().map_or(0, Tensor::len);
+            let quant = FixedQuant::new(gpu, len, side.bits, signed, channels)?;
+            let partials = gpu.zeros(&format!("{prefix} partials"), &[quant.partials_len()])?;
+            let mask = side.mask.clone();
+            fixed.insert(
+                prefix.clone(),
+                PlanFixed {
+                    quant,
+                    partials,
+                    mask,
+                },
+            );
+        }
+        Ok(fixed)
     }
 
     /// Plans for the batch and copies its images (and labels) into the model's input buffers;
@@ -1134,42 +936,35 @@ impl Model {
         Ok(values)
     }
 
+    /// What the layers of the plan for `n` images share while `pass` is recorded.
+    fn context<'a>(&'a self, gpu: &'a Gpu, n: usize, pass: Pass<'a>) -> Context<'a> {
+        let plan = &self.plans[&n];
+        Context {
+            gpu,
+            n,
+            variant: self.variant,
+            pass,
+            step: &self.step_state,
+            values: &plan.values,
+            dvalues: &plan.dvalues,
+            canonical: &self.grad_slots.canonical,
+            accumulate: &plan.accumulate,
+            scratch: &self.acts.scratch,
+            fixed: plan.fixed.as_ref(),
+            written: vec![false; plan.values.len()],
+        }
+    }
+
     fn record_forward(&self, gpu: &Gpu, enc: &mut Encoder, n: usize, pass: Pass) -> Result<()> {
         let plan = &self.plans[&n];
         if self.fixed.is_none() {
-            for w in self.weights.iter().flatten() {
-                w.quantizer.sample_gates(gpu, enc, &self.step_state)?;
-            }
-            for l in &plan.layers {
-                if let Some(q) = l.act_quantizer() {
-                    q.sample_gates(gpu, enc, &self.step_state)?;
-                }
+            for q in plan.layers.iter().flat_map(|l| l.quantizers()) {
+                q.sample_gates(gpu, enc, &self.step_state)?;
             }
         }
-        for (i, l) in plan.layers.iter().enumerate() {
-            let spec = &self.arch.layers[i];
-            let input = &plan.values[spec.inputs[0]];
-            let output = &plan.values[i + 1];
-            match l {
-                PlanLayer::MaxPool(p) => p.pool.forward(gpu, enc, input, output, &p.argmax)?,
-                PlanLayer::AvgPool(p) => p.forward(gpu, enc, input, output)?,
-                PlanLayer::Flatten => {}
-                PlanLayer::Add(p) => {
-                    // ReLU is implicit: the sum's quantizer is unsigned, and the unsigned clip
-                    // maps negative sums to 0 with zero gradient, as ReLU then Q would.
-                    let other = &plan.values[spec.inputs[1]];
-                    p.add.forward(gpu, enc, input, other, &p.a)?;
-                    let prefix = spec.activation_quantizer();
-                    if let Pass::RangeInit(ranges) = pass {
-                        ranges.record(gpu, enc, &prefix, &p.a, &p.quantizer.x_max)?;
-                    }
-                    self.record_quantize(gpu, enc, plan, &prefix, &p.quantizer, &p.a, output)?;
-                }
-                PlanLayer::Weighted(p) => {
-                    let w = self.weights[i].as_ref().expect("weighted layer");
-                    self.record_weighted_forward(gpu, enc, n, pass, w, p, input, output)?;
-                }
-            }
+        let cx = self.context(gpu, n, pass);
+        for l in &plan.layers {
+            l.forward(&cx, enc)?;
         }
         if matches!(pass, Pass::Infer | Pass::RangeInit(_)) {
             return Ok(());
@@ -1184,347 +979,16 @@ impl Model {
             .forward(gpu, enc, logits, &plan.labels, dlogits, &self.metrics)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn record_weighted_forward(
-        &self,
-        gpu: &Gpu,
-        enc: &mut Encoder,
-        n: usize,
-        pass: Pass,
-        w: &WeightSide,
-        p: &PlanWeighted,
-        input: &Tensor,
-        output: &Tensor,
-    ) -> Result<()> {
-        let source = match (&w.bn, &w.folded, &p.bn) {
-            (Some(bn), Some((folded, _)), Some(fbn)) => {
-                fbn.fold_weight(gpu, enc, &bn.bindings(), &w.weight, folded)?;
-                folded
-            }
-            _ => &w.weight,
-        };
-        let plan = &self.plans[&n];
-        let prefix = w.spec.weight_quantizer();
-        if let Pass::RangeInit(ranges) = pass {
-            ranges.record(gpu, enc, &prefix, source, &w.quantizer.x_max)?;
-        }
-        self.record_quantize(gpu, enc, plan, &prefix, &w.quantizer, source, &w.weight_q)?;
-        let product = Product {
-            gpu,
-            variant: self.variant,
-            side: w,
-            n,
-        };
-        product.forward(enc, input, &w.weight_q, &p.y)?;
-        let (scale, shift) = match (&w.bn, &p.bn) {
-            (Some(bn), Some(fbn)) => {
-                if pass.batch_stats() {
-                    let y_fp = p.y_fp.as_ref().expect("BN layers keep y_fp");
-                    product.forward(enc, input, &w.weight, y_fp)?;
-                    fbn.train_stats(gpu, enc, &bn.bindings(), y_fp)?;
-                    if let Pass::RangeInit(_) = pass {
-                        // No backward follows, so the running statistics update here.
-                        fbn.update_running(gpu, enc, &bn.bindings())?;
-                    }
-                } else {
-                    fbn.eval_affine(gpu, enc, &bn.bindings())?;
-                }
-                (Some(fbn.scale.binding()), fbn.shift.binding())
-            }
-            _ => (
-                None,
-                w.bias
-                    .as_ref()
-                    .map(|(b, _)| b.binding())
-                    .expect("layers without BN have a bias"),
-            ),
-        };
-        let separate = matches!(pass, Pass::RangeInit(_)) || self.fixed.is_some();
-        if let (true, Some((q, a))) = (separate, &p.act_quant) {
-            // A range needs the whole activation before quantizing it, and the epilogue fuses
-            // only the Bayesian Bits quantizer: the epilogue writes the activation unquantized,
-            // then the quantizer runs on its own.
-            let unquantized = EpilogueForward {
-                y: p.y.binding(),
-                scale,
-                shift,
-                a: a.binding(),
-                quant: None,
-            };
-            p.epilogue.forward(gpu, enc, &unquantized)?;
-            let prefix = w.spec.activation_quantizer();
-            if let Pass::RangeInit(ranges) = pass {
-                ranges.record(gpu, enc, &prefix, a, &q.x_max)?;
-            }
-            return self.record_quantize(gpu, enc, plan, &prefix, q, a, output);
-        }
-        let quant = p.act_quant.as_ref().map(|(q, _)| ActQuant {
-            signed: q.config().signed,
-            x_max: q.x_max.binding(),
-            gates: q.gates.binding(),
-            q: output.binding(),
-        });
-        let a = p.act_quant.as_ref().map_or(output, |(_, a)| a);
-        p.epilogue.forward(
-            gpu,
-            enc,
-            &EpilogueForward {
-                y: p.y.binding(),
-                scale,
-                shift,
-                a: a.binding(),
-                quant,
-            },
-        )
-    }
-
-    /// The fixed quantizer of `prefix` in fixed-gate mode, with its buffers (the range is the
-    /// Bayesian Bits quantizer `bb`'s); `None` in Bayesian Bits mode.
-    fn fixed_quantizer<'a>(
-        &'a self,
-        plan: &'a Plan,
-        prefix: &str,
-        bb: &'a Quantizer,
-    ) -> Option<(&'a FixedQuant, FixedBuffers<'a>)> {
-        let fixed = plan.fixed.get(prefix)?;
-        let side = &self.fixed.as_ref()?[prefix];
-        let buffers = FixedBuffers {
-            x_max: bb.x_max.binding(),
-            mask: side.mask.as_ref().map(Tensor::binding),
-            partials: fixed.partials.binding(),
-            x_max_grad: bb.x_max_grad.binding(),
-        };
-        Some((&fixed.quant, buffers))
-    }
-
-    /// Records `y = Q(x)` with quantizer `prefix`: fixed in fixed-gate mode, else `bb`.
-    #[allow(clippy::too_many_arguments)]
-    fn record_quantize(
-        &self,
-        gpu: &Gpu,
-        enc: &mut Encoder,
-        plan: &Plan,
-        prefix: &str,
-        bb: &Quantizer,
-        x: &Tensor,
-        y: &Tensor,
-    ) -> Result<()> {
-        match self.fixed_quantizer(plan, prefix, bb) {
-            Some((f, b)) => f.forward(gpu, enc, &b, x.binding(), y.binding()),
-            None => bb.forward(gpu, enc, &self.step_state, x, y),
-        }
-    }
-
-    /// Records the backward of [`Model::record_quantize`] for upstream gradient `dy`.
-    #[allow(clippy::too_many_arguments)]
-    fn record_quantize_backward(
-        &self,
-        gpu: &Gpu,
-        enc: &mut Encoder,
-        plan: &Plan,
-        prefix: &str,
-        bb: &Quantizer,
-        x: &Tensor,
-        dy: &Tensor,
-        dx: &Tensor,
-    ) -> Result<()> {
-        match self.fixed_quantizer(plan, prefix, bb) {
-            Some((f, b)) => f.backward(gpu, enc, &b, x.binding(), dy.binding(), dx.binding()),
-            None => bb.backward(gpu, enc, &self.step_state, x, dy, dx),
-        }
-    }
-
     /// Records the backward pass. Gradients flow from value to value: a layer reads the gradient
     /// of its output and writes (its first reader in backward order) or adds (the others) the
     /// gradients of its inputs; the network input needs none.
     fn record_backward(&self, gpu: &Gpu, enc: &mut Encoder, n: usize) -> Result<()> {
         let plan = &self.plans[&n];
-        let sized = |t: &Tensor, len: usize| t.slice(gpu, 0, &[len]);
-        let canonical = &self.grad_slots.canonical;
-        let mut written = vec![false; plan.values.len()];
+        let mut cx = self.context(gpu, n, Pass::Train);
         for (i, l) in plan.layers.iter().enumerate().rev() {
-            let spec = &self.arch.layers[i];
-            let Some(dout) = plan.dvalues[i + 1].as_ref() else {
-                continue;
-            };
-            // Where this layer's gradient w.r.t. input v goes, and whether to add to it.
-            let mut target = |v: usize| -> Option<(Tensor, bool)> {
-                let t = plan.dvalues[v].clone()?;
-                let add = std::mem::replace(&mut written[canonical[v]], true);
-                Some((t, add))
-            };
-            let first = spec.inputs[0];
-            let in_len = plan.values[first].len();
-            let accumulate = |enc: &mut Encoder, src: &Tensor, dst: &Tensor| {
-                plan.accumulate[&src.len()].accumulate(gpu, enc, src, dst)
-            };
-            // A pooling backward writes its whole input gradient: into a scratch buffer, then
-            // added, when another reader wrote that gradient first.
-            let scratch_or = |dx: &Tensor, add: bool| match add {
-                true => sized(&self.acts.dy, in_len),
-                false => Ok(dx.clone()),
-            };
-            match l {
-                PlanLayer::Flatten => {}
-                PlanLayer::MaxPool(p) => {
-                    if let Some((dx, add)) = target(first) {
-                        let out = scratch_or(&dx, add)?;
-                        p.pool.backward(gpu, enc, dout, &p.argmax, &out)?;
-                        if add {
-                            accumulate(enc, &out, &dx)?;
-                        }
-                    }
-                }
-                PlanLayer::AvgPool(p) => {
-                    if let Some((dx, add)) = target(first) {
-                        let out = scratch_or(&dx, add)?;
-                        p.backward(gpu, enc, dout, &out)?;
-                        if add {
-                            accumulate(enc, &out, &dx)?;
-                        }
-                    }
-                }
-                PlanLayer::Add(p) => {
-                    let ds = sized(&self.acts.da, p.a.len())?;
-                    let prefix = spec.activation_quantizer();
-                    self.record_quantize_backward(
-                        gpu,
-                        enc,
-                        plan,
-                        &prefix,
-                        &p.quantizer,
-                        &p.a,
-                        dout,
-                        &ds,
-                    )?;
-                    for &v in &spec.inputs {
-                        match target(v) {
-                            Some((dx, true)) => accumulate(enc, &ds, &dx)?,
-                            Some((dx, false)) => enc.copy_buffer_to_buffer(
-                                ds.buffer(),
-                                ds.offset(),
-                                dx.buffer(),
-                                dx.offset(),
-                                ds.bytes(),
-                            ),
-                            None => {}
-                        }
-                    }
-                }
-                PlanLayer::Weighted(p) => {
-                    let w = self.weights[i].as_ref().expect("weighted layer");
-                    let input = &plan.values[first];
-                    let dx = target(first);
-                    self.record_weighted_backward(gpu, enc, n, w, p, input, dout, dx)?;
-                }
+            if let Some(dout) = &plan.dvalues[i + 1] {
+                l.backward(&mut cx, enc, dout)?;
             }
-        }
-        Ok(())
-    }
-
-    /// The backward pass of a weighted layer from `dout` = dL/d(output); `dx` = (dL/d(input),
-    /// add to it).
-    #[allow(clippy::too_many_arguments)]
-    fn record_weighted_backward(
-        &self,
-        gpu: &Gpu,
-        enc: &mut Encoder,
-        n: usize,
-        w: &WeightSide,
-        p: &PlanWeighted,
-        input: &Tensor,
-        dout: &Tensor,
-        dx: Option<(Tensor, bool)>,
-    ) -> Result<()> {
-        let plan = &self.plans[&n];
-        let sized = |t: &Tensor, len: usize| t.slice(gpu, 0, &[len]);
-        let out_len = p.y.len();
-        let da = match &p.act_quant {
-            Some((q, a)) => {
-                let da = sized(&self.acts.da, out_len)?;
-                let prefix = w.spec.activation_quantizer();
-                self.record_quantize_backward(gpu, enc, plan, &prefix, q, a, dout, &da)?;
-                da
-            }
-            None => dout.clone(),
-        };
-        let dy = sized(&self.acts.dy, out_len)?;
-        let product = Product {
-            gpu,
-            variant: self.variant,
-            side: w,
-            n,
-        };
-        let (scale, sum_da) = match (&w.bn, &p.bn) {
-            (Some(bn), Some(fbn)) => (Some(fbn.scale.binding()), bn.beta_grad.binding()),
-            _ => (
-                None,
-                w.bias.as_ref().map(|(_, g)| g.binding()).expect("bias"),
-            ),
-        };
-        p.epilogue.backward(
-            gpu,
-            enc,
-            &EpilogueBackward {
-                da: da.binding(),
-                y: p.y.binding(),
-                scale,
-                dy: dy.binding(),
-                sum_da,
-                a: match (&p.act_quant, w.spec.activation) {
-                    (Some((_, a)), Activation::Relu6) => Some(a.binding()),
-                    _ => None,
-                },
-            },
-        )?;
-        let folded_bn = match (&w.bn, &p.bn, &w.folded) {
-            (Some(bn), Some(fbn), Some(folded)) => Some((bn, fbn, folded)),
-            _ => None,
-        };
-        if let Some((bn, fbn, _)) = folded_bn {
-            // Full-precision path (batch statistics): writes dW and dx.
-            let y_fp = p.y_fp.as_ref().expect("BN layers keep y_fp");
-            let dy_fp = sized(&self.acts.dy_fp, out_len)?;
-            let args = BnBackward {
-                sum_g: bn.beta_grad.binding(),
-                sum_gy: p.epilogue.sum_da_y.binding(),
-                y_fp: y_fp.binding(),
-                dy_fp: dy_fp.binding(),
-                dgamma: bn.gamma_grad.binding(),
-            };
-            fbn.backward(gpu, enc, &bn.bindings(), &args)?;
-            let dx = dx.as_ref().map(|(t, add)| (t, *add));
-            product.backward(enc, input, &w.weight, &dy_fp, dx, &w.weight_grad)?;
-        }
-        // Quantized path: adds to dx when the full-precision path wrote it.
-        let dx = dx.as_ref().map(|(t, add)| (t, *add || folded_bn.is_some()));
-        product.backward(enc, input, &w.weight_q, &dy, dx, &w.weight_q_grad)?;
-        let (source, source_grad) = match folded_bn {
-            Some((_, _, (folded, folded_grad))) => (folded, folded_grad),
-            None => (&w.weight, &w.weight_grad),
-        };
-        let prefix = w.spec.weight_quantizer();
-        let dw_q = &w.weight_q_grad;
-        self.record_quantize_backward(
-            gpu,
-            enc,
-            plan,
-            &prefix,
-            &w.quantizer,
-            source,
-            dw_q,
-            source_grad,
-        )?;
-        if let Some((bn, fbn, (_, folded_grad))) = folded_bn {
-            // dL/dW_f → dW (added to the full-precision path's) and the folding part of dγ.
-            let args = FoldBackward {
-                dw_f: folded_grad.binding(),
-                w: w.weight.binding(),
-                dw: w.weight_grad.binding(),
-                dgamma: bn.gamma_grad.binding(),
-            };
-            fbn.fold_weight_backward(gpu, enc, &bn.bindings(), &args)?;
-            fbn.update_running(gpu, enc, &bn.bindings())?;
         }
         Ok(())
     }
@@ -1754,25 +1218,21 @@ impl Model {
         (future, index)
     }
 
-    /// `R_q` of every weight quantizer and of the activation quantizers of the last training
-    /// batch size.
+    /// `R_q` of every quantizer at the last training batch size, in [`Arch::quantizers`] order.
     fn regularizer_tensors(&self) -> Vec<&Tensor> {
         if self.fixed.is_some() {
             // Fixed-gate fine-tuning trains on the cross-entropy alone.
             return Vec::new();
         }
-        let mut tensors: Vec<&Tensor> = self
-            .weights
+        // Before any training step every R_q is still 0: nothing to read.
+        let Some(plan) = self.last_train_batch.and_then(|n| self.plans.get(&n)) else {
+            return Vec::new();
+        };
+        plan.layers
             .iter()
-            .flatten()
-            .map(|w| &w.quantizer.reg_value)
-            .collect();
-        if let Some(plan) = self.last_train_batch.and_then(|n| self.plans.get(&n)) {
-            for l in &plan.layers {
-                tensors.extend(l.act_quantizer().map(|q| &q.reg_value));
-            }
-        }
-        tensors
+            .flat_map(|l| l.quantizers())
+            .map(|q| &q.reg_value)
+            .collect()
     }
 
     /// Σ_q R_q of the last training step (before μ). **Blocking.**
@@ -1786,87 +1246,6 @@ impl Model {
             .iter()
             .map(|v| f64::from(v[0]))
             .sum())
-    }
-}
-
-/// The conv/linear products of one weighted layer at batch size `n`.
-struct Product<'a> {
-    gpu: &'a Gpu,
-    variant: Variant,
-    side: &'a WeightSide,
-    n: usize,
-}
-
-impl Product<'_> {
-    /// `y = layer(x, w)` (no bias).
-    fn forward(&self, enc: &mut Encoder, x: &Tensor, w: &Tensor, y: &Tensor) -> Result<()> {
-        let (gpu, variant, n) = (self.gpu, self.variant, self.n);
-        match (self.side.spec.kind, self.side.spec.conv_shape(n)) {
-            (_, Some(s)) => conv::conv2d_forward(gpu, enc, variant, &s, x, w, y),
-            (LayerKind::Linear { d_in, d_out }, None) => gemm::gemm(
-                gpu,
-                enc,
-                variant,
-                &GemmShape::new(n, d_out, d_in, false, true),
-                x,
-                w,
-                y,
-            ),
-            _ => unreachable!("weighted layers are conv or linear"),
-        }
-    }
-
-    /// `dw = dL/dw` and, if given, `dx (=, or += when flagged) dL/dx` for upstream `dy`.
-    fn backward(
-        &self,
-        enc: &mut Encoder,
-        x: &Tensor,
-        w: &Tensor,
-        dy: &Tensor,
-        dx: Option<(&Tensor, bool)>,
-        dw: &Tensor,
-    ) -> Result<()> {
-        let (gpu, variant, n) = (self.gpu, self.variant, self.n);
-        match (self.side.spec.kind, self.side.spec.conv_shape(n)) {
-            (_, Some(s)) => {
-                conv::conv2d_backward_weight(gpu, enc, variant, &s, x, dy, dw, &self.side.scratch)?;
-                if let Some((dx, accumulate)) = dx {
-                    conv::conv2d_backward_data(gpu, enc, variant, &s, dy, w, dx, accumulate)?;
-                }
-                Ok(())
-            }
-            (LayerKind::Linear { d_in, d_out }, None) => {
-                gemm::gemm(
-                    gpu,
-                    enc,
-                    variant,
-                    &GemmShape::new(d_out, d_in, n, true, false),
-                    dy,
-                    x,
-                    dw,
-                )?;
-                if let Some((dx, accumulate)) = dx {
-                    let shape = GemmShape {
-                        accumulate,
-                        ..GemmShape::new(n, d_in, d_out, false, false)
-                    };
-                    gemm::gemm(gpu, enc, variant, &shape, dy, w, dx)?;
-                }
-                Ok(())
-            }
-            _ => unreachable!("weighted layers are conv or linear"),
-        }
-    }
-}
-
-impl PlanLayer {
-    /// The activation quantizer on the layer's output, if any.
-    fn act_quantizer(&self) -> Option<&Quantizer> {
-        match self {
-            PlanLayer::Add(p) => Some(&p.quantizer),
-            PlanLayer::Weighted(p) => p.act_quant.as_ref().map(|(q, _)| q),
-            _ => None,
-        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! These functions are written to be read: they follow `spec §1–§6` line by line and are the
 //! oracle that every WGSL kernel is tested against. They depend on nothing but `std`.
 
+mod layer;
 pub mod layers;
 pub mod model;
 pub mod quant;

@@ -272,6 +272,45 @@ impl LayerSpec {
     pub fn activation_quantizer(&self) -> String {
         format!("{}.activation_quantizer.quantizer", self.name)
     }
+
+    /// The `state_dict` tensors this layer owns, with their PyTorch shapes, in `state_dict`
+    /// order: weight, bias, BN statistics and affine parameters, then each quantizer's tensors
+    /// (weight quantizer first). The one list of a layer's parameters: the `state_dict`, the
+    /// initialisation and the GPU model's parameter groups all follow it.
+    pub fn state_dict_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let mut out = Vec::new();
+        if !self.is_quantized() {
+            return out;
+        }
+        let c = self.out_channels();
+        if self.is_weighted() {
+            out.push((format!("{}.weight", self.name), self.weight_shape()));
+        }
+        if self.bias {
+            out.push((format!("{}.bias", self.name), vec![c]));
+        }
+        if self.batch_norm {
+            for t in ["running_mean", "running_var", "gamma", "beta"] {
+                out.push((format!("{}.{t}", self.name), vec![c]));
+            }
+        }
+        let mut quantizers = Vec::new();
+        if self.is_weighted() {
+            quantizers.push((self.weight_quantizer(), self.prune));
+        }
+        if self.act_quant {
+            quantizers.push((self.activation_quantizer(), false));
+        }
+        for (prefix, prune) in quantizers {
+            for t in QUANTIZER_TENSORS {
+                out.push((format!("{prefix}.{t}"), vec![1]));
+            }
+            if prune {
+                out.push((format!("{prefix}.gamma_2"), vec![c]));
+            }
+        }
+        out
+    }
 }
 
 /// A network: input shape, classes and layers in forward order, validated by [`ArchBuilder`].
@@ -1451,39 +1490,13 @@ impl Arch {
             .sum()
     }
 
-    /// Every tensor of the `state_dict` with its PyTorch shape, layer by layer.
+    /// Every tensor of the `state_dict` with its PyTorch shape, layer by layer
+    /// ([`LayerSpec::state_dict_shapes`]).
     pub fn state_dict_shapes(&self) -> Vec<(String, Vec<usize>)> {
-        let mut out = Vec::new();
-        for l in self.layers.iter().filter(|l| l.is_quantized()) {
-            let c = l.out_channels();
-            if l.is_weighted() {
-                out.push((format!("{}.weight", l.name), l.weight_shape()));
-            }
-            if l.bias {
-                out.push((format!("{}.bias", l.name), vec![c]));
-            }
-            if l.batch_norm {
-                for t in ["running_mean", "running_var", "gamma", "beta"] {
-                    out.push((format!("{}.{t}", l.name), vec![c]));
-                }
-            }
-            let mut quantizers = Vec::new();
-            if l.is_weighted() {
-                quantizers.push((l.weight_quantizer(), l.prune));
-            }
-            if l.act_quant {
-                quantizers.push((l.activation_quantizer(), false));
-            }
-            for (prefix, prune) in quantizers {
-                for t in QUANTIZER_TENSORS {
-                    out.push((format!("{prefix}.{t}"), vec![1]));
-                }
-                if prune {
-                    out.push((format!("{prefix}.gamma_2"), vec![c]));
-                }
-            }
-        }
-        out
+        self.layers
+            .iter()
+            .flat_map(LayerSpec::state_dict_shapes)
+            .collect()
     }
 
     /// The BOP inputs of every weighted layer, in order (see the module docs): for layer `l`,

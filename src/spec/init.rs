@@ -2,7 +2,7 @@
 //! the crate's counter-based generator, and the initial gate logits.
 
 use super::quant::gate_noise;
-use super::{Arch, LayerSpec, Params};
+use super::{Arch, Params};
 
 /// Initial gate logits and seed of a model (spec §2.7).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -23,15 +23,18 @@ const INIT_STREAM: u32 = u32::MAX;
 /// running statistics 0/1, logits from `cfg`, ranges as the unset placeholders ±10.
 pub fn init_params(arch: &Arch, cfg: &InitConfig) -> Params {
     let mut params = Params::new();
-    for (t, (name, shape)) in arch.state_dict_shapes().into_iter().enumerate() {
+    let tensors = arch
+        .layers
+        .iter()
+        .flat_map(|l| l.state_dict_shapes().into_iter().map(move |t| (l, t)));
+    // The tensor's index in the `state_dict` is its noise stream.
+    for (t, (layer, (name, shape))) in tensors.enumerate() {
         let len: usize = shape.iter().product();
         let leaf = name.rsplit('.').next().unwrap_or_default().to_string();
-        let module = name.rsplit_once('.').map_or("", |(m, _)| m);
-        let layer = arch.layers.iter().find(|l| l.name == module);
         let value = |v: f32| vec![v; len];
         let data = match leaf.as_str() {
             "weight" | "bias" => {
-                let bound = 1.0 / (layer.map_or(1, LayerSpec::fan_in) as f32).sqrt();
+                let bound = 1.0 / (layer.fan_in() as f32).sqrt();
                 (0..len)
                     .map(|i| {
                         (2.0 * gate_noise(cfg.seed, INIT_STREAM, t as u32, i as u32) - 1.0) * bound
