@@ -857,6 +857,131 @@ fn onnx_vgg7_graph_and_data() {
     write_onnx_case("vgg7", &model, &arch, &params, &images, n);
 }
 
+/// ResNet-20 as ONNX: strided and 1×1 projection convolutions, residual adds of signed and
+/// unsigned activations, global average pooling; signed activation quantizers at 2, 4, 8, 16
+/// and 32 bits (the fixture's gates, with one block's `conv2` moved to 2 and another's to 32
+/// bits). The graph decodes to what the export holds and is wired as the network, and the
+/// model, images whose prediction is clearly decided, and fake-quant predictions are written
+/// for the onnxruntime check.
+#[test]
+fn onnx_resnet20_graph_and_data() {
+    let (arch, mut params) = resnet20();
+    for (layer, bits) in [("layer1.1.conv2", 2), ("layer3.1.conv2", 32)] {
+        set_chain(
+            &mut params,
+            &format!("{layer}.activation_quantizer.quantizer"),
+            bits,
+        );
+    }
+    // A random ResNet-20's logits vary little between noise images, and two faithful
+    // evaluations of it differ by up to about 6 % of the logits' standard deviation σ (the
+    // order of float sums, and the side of a rounding tie an activation lands on, amplified by
+    // the 2- and 4-bit quantizers: the crate's integer reference differs from the fake-quant
+    // evaluation as much as onnxruntime does). So the check takes, of 48 noise images, the
+    // first 16 whose fake-quant top-2 logit margin is at least σ/4: it asks whether
+    // onnxruntime runs the same network, not which side of a near-tie it lands on.
+    let (pool, n, pixels) = (48, 16, 3 * 32 * 32);
+    let candidates = uniform(28, pool * pixels, -2.0, 2.0);
+    center_logits(&mut params, "fc", |p| {
+        fake_quant_logits_cpu(&arch, p, &candidates, pool)
+    });
+    let logits = fake_quant_logits_cpu(&arch, &params, &candidates, pool);
+    let mean = logits.iter().sum::<f32>() / logits.len() as f32;
+    let sigma =
+        (logits.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / logits.len() as f32).sqrt();
+    let decided: Vec<usize> = (0..pool)
+        .filter(|&i| {
+            let mut row = logits[i * 10..(i + 1) * 10].to_vec();
+            row.sort_by(|a, b| b.total_cmp(a));
+            row[0] - row[1] >= sigma / 4.0
+        })
+        .take(n)
+        .collect();
+    assert_eq!(decided.len(), n, "images with a decided prediction");
+    let images: Vec<f32> = decided
+        .iter()
+        .flat_map(|&i| candidates[i * pixels..(i + 1) * pixels].to_vec())
+        .collect();
+    let model = export::export(&arch, &params, &ExportOptions::default()).unwrap();
+    let mut signed_bits: Vec<u32> = model
+        .manifest
+        .layers
+        .iter()
+        .filter_map(|l| l.weighted.as_ref()?.activation.as_ref())
+        .filter(|a| a.signed)
+        .map(|a| a.bits)
+        .collect();
+    signed_bits.sort_unstable();
+    signed_bits.dedup();
+    assert_eq!(signed_bits, [2, 4, 8, 16, 32]);
+    // Some signed quantizer's clip value divides to a tie that rounds one past the top code:
+    // clipping to ±clip before QuantizeLinear would leave the grid there (`check_onnx` checks
+    // the bound written instead).
+    let past_top = model
+        .manifest
+        .layers
+        .iter()
+        .filter_map(|l| l.weighted.as_ref()?.activation.as_ref())
+        .filter(|a| a.signed && a.bits <= 16)
+        .any(|a| (a.clip / a.scale).round_ties_even() > ((1 << (a.bits - 1)) - 1) as f32);
+    assert!(past_top, "a signed clip value that rounds past the grid");
+    let decoded = check_onnx(&model);
+    let g = decoded.graph.as_ref().unwrap();
+    let node = |name: &str| {
+        g.node
+            .iter()
+            .find(|n| n.name == name)
+            .unwrap_or_else(|| panic!("node {name}"))
+    };
+    let strides = |name: &str| {
+        let conv = node(&format!("{name}.conv"));
+        let a = conv.attribute.iter().find(|a| a.name == "strides").unwrap();
+        a.ints.clone()
+    };
+    assert_eq!(strides("layer2.0.conv1"), [2, 2]);
+    assert_eq!(strides("layer3.0.downsample.0"), [2, 2]);
+    assert_eq!(strides("layer2.0.conv2"), [1, 1]);
+    // Each block's sum reads its conv2's dequantized activation and the shortcut: the block
+    // input (the previous block's quantized sum, or the stem's activation) or the projection.
+    let adds: Vec<_> = model
+        .manifest
+        .layers
+        .iter()
+        .filter(|l| l.kind == "add")
+        .collect();
+    assert_eq!(adds.len(), 9);
+    let mut previous = "conv1".to_string();
+    for l in &adds {
+        let name = &l.name;
+        let sum = node(&format!("{name}.out"));
+        assert_eq!(sum.op_type, "Add");
+        let projection = format!("{name}.downsample.0");
+        let shortcut = if model.layer_manifest(&projection).is_some() {
+            projection
+        } else {
+            previous.clone()
+        };
+        assert_eq!(
+            sum.input,
+            [format!("{name}.conv2.act"), format!("{shortcut}.act")],
+            "{name}"
+        );
+        assert_eq!(node(&format!("{name}.relu")).input, [sum.output[0].clone()]);
+        previous = name.clone();
+    }
+    // The projections read the previous block's sum, as conv1 of the same block does.
+    assert_eq!(node("layer2.0.downsample.0.conv").input[0], "layer1.2.act");
+    assert_eq!(node("layer2.0.conv1.conv").input[0], "layer1.2.act");
+    // Global average pooling of the last sum, flattened into the linear layer.
+    let pool = node("avgpool.out");
+    assert_eq!(
+        (pool.op_type.as_str(), pool.input.as_slice()),
+        ("GlobalAveragePool", ["layer3.2.act".to_string()].as_slice())
+    );
+    assert_eq!(node("fc.flat").input, ["avgpool.out"]);
+    write_onnx_case("resnet20", &model, &arch, &params, &images, n);
+}
+
 /// 4-bit packing as the ONNX spec has it (two per byte, low nibble first), and typed errors
 /// for codes off the grid and for bytes that are not a model.
 #[test]
