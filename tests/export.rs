@@ -28,21 +28,27 @@ fn chain_for(bits: u32) -> [f32; 4] {
     }
 }
 
+/// Sets the chain gates of the quantizer `prefix` (`….quantizer`) to give `bits`.
+fn set_chain(params: &mut Params, prefix: &str, bits: u32) {
+    for (g, v) in ["gamma_4", "gamma_8", "gamma_16", "gamma_32"]
+        .iter()
+        .zip(chain_for(bits))
+    {
+        params.insert(format!("{prefix}.{g}"), vec![v]);
+    }
+}
+
 /// Sets the gates of every quantizer: weight bits and activation bits per weighted layer,
 /// and prunes about a quarter of the prunable channels.
 fn set_gates(arch: &Arch, params: &mut Params, weight_bits: &[u32], act_bits: &[u32], seed: u64) {
     for (i, l) in arch.weighted_layers().enumerate() {
-        let mut set = |q: &str, bits: u32| {
-            for (g, v) in ["gamma_4", "gamma_8", "gamma_16", "gamma_32"]
-                .iter()
-                .zip(chain_for(bits))
-            {
-                params.insert(format!("{}.{q}.quantizer.{g}", l.name), vec![v]);
-            }
-        };
-        set("weight_quantizer", weight_bits[i]);
+        set_chain(
+            params,
+            &format!("{}.weight_quantizer.quantizer", l.name),
+            weight_bits[i],
+        );
         if l.act_quant {
-            set("activation_quantizer", act_bits[i]);
+            set_chain(params, &l.activation_quantizer(), act_bits[i]);
         }
         if l.prune {
             let name = format!("{}.weight_quantizer.quantizer.gamma_2", l.name);
@@ -327,12 +333,7 @@ fn vgg7_export_integer_inference() {
 fn set_add_bits(arch: &Arch, params: &mut Params, bits: &[u32]) {
     let adds = arch.layers.iter().filter(|l| l.kind == LayerKind::Add);
     for (k, l) in adds.enumerate() {
-        for (g, v) in ["gamma_4", "gamma_8", "gamma_16", "gamma_32"]
-            .iter()
-            .zip(chain_for(bits[k % bits.len()]))
-        {
-            params.insert(format!("{}.{g}", l.activation_quantizer()), vec![v]);
-        }
+        set_chain(params, &l.activation_quantizer(), bits[k % bits.len()]);
     }
 }
 
@@ -731,9 +732,77 @@ fn corrupt_and_truncated_files_give_typed_errors() {
     }
 }
 
+/// The initializer `name` of `g`.
+fn initializer<'a>(g: &'a onnx::proto::GraphProto, name: &str) -> &'a onnx::proto::TensorProto {
+    g.initializer
+        .iter()
+        .find(|t| t.name == name)
+        .unwrap_or_else(|| panic!("initializer {name}"))
+}
+
+/// The f32 scalar initializer `name` of `g`.
+fn scalar(g: &onnx::proto::GraphProto, name: &str) -> f32 {
+    let t = initializer(g, name);
+    assert!(
+        t.dims.is_empty() && t.data_type == onnx::proto::data_type::FLOAT,
+        "{name}"
+    );
+    f32::from_le_bytes(t.raw_data[..].try_into().unwrap())
+}
+
+/// The operators that follow layer `name`'s sum (ReLU, activation quantizer), checking the
+/// quantizer's initializers: container type, scale, and clip bounds that keep the codes on the
+/// grid.
+fn activation_ops(
+    g: &onnx::proto::GraphProto,
+    name: &str,
+    relu: bool,
+    a: Option<&export::ActQuant>,
+) -> Vec<&'static str> {
+    use onnx::proto::data_type;
+    let mut ops = Vec::new();
+    if relu || a.is_some_and(|a| !a.signed) {
+        ops.push("Relu");
+    }
+    let Some(a) = a else { return ops };
+    let container = match (a.bits, a.signed) {
+        (32, _) => None,
+        (16, true) => Some(data_type::INT16),
+        (16, false) => Some(data_type::UINT16),
+        (_, true) => Some(data_type::INT8),
+        (_, false) => Some(data_type::UINT8),
+    };
+    if a.signed {
+        ops.push("Clip");
+        let hi = scalar(g, &format!("{name}.act_max"));
+        assert_eq!(scalar(g, &format!("{name}.act_min")), -hi, "{name}");
+        if container.is_some() {
+            // The bound is the top code's value: it quantizes to the top code, and every value
+            // between it and the clip value rounds to the top code too.
+            let top = ((1 << (a.bits - 1)) - 1) as f32;
+            assert_eq!((hi / a.scale).round_ties_even(), top, "{name}");
+            assert!(hi <= a.clip && hi + a.scale > a.clip, "{name}: bound {hi}");
+        } else {
+            assert_eq!(hi, a.clip, "{name}");
+        }
+    } else if a.bits < 8 || a.bits == 32 {
+        ops.push(if a.bits == 32 { "Clip" } else { "Min" });
+        assert_eq!(scalar(g, &format!("{name}.act_clip")), a.clip, "{name}");
+    }
+    if let Some(dtype) = container {
+        let zero = initializer(g, &format!("{name}.act_zero_point"));
+        assert_eq!(zero.data_type, dtype, "{name}");
+        assert!(zero.raw_data.iter().all(|&b| b == 0), "{name}");
+        assert_eq!(scalar(g, &format!("{name}.act_scale")), a.scale, "{name}");
+        ops.extend(["QuantizeLinear", "DequantizeLinear"]);
+    }
+    ops
+}
+
 /// Decodes the ONNX model of `model` with the crate's own decoder and checks it against the
-/// export: opset, input/output, per layer the node sequence, the weight container type, the
-/// kept-channel shapes and the unpacked codes and scales.
+/// export: opset, input/output, the wiring (nodes in topological order, no unread results),
+/// per layer the node sequence, the weight container type, the convolution attributes, the
+/// kept-channel shapes, the unpacked codes and scales, and the activation quantizers.
 fn check_onnx(model: &ExportedModel) -> onnx::proto::ModelProto {
     use onnx::proto::data_type;
     let bytes = onnx::onnx_bytes(model).unwrap();
@@ -766,48 +835,63 @@ fn check_onnx(model: &ExportedModel) -> onnx::proto::ModelProto {
     assert_eq!(dims(&g.input[0]), vec![None, c, h, w]);
     assert_eq!((g.output.len(), g.output[0].name.as_str()), (1, "logits"));
     assert_eq!(dims(&g.output[0]), vec![None, Some(man.classes as i64)]);
-    let init = |name: &str| {
-        g.initializer
-            .iter()
-            .find(|t| t.name == name)
-            .unwrap_or_else(|| panic!("initializer {name}"))
-    };
-    let scalar = |name: &str| {
-        let t = init(name);
-        assert!(
-            t.dims.is_empty() && t.data_type == data_type::FLOAT,
-            "{name}"
-        );
-        f32::from_le_bytes(t.raw_data[..].try_into().unwrap())
-    };
+
+    // Wiring: every node reads the input, initializers or earlier nodes' results, and every
+    // result is read or is the logits.
+    let mut known: Vec<&str> = vec!["input", ""];
+    known.extend(g.initializer.iter().map(|t| t.name.as_str()));
+    for n in &g.node {
+        for i in &n.input {
+            assert!(
+                known.contains(&i.as_str()),
+                "{} reads {i} before it exists",
+                n.name
+            );
+        }
+        known.extend(n.output.iter().map(String::as_str));
+    }
+    for n in &g.node {
+        let out = n.output[0].as_str();
+        let read = g.node.iter().any(|m| m.input.iter().any(|i| i == out));
+        assert!(read || out == "logits", "{out} is not read");
+    }
+
+    let init = |name: &str| initializer(g, name);
     let mut ops = Vec::new();
-    let mut prev: Option<(usize, usize)> = None; // (kept, original out channels)
+    // Per value (0: the input, i + 1: layer i's output): kept and original channels, and
+    // whether it is flat.
+    let mut values: Vec<(usize, usize, bool)> = vec![(man.input[0], man.input[0], false)];
     for lm in &man.layers {
+        let x = values[lm.inputs[0]];
+        let name = &lm.name;
         let Some(m) = &lm.weighted else {
-            ops.push("MaxPool");
+            match (lm.kind.as_str(), &lm.add) {
+                ("maxpool2x2", None) => ops.push("MaxPool"),
+                ("global_avg_pool", None) => ops.push("GlobalAveragePool"),
+                ("add", Some(a)) => {
+                    assert_eq!(values[lm.inputs[1]], x, "{name}: the two inputs agree");
+                    ops.push("Add");
+                    ops.extend(activation_ops(g, name, a.relu, Some(&a.activation)));
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+            values.push(x);
             continue;
         };
-        let l = model.layers.iter().find(|l| l.name == lm.name).unwrap();
-        let name = &lm.name;
-        // Kept-channel shapes: rows are the kept output channels, columns the previous layer's
-        // kept channels (times the positions per channel for a linear layer).
+        let l = model.layers.iter().find(|l| &l.name == name).unwrap();
+        // Kept-channel shapes: rows are the kept output channels, columns the kept channels of
+        // the value read (times the positions per channel for a linear layer).
         let q = &m.weight;
         assert_eq!(q.shape[0], l.kept.len(), "{name}");
         let linear = lm.kind == "linear";
-        let in_expected = match prev {
-            None => {
-                man.input[0]
-                    * if linear {
-                        man.input[1] * man.input[2]
-                    } else {
-                        1
-                    }
-            }
-            Some((kept, total)) if linear => kept * (lm.input.iter().product::<usize>() / total),
-            Some((kept, _)) => kept,
+        let (kept, total, flat) = x;
+        let in_expected = if linear {
+            kept * (lm.input.iter().product::<usize>() / total)
+        } else {
+            kept
         };
         assert_eq!(q.shape[1], in_expected, "{name} input columns");
-        prev = Some((l.kept.len(), m.out_channels));
+        values.push((l.kept.len(), m.out_channels, linear));
         let shape: Vec<i64> = q.shape.iter().map(|&d| d as i64).collect();
         let numel: usize = q.shape.iter().product();
         match &l.weight {
@@ -823,7 +907,7 @@ fn check_onnx(model: &ExportedModel) -> onnx::proto::ModelProto {
                 }
                 let back = export::pack::unpack(&t.raw_data, numel, stored, q.signed).unwrap();
                 assert!(&back == codes, "{name}: codes round trip");
-                assert_eq!(scalar(&format!("{name}.weight_scale")), q.scale);
+                assert_eq!(scalar(g, &format!("{name}.weight_scale")), q.scale);
                 ops.push("DequantizeLinear");
             }
             Codes::Float(v) => {
@@ -836,29 +920,23 @@ fn check_onnx(model: &ExportedModel) -> onnx::proto::ModelProto {
         let bias_dims = if linear { vec![] } else { vec![1, 1] };
         let bias_dims: Vec<i64> = [l.kept.len() as i64].into_iter().chain(bias_dims).collect();
         assert_eq!(init(&format!("{name}.bias")).dims, bias_dims);
-        if linear && !ops.contains(&"Flatten") {
+        if linear && !flat {
             ops.push("Flatten");
         }
+        if !linear {
+            let conv = g.node.iter().find(|n| n.name == format!("{name}.conv"));
+            let attr = |a: &str| {
+                let conv = conv.unwrap_or_else(|| panic!("{name}: no Conv node"));
+                let found = conv.attribute.iter().find(|x| x.name == a).unwrap();
+                found.ints.clone()
+            };
+            let [k, p, s] = [m.kernel, m.padding, m.stride].map(|v| v as i64);
+            assert_eq!(attr("kernel_shape"), [k, k], "{name}");
+            assert_eq!(attr("pads"), [p; 4], "{name}");
+            assert_eq!(attr("strides"), [s, s], "{name}");
+        }
         ops.extend([if linear { "Gemm" } else { "Conv" }, "Add"]);
-        if m.relu {
-            ops.push("Relu");
-        }
-        if let Some(a) = &m.activation {
-            match onnx::act_container(a.bits, a.signed) {
-                None => ops.push("Clip"),
-                Some((dtype, _)) => {
-                    if a.bits < 8 {
-                        ops.push("Min");
-                    }
-                    assert_eq!(init(&format!("{name}.act_zero_point")).data_type, dtype);
-                    assert_eq!(scalar(&format!("{name}.act_scale")), a.scale);
-                    ops.extend(["QuantizeLinear", "DequantizeLinear"]);
-                }
-            }
-            if a.bits < 8 || a.bits == 32 {
-                assert_eq!(scalar(&format!("{name}.act_clip")), a.clip);
-            }
-        }
+        ops.extend(activation_ops(g, name, m.relu, m.activation.as_ref()));
     }
     let got: Vec<&str> = g.node.iter().map(|n| n.op_type.as_str()).collect();
     assert_eq!(got, ops);
@@ -1002,6 +1080,131 @@ fn onnx_vgg7_graph_and_data() {
     });
     assert!(kept_for_exactness);
     write_onnx_case("vgg7", &model, &arch, &params, &images, n);
+}
+
+/// ResNet-20 as ONNX: strided and 1×1 projection convolutions, residual adds of signed and
+/// unsigned activations, global average pooling; signed activation quantizers at 2, 4, 8, 16
+/// and 32 bits (the fixture's gates, with one block's `conv2` moved to 2 and another's to 32
+/// bits). The graph decodes to what the export holds and is wired as the network, and the
+/// model, images whose prediction is clearly decided, and fake-quant predictions are written
+/// for the onnxruntime check.
+#[test]
+fn onnx_resnet20_graph_and_data() {
+    let (arch, mut params) = resnet20();
+    for (layer, bits) in [("layer1.1.conv2", 2), ("layer3.1.conv2", 32)] {
+        set_chain(
+            &mut params,
+            &format!("{layer}.activation_quantizer.quantizer"),
+            bits,
+        );
+    }
+    // A random ResNet-20's logits vary little between noise images, and two faithful
+    // evaluations of it differ by up to about 6 % of the logits' standard deviation σ (the
+    // order of float sums, and the side of a rounding tie an activation lands on, amplified by
+    // the 2- and 4-bit quantizers: the crate's integer reference differs from the fake-quant
+    // evaluation as much as onnxruntime does). So the check takes, of 48 noise images, the
+    // first 16 whose fake-quant top-2 logit margin is at least σ/4: it asks whether
+    // onnxruntime runs the same network, not which side of a near-tie it lands on.
+    let (pool, n, pixels) = (48, 16, 3 * 32 * 32);
+    let candidates = uniform(28, pool * pixels, -2.0, 2.0);
+    center_logits(&mut params, "fc", |p| {
+        fake_quant_logits_cpu(&arch, p, &candidates, pool)
+    });
+    let logits = fake_quant_logits_cpu(&arch, &params, &candidates, pool);
+    let mean = logits.iter().sum::<f32>() / logits.len() as f32;
+    let sigma =
+        (logits.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / logits.len() as f32).sqrt();
+    let decided: Vec<usize> = (0..pool)
+        .filter(|&i| {
+            let mut row = logits[i * 10..(i + 1) * 10].to_vec();
+            row.sort_by(|a, b| b.total_cmp(a));
+            row[0] - row[1] >= sigma / 4.0
+        })
+        .take(n)
+        .collect();
+    assert_eq!(decided.len(), n, "images with a decided prediction");
+    let images: Vec<f32> = decided
+        .iter()
+        .flat_map(|&i| candidates[i * pixels..(i + 1) * pixels].to_vec())
+        .collect();
+    let model = export::export(&arch, &params, &ExportOptions::default()).unwrap();
+    let mut signed_bits: Vec<u32> = model
+        .manifest
+        .layers
+        .iter()
+        .filter_map(|l| l.weighted.as_ref()?.activation.as_ref())
+        .filter(|a| a.signed)
+        .map(|a| a.bits)
+        .collect();
+    signed_bits.sort_unstable();
+    signed_bits.dedup();
+    assert_eq!(signed_bits, [2, 4, 8, 16, 32]);
+    // Some signed quantizer's clip value divides to a tie that rounds one past the top code:
+    // clipping to ±clip before QuantizeLinear would leave the grid there (`check_onnx` checks
+    // the bound written instead).
+    let past_top = model
+        .manifest
+        .layers
+        .iter()
+        .filter_map(|l| l.weighted.as_ref()?.activation.as_ref())
+        .filter(|a| a.signed && a.bits <= 16)
+        .any(|a| (a.clip / a.scale).round_ties_even() > ((1 << (a.bits - 1)) - 1) as f32);
+    assert!(past_top, "a signed clip value that rounds past the grid");
+    let decoded = check_onnx(&model);
+    let g = decoded.graph.as_ref().unwrap();
+    let node = |name: &str| {
+        g.node
+            .iter()
+            .find(|n| n.name == name)
+            .unwrap_or_else(|| panic!("node {name}"))
+    };
+    let strides = |name: &str| {
+        let conv = node(&format!("{name}.conv"));
+        let a = conv.attribute.iter().find(|a| a.name == "strides").unwrap();
+        a.ints.clone()
+    };
+    assert_eq!(strides("layer2.0.conv1"), [2, 2]);
+    assert_eq!(strides("layer3.0.downsample.0"), [2, 2]);
+    assert_eq!(strides("layer2.0.conv2"), [1, 1]);
+    // Each block's sum reads its conv2's dequantized activation and the shortcut: the block
+    // input (the previous block's quantized sum, or the stem's activation) or the projection.
+    let adds: Vec<_> = model
+        .manifest
+        .layers
+        .iter()
+        .filter(|l| l.kind == "add")
+        .collect();
+    assert_eq!(adds.len(), 9);
+    let mut previous = "conv1".to_string();
+    for l in &adds {
+        let name = &l.name;
+        let sum = node(&format!("{name}.out"));
+        assert_eq!(sum.op_type, "Add");
+        let projection = format!("{name}.downsample.0");
+        let shortcut = if model.layer_manifest(&projection).is_some() {
+            projection
+        } else {
+            previous.clone()
+        };
+        assert_eq!(
+            sum.input,
+            [format!("{name}.conv2.act"), format!("{shortcut}.act")],
+            "{name}"
+        );
+        assert_eq!(node(&format!("{name}.relu")).input, [sum.output[0].clone()]);
+        previous = name.clone();
+    }
+    // The projections read the previous block's sum, as conv1 of the same block does.
+    assert_eq!(node("layer2.0.downsample.0.conv").input[0], "layer1.2.act");
+    assert_eq!(node("layer2.0.conv1.conv").input[0], "layer1.2.act");
+    // Global average pooling of the last sum, flattened into the linear layer.
+    let pool = node("avgpool.out");
+    assert_eq!(
+        (pool.op_type.as_str(), pool.input.as_slice()),
+        ("GlobalAveragePool", ["layer3.2.act".to_string()].as_slice())
+    );
+    assert_eq!(node("fc.flat").input, ["avgpool.out"]);
+    write_onnx_case("resnet20", &model, &arch, &params, &images, n);
 }
 
 /// 4-bit packing as the ONNX spec has it (two per byte, low nibble first), and typed errors

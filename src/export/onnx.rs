@@ -11,24 +11,45 @@
 //!   `INT8`/`UINT8`, 16 bits `INT16`/`UINT16` — and a per-tensor f32 scale
 //!   `{layer}.weight_scale`, joined by `DequantizeLinear` (zero point 0: the grids are
 //!   symmetric when signed, spec §1.6). 32-bit weights are f32 initializers. Biases are f32.
-//! * **Layers**: `Conv` (pads from the export) or `Flatten` + `Gemm` (`transB = 1`), each
-//!   followed by an `Add` of the f32 bias (see the code for why not the operators' bias input);
-//!   `MaxPool` 2×2 for the pooling layers.
-//! * **Activations**: `Relu`, then a `QuantizeLinear`/`DequantizeLinear` pair at the learned
-//!   width with scale `s_b` and zero point 0, in `UINT8` for 2, 4 and 8 bits (see
-//!   [`act_container`]) and `UINT16` for 16. QuantizeLinear rounds half to even and saturates at
-//!   the container's maximum, which is the grid's top code (`rne(hi / s_b)` with
-//!   `hi = fl32(1 − 2^-23)·x_max`, spec §1.4) at 8 and 16 bits; 2- and 4-bit quantizers are
-//!   first clipped to `hi` by a `Min` (not `Clip`: onnxruntime 1.23's Clip→QuantizeLinear
-//!   fusion cannot read every zero-point type), so that the codes stay on the `2^b`-level grid.
-//!   A 32-bit activation quantizer is a `Clip` to `hi` after the `Relu`.
+//! * **Graph**: the manifest's values become tensors — value 0 is [`INPUT_NAME`], value
+//!   `i + 1` the last output of layer `i`'s nodes (below) — and each layer's nodes read the
+//!   tensors of its `inputs`, so a value read by several layers (a residual shortcut) is one
+//!   tensor with several readers. The last layer's last node writes [`OUTPUT_NAME`].
+//! * **Layers**: `Conv` (pads and strides from the export) or `Gemm` (`transB = 1`, behind a
+//!   `Flatten` when its input is not flat yet), each followed by an `Add` of the f32 bias (see
+//!   the code for why not the operators' bias input); `MaxPool` 2×2 for `maxpool2x2`;
+//!   `GlobalAveragePool` for `global_avg_pool` (the linear layer after it flattens its
+//!   `[N, C, 1, 1]` output); for a residual `add` an `Add` of its two input tensors (the
+//!   dequantized activations of the layers it reads), followed by its activation as below.
+//! * **Activations** (after a conv/linear layer with an activation quantizer, and after every
+//!   residual add): `Relu` when the layer has one (and before any unsigned quantizer, which
+//!   clips at 0), then a `QuantizeLinear`/`DequantizeLinear` pair at the learned width with
+//!   scale `s_b` and zero point 0, in `UINT8`/`INT8` for 2, 4 and 8 bits (see
+//!   [`act_container`]) and `UINT16`/`INT16` for 16.
+//!   * Unsigned: QuantizeLinear rounds half to even and saturates at the container's maximum,
+//!     which is the grid's top code (`rne(hi / s_b)` with `hi = fl32(1 − 2^-23)·x_max`, spec
+//!     §1.4) at 8 and 16 bits; 2- and 4-bit quantizers are first clipped to `hi` by a `Min`
+//!     (not `Clip`: onnxruntime 1.23's Clip→QuantizeLinear fusion cannot read every zero-point
+//!     type), so that the codes stay on the `2^b`-level grid. A 32-bit quantizer is a `Clip`
+//!     with the upper bound `hi` only (`{layer}.act_clip`; the `Relu` before it gives the 0).
+//!   * Signed (symmetric grid `±(2^(b−1) − 1)`, one code short of the container's minimum):
+//!     a `Clip` to `±fl32((2^(b−1) − 1)·s_b)` (`{layer}.act_min`, `{layer}.act_max`), the values
+//!     of the grid's end codes, comes first at every width up to 16 bits. Clipping to `±hi`
+//!     instead would not keep the codes on the grid: `hi / s_b` is the top code + ½ less a few
+//!     ulps, which float rounding can turn into a tie that rounds half to even past the top
+//!     code. (With both bounds given and a signed zero point, onnxruntime 1.23 runs this `Clip`
+//!     at every optimization level.) A 32-bit signed quantizer is a `Clip` to `[−hi, hi]` (the
+//!     same initializer names).
 //!
 //! The values match the fake-quantized evaluation up to float rounding: a weight is
 //! `scale · code` (one product) where the evaluation sums the residual stages, and an activation
 //! is `rne(x / s_b)` where the evaluation rounds the residuals of the PACT-clipped value; both
 //! differ from it by at most an ulp or, at rounding ties, one step (spec §1.4, §1.7).
 
-use super::format::{Codes, ExportError, ExportedModel, MANIFEST_KEY};
+use super::format::{
+    ActQuant, Codes, ExportError, ExportedLayer, ExportedModel, LayerManifest, WeightedManifest,
+    MANIFEST_KEY,
+};
 use super::pack;
 use prost::Message;
 use std::path::Path;
@@ -331,6 +352,17 @@ struct Builder {
     initializers: Vec<TensorProto>,
 }
 
+/// A value of the export's graph in ONNX: the tensor holding it and its shape after channel
+/// removal (`flat`: `[N, c]` after a `Gemm` or `Flatten`, where `h = w = 1`).
+#[derive(Clone, Debug)]
+struct Value {
+    name: String,
+    c: usize,
+    h: usize,
+    w: usize,
+    flat: bool,
+}
+
 impl Builder {
     /// Appends `op(inputs) -> output` and returns the output name.
     fn node(
@@ -362,47 +394,89 @@ impl Builder {
             msg,
         }
     }
-}
 
-/// Builds the QDQ graph of `model` (see the [module docs](self)).
-pub fn to_onnx(model: &ExportedModel) -> Result<ModelProto, ExportError> {
-    let man = &model.manifest;
-    let mut b = Builder {
-        model: man.model.clone(),
-        nodes: Vec::new(),
-        initializers: Vec::new(),
-    };
-    let [mut c, mut h, mut w] = man.input;
-    let mut flat = false;
-    let mut x = INPUT_NAME.to_string();
-    let mut layers = model.layers.iter();
-    for lm in &man.layers {
-        let name = &lm.name;
-        let Some(m) = &lm.weighted else {
-            if lm.kind != "maxpool2x2" || flat {
-                return Err(b.err(format!("{name}: cannot place a {} layer here", lm.kind)));
-            }
-            x = b.node(
-                "MaxPool",
-                &[&x],
-                format!("{name}.out"),
-                vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])],
-            );
-            (h, w) = (h / 2, w / 2);
-            continue;
+    /// Appends what follows layer `name`'s sum `x`: a `Relu` when `relu` (or when the quantizer
+    /// is unsigned, which clips at 0), then the activation quantizer `a` (see the
+    /// [module docs](self)); returns the output name.
+    fn activation(
+        &mut self,
+        name: &str,
+        mut x: String,
+        relu: bool,
+        a: Option<&ActQuant>,
+    ) -> String {
+        if relu || a.is_some_and(|a| !a.signed) {
+            x = self.node("Relu", &[&x], format!("{name}.relu"), vec![]);
+        }
+        let Some(a) = a else { return x };
+        let container = act_container(a.bits, a.signed);
+        if a.signed {
+            // Signed codes end at ±(2^(b−1) − 1), one short of the container's minimum, and
+            // `clip / s_b` lies within a few ulps of the grid's top code + ½, so the bound is
+            // the top code's value, from which QuantizeLinear cannot round off the grid.
+            let bound = if container.is_some() {
+                let top = pack::code_range(a.bits, true).1;
+                (top as f64 * f64::from(a.scale)) as f32
+            } else {
+                a.clip
+            };
+            let lo = self.init(f32_tensor(&format!("{name}.act_min"), &[], &[-bound]));
+            let hi = self.init(f32_tensor(&format!("{name}.act_max"), &[], &[bound]));
+            let out = if container.is_some() {
+                "act_clipped"
+            } else {
+                "act"
+            };
+            x = self.node("Clip", &[&x, &lo, &hi], format!("{name}.{out}"), vec![]);
+        } else if a.bits < 8 || container.is_none() {
+            let clip = self.init(f32_tensor(&format!("{name}.act_clip"), &[], &[a.clip]));
+            x = if container.is_some() {
+                self.node("Min", &[&x, &clip], format!("{name}.act_clipped"), vec![])
+            } else {
+                self.node("Clip", &[&x, "", &clip], format!("{name}.act"), vec![])
+            };
+        }
+        let Some((dtype, stored)) = container else {
+            return x;
         };
-        let l = layers
-            .next()
-            .filter(|l| &l.name == name)
-            .ok_or_else(|| b.err(format!("{name}: no tensors")))?;
+        let scale = self.init(f32_tensor(&format!("{name}.act_scale"), &[], &[a.scale]));
+        let zero = self.init(tensor(
+            &format!("{name}.act_zero_point"),
+            &[],
+            dtype,
+            vec![0; stored.div_ceil(8) as usize],
+        ));
+        let qx = self.node(
+            "QuantizeLinear",
+            &[&x, &scale, &zero],
+            format!("{name}.act_codes"),
+            vec![],
+        );
+        self.node(
+            "DequantizeLinear",
+            &[&qx, &scale, &zero],
+            format!("{name}.act"),
+            vec![],
+        )
+    }
+
+    /// Appends conv/linear layer `lm` (tensors `l`) reading `x`; returns the value it writes.
+    fn weighted(
+        &mut self,
+        lm: &LayerManifest,
+        m: &WeightedManifest,
+        l: &ExportedLayer,
+        x: &Value,
+    ) -> Result<Value, ExportError> {
+        let name = &lm.name;
         let q = &m.weight;
         let linear = lm.kind == "linear";
-        let fan_in = if linear { c * h * w } else { c };
+        let fan_in = if linear { x.c * x.h * x.w } else { x.c };
         if m.in_kept != fan_in || q.shape.first() != Some(&m.kept_out) || l.bias.len() != m.kept_out
         {
-            return Err(b.err(format!(
-                "{name}: weight shape {:?} with {} biases does not take the previous layer's \
-                 {fan_in} inputs",
+            return Err(self.err(format!(
+                "{name}: weight shape {:?} with {} biases does not take its input's {fan_in} \
+                 values",
                 q.shape,
                 l.bias.len()
             )));
@@ -412,27 +486,27 @@ pub fn to_onnx(model: &ExportedModel) -> Result<ModelProto, ExportError> {
             (Codes::Int(codes), Some((dtype, stored))) => {
                 let (lo, hi) = pack::code_range(q.bits, q.signed);
                 if codes.len() != numel {
-                    return Err(b.err(format!(
+                    return Err(self.err(format!(
                         "{name}: {} codes for shape {:?}",
                         codes.len(),
                         q.shape
                     )));
                 }
                 if let Some(bad) = codes.iter().find(|&&v| !(lo..=hi).contains(&i64::from(v))) {
-                    return Err(b.err(format!(
+                    return Err(self.err(format!(
                         "{name}: code {bad} outside the {}-bit grid {lo}..={hi}",
                         q.bits
                     )));
                 }
                 let raw = pack::pack(codes, stored);
-                let codes = b.init(tensor(
+                let codes = self.init(tensor(
                     &format!("{name}.weight_codes"),
                     &q.shape,
                     dtype,
                     raw,
                 ));
-                let scale = b.init(f32_tensor(&format!("{name}.weight_scale"), &[], &[q.scale]));
-                b.node(
+                let scale = self.init(f32_tensor(&format!("{name}.weight_scale"), &[], &[q.scale]));
+                self.node(
                     "DequantizeLinear",
                     &[&codes, &scale],
                     format!("{name}.weight"),
@@ -440,10 +514,10 @@ pub fn to_onnx(model: &ExportedModel) -> Result<ModelProto, ExportError> {
                 )
             }
             (Codes::Float(v), None) if v.len() == numel => {
-                b.init(f32_tensor(&format!("{name}.weight"), &q.shape, v))
+                self.init(f32_tensor(&format!("{name}.weight"), &q.shape, v))
             }
             _ => {
-                return Err(b.err(format!(
+                return Err(self.err(format!(
                     "{name}: {}-bit weights stored as {}",
                     q.bits,
                     match l.weight {
@@ -461,88 +535,161 @@ pub fn to_onnx(model: &ExportedModel) -> Result<ModelProto, ExportError> {
         } else {
             &[m.kept_out, 1, 1]
         };
-        let bias = b.init(f32_tensor(&format!("{name}.bias"), bias_shape, &l.bias));
-        if linear {
-            if !flat {
-                x = b.node(
+        let bias = self.init(f32_tensor(&format!("{name}.bias"), bias_shape, &l.bias));
+        let (mut y, h, w) = if linear {
+            let mut flat = x.name.clone();
+            if !x.flat {
+                flat = self.node(
                     "Flatten",
-                    &[&x],
+                    &[&flat],
                     format!("{name}.flat"),
                     vec![int("axis", 1)],
                 );
-                flat = true;
             }
-            x = b.node(
+            let y = self.node(
                 "Gemm",
-                &[&x, &weight],
+                &[&flat, &weight],
                 format!("{name}.matmul"),
                 vec![int("transB", 1)],
             );
-            (h, w) = (1, 1);
+            (y, 1, 1)
         } else {
-            let (k, p) = (m.kernel as i64, m.padding as i64);
-            if flat || h + 2 * m.padding < m.kernel || w + 2 * m.padding < m.kernel {
-                return Err(b.err(format!(
-                    "{name}: a {k}×{k} convolution cannot take a {h}×{w} input here"
+            let (k, p, s) = (m.kernel, m.padding, m.stride);
+            if x.flat || x.h + 2 * p < k || x.w + 2 * p < k || s == 0 {
+                return Err(self.err(format!(
+                    "{name}: a {k}×{k} convolution with stride {s} cannot take a {}×{} input \
+                     here",
+                    x.h, x.w
                 )));
             }
-            x = b.node(
+            let [k, p, s] = [k, p, s].map(|v| v as i64);
+            let y = self.node(
                 "Conv",
-                &[&x, &weight],
+                &[&x.name, &weight],
                 format!("{name}.conv"),
                 vec![
                     ints("kernel_shape", &[k, k]),
                     ints("pads", &[p, p, p, p]),
-                    ints("strides", &[1, 1]),
+                    ints("strides", &[s, s]),
                 ],
             );
-            (h, w) = (
-                h + 2 * m.padding + 1 - m.kernel,
-                w + 2 * m.padding + 1 - m.kernel,
-            );
-        }
-        x = b.node("Add", &[&x, &bias], format!("{name}.out"), vec![]);
-        c = m.kept_out;
-        if m.relu {
-            x = b.node("Relu", &[&x], format!("{name}.relu"), vec![]);
-        }
-        if let Some(a) = &m.activation {
-            let clip_name = format!("{name}.act_clip");
-            match act_container(a.bits, a.signed) {
-                None => {
-                    let clip = b.init(f32_tensor(&clip_name, &[], &[a.clip]));
-                    x = b.node("Clip", &[&x, "", &clip], format!("{name}.act"), vec![]);
-                }
-                Some((dtype, stored)) => {
-                    if a.bits < 8 {
-                        let clip = b.init(f32_tensor(&clip_name, &[], &[a.clip]));
-                        x = b.node("Min", &[&x, &clip], format!("{name}.act_clipped"), vec![]);
-                    }
-                    let scale = b.init(f32_tensor(&format!("{name}.act_scale"), &[], &[a.scale]));
-                    let zero = b.init(tensor(
-                        &format!("{name}.act_zero_point"),
-                        &[],
-                        dtype,
-                        vec![0; stored.div_ceil(8) as usize],
-                    ));
-                    let qx = b.node(
-                        "QuantizeLinear",
-                        &[&x, &scale, &zero],
-                        format!("{name}.act_codes"),
-                        vec![],
-                    );
-                    x = b.node(
-                        "DequantizeLinear",
-                        &[&qx, &scale, &zero],
-                        format!("{name}.act"),
-                        vec![],
-                    );
+            let out = |d: usize| (d + 2 * m.padding - m.kernel) / m.stride + 1;
+            (y, out(x.h), out(x.w))
+        };
+        y = self.node("Add", &[&y, &bias], format!("{name}.out"), vec![]);
+        let y = self.activation(name, y, m.relu, m.activation.as_ref());
+        Ok(Value {
+            name: y,
+            c: m.kept_out,
+            h,
+            w,
+            flat: linear,
+        })
+    }
+}
+
+/// Builds the QDQ graph of `model` (see the [module docs](self)).
+pub fn to_onnx(model: &ExportedModel) -> Result<ModelProto, ExportError> {
+    let man = &model.manifest;
+    let mut b = Builder {
+        model: man.model.clone(),
+        nodes: Vec::new(),
+        initializers: Vec::new(),
+    };
+    let [c, h, w] = man.input;
+    // Value v: 0 is the network input, i + 1 the output of manifest layer i.
+    let mut values = vec![Value {
+        name: INPUT_NAME.to_string(),
+        c,
+        h,
+        w,
+        flat: false,
+    }];
+    let err = |msg: String| ExportError::Onnx {
+        model: man.model.clone(),
+        msg,
+    };
+    let mut layers = model.layers.iter();
+    for lm in &man.layers {
+        let name = &lm.name;
+        let read = |i: Option<&usize>| {
+            i.and_then(|&i| values.get(i)).cloned().ok_or_else(|| {
+                err(format!(
+                    "{name}: reads {:?}, not values computed before it",
+                    lm.inputs
+                ))
+            })
+        };
+        let x = read(lm.inputs.first())?;
+        let pooled = |x: &Value| {
+            if x.flat {
+                Err(err(format!("{name}: cannot pool a flattened value")))
+            } else {
+                Ok(())
+            }
+        };
+        let out = match (lm.kind.as_str(), &lm.weighted, &lm.add) {
+            ("maxpool2x2", None, None) => {
+                pooled(&x)?;
+                let y = b.node(
+                    "MaxPool",
+                    &[&x.name],
+                    format!("{name}.out"),
+                    vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])],
+                );
+                Value {
+                    name: y,
+                    h: x.h / 2,
+                    w: x.w / 2,
+                    ..x
                 }
             }
-        }
+            ("global_avg_pool", None, None) => {
+                pooled(&x)?;
+                let y = b.node(
+                    "GlobalAveragePool",
+                    &[&x.name],
+                    format!("{name}.out"),
+                    vec![],
+                );
+                Value {
+                    name: y,
+                    h: 1,
+                    w: 1,
+                    ..x
+                }
+            }
+            ("add", None, Some(a)) => {
+                let y = read(lm.inputs.get(1))?;
+                if (x.c, x.h, x.w, x.flat) != (y.c, y.h, y.w, y.flat) {
+                    return Err(err(format!(
+                        "{name}: adds a {}×{}×{} value to a {}×{}×{} one",
+                        x.c, x.h, x.w, y.c, y.h, y.w
+                    )));
+                }
+                let sum = b.node("Add", &[&x.name, &y.name], format!("{name}.out"), vec![]);
+                let sum = b.activation(name, sum, a.relu, Some(&a.activation));
+                Value { name: sum, ..x }
+            }
+            ("conv" | "linear", Some(m), None) => {
+                let l = layers
+                    .next()
+                    .filter(|l| &l.name == name)
+                    .ok_or_else(|| err(format!("{name}: no tensors")))?;
+                b.weighted(lm, m, l, &x)?
+            }
+            _ => {
+                return Err(err(format!(
+                    "{name}: cannot place a {} layer here",
+                    lm.kind
+                )))
+            }
+        };
+        values.push(out);
     }
-    if layers.next().is_some() || b.nodes.is_empty() || !flat || c != man.classes {
-        return Err(b.err(format!(
+    let last = &values[values.len() - 1];
+    if layers.next().is_some() || man.layers.is_empty() || !last.flat || last.c != man.classes {
+        return Err(err(format!(
             "the layers do not end in a linear layer with {} outputs",
             man.classes
         )));
@@ -556,7 +703,7 @@ pub fn to_onnx(model: &ExportedModel) -> Result<ModelProto, ExportError> {
         dim_param: Some("N".to_string()),
     };
     let [ci, hi, wi] = man.input;
-    let manifest = serde_json::to_string(man).map_err(|e| b.err(e.to_string()))?;
+    let manifest = serde_json::to_string(man).map_err(|e| err(e.to_string()))?;
     Ok(ModelProto {
         ir_version: IR_VERSION,
         producer_name: "bayesian-bits".to_string(),
