@@ -560,8 +560,13 @@ fn mobilenet_export_integer_inference() {
     let depthwise = model.layer_manifest("features.2.conv.1.0").unwrap();
     assert_eq!((depthwise.groups, depthwise.stride), (32, 2));
     assert!(depthwise.relu6);
-    // The depthwise layer's pruned channels feed the unpadded projection: removed.
-    assert_eq!(depthwise.pruning.removed, depthwise.pruning.pruned);
+    // A grouped layer keeps whole groups: its pruned channels stay as constants.
+    assert!(!depthwise.pruning.pruned.is_empty());
+    assert!(depthwise.pruning.removed.is_empty());
+    assert_eq!(
+        depthwise.pruning.kept_for_exactness,
+        depthwise.pruning.pruned
+    );
 
     let plan = IntPlan::new(&model).unwrap();
     let engine = IntEngine::new(g, &plan, n).unwrap();
@@ -586,9 +591,7 @@ fn mobilenet_export_integer_inference() {
 /// Every pooling the builder offers and flatten: a padded 3×3 stride-2 max-pool, a padded
 /// 3×3 average pool (zero padding counted), an unpadded 2×2 average pool and a flatten before
 /// the linear layer; random weights, ranges from two images, mixed gates.
-#[test]
-fn pooling_and_flatten_export_integer_inference() {
-    let g = gpu();
+fn pools_net() -> (Arch, Params) {
     let mut b = ArchBuilder::new("pools", [3, 16, 16], 10);
     let x = b.input();
     let x = b
@@ -611,6 +614,16 @@ fn pooling_and_flatten_export_integer_inference() {
     let init_images = uniform(52, 2 * 3 * 16 * 16, -2.0, 2.0);
     reference::range_init(&arch, &mut params, &init_images, 2, 51);
     set_gates(&arch, &mut params, &[8, 4, 8, 16], &[8, 4, 16], 17);
+    (arch, params)
+}
+
+/// The pooling network: pruned channels removed through an unpadded pool and flatten, kept
+/// before a padded average pool; GPU integer inference equals the CPU reference bit for bit and
+/// both agree with the GPU fake-quantized evaluation.
+#[test]
+fn pooling_and_flatten_export_integer_inference() {
+    let g = gpu();
+    let (arch, mut params) = pools_net();
     let n = 64;
     let images = uniform(53, n * 3 * 16 * 16, -2.0, 2.0);
     let fake_quant = |p: &Params| {
@@ -757,11 +770,16 @@ fn activation_ops(
     g: &onnx::proto::GraphProto,
     name: &str,
     relu: bool,
+    relu6: bool,
     a: Option<&export::ActQuant>,
 ) -> Vec<&'static str> {
     use onnx::proto::data_type;
     let mut ops = Vec::new();
-    if relu || a.is_some_and(|a| !a.signed) {
+    if relu6 {
+        ops.push("Clip");
+        let bounds = ["min", "max"].map(|b| scalar(g, &format!("{name}.relu6_{b}")));
+        assert_eq!(bounds, [0.0, 6.0], "{name}");
+    } else if relu || a.is_some_and(|a| !a.signed) {
         ops.push("Relu");
     }
     let Some(a) = a else { return ops };
@@ -865,17 +883,38 @@ fn check_onnx(model: &ExportedModel) -> onnx::proto::ModelProto {
         let x = values[lm.inputs[0]];
         let name = &lm.name;
         let Some(m) = &lm.weighted else {
+            let mut y = x;
             match (lm.kind.as_str(), &lm.add) {
-                ("maxpool2x2", None) => ops.push("MaxPool"),
+                ("maxpool2x2" | "maxpool", None) => ops.push("MaxPool"),
+                ("avgpool", None) => ops.push("AveragePool"),
                 ("global_avg_pool", None) => ops.push("GlobalAveragePool"),
+                ("flatten", None) => {
+                    ops.push("Flatten");
+                    y.2 = true;
+                }
                 ("add", Some(a)) => {
                     assert_eq!(values[lm.inputs[1]], x, "{name}: the two inputs agree");
                     ops.push("Add");
-                    ops.extend(activation_ops(g, name, a.relu, Some(&a.activation)));
+                    ops.extend(activation_ops(g, name, a.relu, false, Some(&a.activation)));
                 }
                 other => panic!("{name}: {other:?}"),
             }
-            values.push(x);
+            if let Some(pm) = lm.pool {
+                let node = g
+                    .node
+                    .iter()
+                    .find(|n| n.name == format!("{name}.out"))
+                    .unwrap();
+                let attr = |a: &str| {
+                    let found = node.attribute.iter().find(|x| x.name == a).unwrap();
+                    found.ints.clone()
+                };
+                let [k, st, pd] = [pm.kernel, pm.stride, pm.pad].map(|v| v as i64);
+                assert_eq!(attr("kernel_shape"), [k, k], "{name}");
+                assert_eq!(attr("strides"), [st, st], "{name}");
+                assert_eq!(attr("pads"), [pd; 4], "{name}");
+            }
+            values.push(y);
             continue;
         };
         let l = model.layers.iter().find(|l| &l.name == name).unwrap();
@@ -888,7 +927,7 @@ fn check_onnx(model: &ExportedModel) -> onnx::proto::ModelProto {
         let in_expected = if linear {
             kept * (lm.input.iter().product::<usize>() / total)
         } else {
-            kept
+            kept / m.groups
         };
         assert_eq!(q.shape[1], in_expected, "{name} input columns");
         values.push((l.kept.len(), m.out_channels, linear));
@@ -934,9 +973,18 @@ fn check_onnx(model: &ExportedModel) -> onnx::proto::ModelProto {
             assert_eq!(attr("kernel_shape"), [k, k], "{name}");
             assert_eq!(attr("pads"), [p; 4], "{name}");
             assert_eq!(attr("strides"), [s, s], "{name}");
+            let conv = conv.unwrap();
+            let group = conv.attribute.iter().find(|x| x.name == "group");
+            assert_eq!(group.map_or(1, |a| a.i), m.groups as i64, "{name}: group");
         }
         ops.extend([if linear { "Gemm" } else { "Conv" }, "Add"]);
-        ops.extend(activation_ops(g, name, m.relu, m.activation.as_ref()));
+        ops.extend(activation_ops(
+            g,
+            name,
+            m.relu,
+            m.relu6,
+            m.activation.as_ref(),
+        ));
     }
     let got: Vec<&str> = g.node.iter().map(|n| n.op_type.as_str()).collect();
     assert_eq!(got, ops);
@@ -1205,6 +1253,42 @@ fn onnx_resnet20_graph_and_data() {
     );
     assert_eq!(node("fc.flat").input, ["avgpool.out"]);
     write_onnx_case("resnet20", &model, &arch, &params, &images, n);
+}
+
+/// MobileNetV2 blocks (depthwise `group`, ReLU6 clips, signed sums) and every pooling layer
+/// with flatten as ONNX: the graphs decode to what the exports hold, and the models, images and
+/// fake-quant predictions are written for the onnxruntime check.
+#[test]
+fn onnx_mobilenet_and_pools_graph_and_data() {
+    for (name, (arch, mut params), layer) in [
+        ("mini_mobilenet", mini_mobilenet(), "classifier"),
+        ("pools", pools_net(), "fc"),
+    ] {
+        let n = 32;
+        let [c, h, w] = arch.input;
+        let images = uniform(61, n * c * h * w, -2.0, 2.0);
+        center_logits(&mut params, layer, |p| {
+            fake_quant_logits_cpu(&arch, p, &images, n)
+        });
+        let model = export::export(&arch, &params, &ExportOptions::default()).unwrap();
+        let decoded = check_onnx(&model);
+        let ops: Vec<&str> = decoded
+            .graph
+            .as_ref()
+            .unwrap()
+            .node
+            .iter()
+            .map(|n| n.op_type.as_str())
+            .collect();
+        let expected: &[&str] = match name {
+            "pools" => &["MaxPool", "AveragePool", "Flatten"],
+            _ => &["Clip", "GlobalAveragePool"],
+        };
+        for op in expected {
+            assert!(ops.contains(op), "{name}: no {op}");
+        }
+        write_onnx_case(name, &model, &arch, &params, &images, n);
+    }
 }
 
 /// 4-bit packing as the ONNX spec has it (two per byte, low nibble first), and typed errors

@@ -308,6 +308,7 @@ fn keeps_constants(kind: &LayerKind) -> bool {
 /// reader of its output, reached through channel-preserving layers (max-pool, global average
 /// pooling) that each have a single reader too. `None` where the output feeds a residual add, a
 /// grouped convolution or more than one layer: then every channel stays, so that shapes agree.
+/// (A grouped layer's own output channels stay as well, see [`export`].)
 fn fold_target(arch: &Arch, readers: &[Vec<usize>], i: usize) -> Option<usize> {
     let mut v = i + 1;
     loop {
@@ -388,7 +389,12 @@ pub fn export(
             kept[i] = (0..c_out).collect();
             continue;
         }
-        let target = fold_target(arch, &readers, i);
+        // A grouped layer keeps whole groups of output channels (ONNX's grouped `Conv` needs
+        // them), so its pruned channels stay as constants too.
+        let target = match groups_of(p.spec) {
+            1 => fold_target(arch, &readers, i),
+            _ => None,
+        };
         let padded_next = target.is_some_and(
             |t| matches!(arch.layers[t].kind, LayerKind::Conv { pad, .. } if pad != [0, 0]),
         );

@@ -32,8 +32,10 @@
 //! convolution a non-zero constant's contribution differs at the borders, so such channels are
 //! kept (zero weights, bias only) and listed in [`Pruning::kept_for_exactness`];
 //! [`PruneMode::All`] removes them anyway and records `removal_exact: false`. A layer whose
-//! output feeds a residual add or several layers keeps every channel (the shapes of an add's
-//! two inputs must agree), its pruned ones as constants.
+//! output feeds a residual add, a grouped convolution or several layers keeps every channel
+//! (the shapes of an add's two inputs must agree, and a grouped layer's rows are tied to its
+//! input channels), its pruned ones as constants; so does a grouped layer itself (ONNX's
+//! grouped `Conv` needs whole groups).
 //!
 //! Test-time gates come from the crate's gate rule ([`crate::spec::quant::gates`] in eval
 //! mode). [`IntPlan`] compiles an export for integer inference; [`infer_cpu`] is the plain-Rust

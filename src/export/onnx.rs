@@ -15,15 +15,18 @@
 //!   `i + 1` the last output of layer `i`'s nodes (below) — and each layer's nodes read the
 //!   tensors of its `inputs`, so a value read by several layers (a residual shortcut) is one
 //!   tensor with several readers. The last layer's last node writes [`OUTPUT_NAME`].
-//! * **Layers**: `Conv` (pads and strides from the export) or `Gemm` (`transB = 1`, behind a
-//!   `Flatten` when its input is not flat yet), each followed by an `Add` of the f32 bias (see
-//!   the code for why not the operators' bias input); `MaxPool` 2×2 for `maxpool2x2`;
+//! * **Layers**: `Conv` (pads, strides and `group` from the export; depthwise layers have
+//!   `group` = channels) or `Gemm` (`transB = 1`, behind a `Flatten` when its input is not flat
+//!   yet), each followed by an `Add` of the f32 bias (see the code for why not the operators'
+//!   bias input); `MaxPool` 2×2 for `maxpool2x2`; `MaxPool` and `AveragePool`
+//!   (`count_include_pad = 1`, PyTorch's default) with the window of `maxpool` and `avgpool`;
 //!   `GlobalAveragePool` for `global_avg_pool` (the linear layer after it flattens its
-//!   `[N, C, 1, 1]` output); for a residual `add` an `Add` of its two input tensors (the
-//!   dequantized activations of the layers it reads), followed by its activation as below.
+//!   `[N, C, 1, 1]` output); `Flatten` (axis 1) for `flatten`; for a residual `add` an `Add` of
+//!   its two input tensors (the dequantized activations of the layers it reads), followed by
+//!   its activation as below.
 //! * **Activations** (after a conv/linear layer with an activation quantizer, and after every
 //!   residual add): `Relu` when the layer has one (and before any unsigned quantizer, which
-//!   clips at 0), then a `QuantizeLinear`/`DequantizeLinear` pair at the learned width with
+//!   clips at 0) or a `Clip` to `[0, 6]` for ReLU6, then a `QuantizeLinear`/`DequantizeLinear` pair at the learned width with
 //!   scale `s_b` and zero point 0, in `UINT8`/`INT8` for 2, 4 and 8 bits (see
 //!   [`act_container`]) and `UINT16`/`INT16` for 16.
 //!   * Unsigned: QuantizeLinear rounds half to even and saturates at the container's maximum,
@@ -40,6 +43,10 @@
 //!     code. (With both bounds given and a signed zero point, onnxruntime 1.23 runs this `Clip`
 //!     at every optimization level.) A 32-bit signed quantizer is a `Clip` to `[−hi, hi]` (the
 //!     same initializer names).
+//!
+//! A fixed-gate model's signed quantizers round directly and can reach `±2^(b−1)` where
+//! `clip / s_b` ties (spec §1.7); the bound above keeps the ONNX codes on `±(2^(b−1) − 1)`, so
+//! there the graph is one step off the fine-tuned model (the integer engine follows the model).
 //!
 //! The values match the fake-quantized evaluation up to float rounding: a weight is
 //! `scale · code` (one product) where the evaluation sums the residual stages, and an activation
@@ -403,9 +410,14 @@ impl Builder {
         name: &str,
         mut x: String,
         relu: bool,
+        relu6: bool,
         a: Option<&ActQuant>,
     ) -> String {
-        if relu || a.is_some_and(|a| !a.signed) {
+        if relu6 {
+            let zero = self.init(f32_tensor(&format!("{name}.relu6_min"), &[], &[0.0]));
+            let six = self.init(f32_tensor(&format!("{name}.relu6_max"), &[], &[6.0]));
+            x = self.node("Clip", &[&x, &zero, &six], format!("{name}.relu6"), vec![]);
+        } else if relu || a.is_some_and(|a| !a.signed) {
             x = self.node("Relu", &[&x], format!("{name}.relu"), vec![]);
         }
         let Some(a) = a else { return x };
@@ -471,8 +483,16 @@ impl Builder {
         let name = &lm.name;
         let q = &m.weight;
         let linear = lm.kind == "linear";
-        let fan_in = if linear { x.c * x.h * x.w } else { x.c };
-        if m.in_kept != fan_in || q.shape.first() != Some(&m.kept_out) || l.bias.len() != m.kept_out
+        let groups = m.groups.max(1);
+        let fan_in = if linear {
+            x.c * x.h * x.w
+        } else {
+            x.c / groups
+        };
+        if m.in_kept != fan_in
+            || (!linear && m.in_kept * groups != x.c)
+            || q.shape.first() != Some(&m.kept_out)
+            || l.bias.len() != m.kept_out
         {
             return Err(self.err(format!(
                 "{name}: weight shape {:?} with {} biases does not take its input's {fan_in} \
@@ -563,21 +583,25 @@ impl Builder {
                 )));
             }
             let [k, p, s] = [k, p, s].map(|v| v as i64);
+            let mut attributes = vec![
+                ints("kernel_shape", &[k, k]),
+                ints("pads", &[p, p, p, p]),
+                ints("strides", &[s, s]),
+            ];
+            if groups > 1 {
+                attributes.push(int("group", groups as i64));
+            }
             let y = self.node(
                 "Conv",
                 &[&x.name, &weight],
                 format!("{name}.conv"),
-                vec![
-                    ints("kernel_shape", &[k, k]),
-                    ints("pads", &[p, p, p, p]),
-                    ints("strides", &[s, s]),
-                ],
+                attributes,
             );
             let out = |d: usize| (d + 2 * m.padding - m.kernel) / m.stride + 1;
             (y, out(x.h), out(x.w))
         };
         y = self.node("Add", &[&y, &bias], format!("{name}.out"), vec![]);
-        let y = self.activation(name, y, m.relu, m.activation.as_ref());
+        let y = self.activation(name, y, m.relu, m.relu6, m.activation.as_ref());
         Ok(Value {
             name: y,
             c: m.kept_out,
@@ -644,6 +668,55 @@ pub fn to_onnx(model: &ExportedModel) -> Result<ModelProto, ExportError> {
                     ..x
                 }
             }
+            ("maxpool" | "avgpool", None, None) => {
+                pooled(&x)?;
+                let Some(pm) = lm.pool else {
+                    return Err(err(format!("{name}: no pooling window")));
+                };
+                let (k, st, pd) = (pm.kernel, pm.stride, pm.pad);
+                if x.h + 2 * pd < k || x.w + 2 * pd < k || st == 0 {
+                    return Err(err(format!(
+                        "{name}: a {k}×{k} window with stride {st} cannot take {}×{}",
+                        x.h, x.w
+                    )));
+                }
+                let [ki, si, pi] = [k, st, pd].map(|v| v as i64);
+                let mut attributes = vec![
+                    ints("kernel_shape", &[ki, ki]),
+                    ints("strides", &[si, si]),
+                    ints("pads", &[pi, pi, pi, pi]),
+                ];
+                let op = if lm.kind == "maxpool" {
+                    "MaxPool"
+                } else {
+                    // PyTorch's AvgPool2d default: zero padding counts in the mean.
+                    attributes.push(int("count_include_pad", 1));
+                    "AveragePool"
+                };
+                let y = b.node(op, &[&x.name], format!("{name}.out"), attributes);
+                let out = |d: usize| (d + 2 * pd - k) / st + 1;
+                Value {
+                    name: y,
+                    h: out(x.h),
+                    w: out(x.w),
+                    ..x
+                }
+            }
+            ("flatten", None, None) => {
+                let y = b.node(
+                    "Flatten",
+                    &[&x.name],
+                    format!("{name}.out"),
+                    vec![int("axis", 1)],
+                );
+                Value {
+                    name: y,
+                    c: x.c * x.h * x.w,
+                    h: 1,
+                    w: 1,
+                    flat: true,
+                }
+            }
             ("global_avg_pool", None, None) => {
                 pooled(&x)?;
                 let y = b.node(
@@ -668,7 +741,7 @@ pub fn to_onnx(model: &ExportedModel) -> Result<ModelProto, ExportError> {
                     )));
                 }
                 let sum = b.node("Add", &[&x.name, &y.name], format!("{name}.out"), vec![]);
-                let sum = b.activation(name, sum, a.relu, Some(&a.activation));
+                let sum = b.activation(name, sum, a.relu, false, Some(&a.activation));
                 Value { name: sum, ..x }
             }
             ("conv" | "linear", Some(m), None) => {

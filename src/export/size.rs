@@ -83,7 +83,11 @@ impl SizeTable {
     /// A plain-text table.
     pub fn format(&self) -> String {
         // The name column fits the longest name (at least 14 wide).
-        let width = self.layers.iter().map(|r| r.name.len()).fold(14, usize::max);
+        let width = self
+            .layers
+            .iter()
+            .map(|r| r.name.len())
+            .fold(14, usize::max);
         let mut s = format!(
             "{:<width$} {:>12} {:>5} {:>11} {:>12} {:>7}\n",
             "layer", "fp32 bytes", "bits", "kept/total", "packed bytes", "ratio"
