@@ -35,12 +35,13 @@ struct Params {
     flush_below: f32,
     lo: f32,
     min_code: i32,
-    // Residual add: the second input's multiplier; input storage (0: packed u8, 1: f32 words).
+    // Residual add: the second input's multiplier.
     m2: f32,
-    a_f32: u32,
-    b_f32: u32,
-    // Residual add and global pooling: output storage (0: packed u8, 1: f32 words).
-    out_f32: u32,
+    // Storage of the (first) input, the add's second input and the output: 0 packed u8 codes,
+    // 1 f32 words, 2 packed i8 codes.
+    a_repr: u32,
+    b_repr: u32,
+    y_repr: u32,
     // Input words a weight row reads per window position, and whether rows start at their own
     // word (grouped convolutions: row_word0) rather than at 0.
     win4: u32,
@@ -52,6 +53,25 @@ struct Params {
     pool_stride: u32,
     _pad0: u32,
     _pad1: u32,
+}
+
+const PACKED_U8: u32 = 0u;
+const F32_WORDS: u32 = 1u;
+const PACKED_I8: u32 = 2u;
+
+// Four packed 8-bit codes, unsigned or signed as `repr` says.
+fn unpack_codes(word: u32, repr: u32) -> vec4<f32> {
+    if repr == PACKED_I8 {
+        return vec4<f32>(unpack4xI8(word));
+    }
+    return vec4<f32>(unpack4xU8(word));
+}
+
+fn pack_codes(v: vec4<f32>, repr: u32) -> u32 {
+    if repr == PACKED_I8 {
+        return pack4xI8(vec4<i32>(v));
+    }
+    return pack4xU8(vec4<u32>(v));
 }
 
 const WG: u32 = 64u;
@@ -134,8 +154,11 @@ fn acc_int(px: Pixel) -> vec4<f32> {
                 if base >= 0 {
                     a = x_packed[u32(base) + c4];
                 }
-                // Padding reads code 0 as well, so the 128 * sum(w) correction covers every lane.
-                a = a ^ 0x80808080u;
+                // Unsigned codes a enter as a - 128 (a ^ 0x80 as i8); padding reads code 0 as
+                // well, so the 128 * sum(w) correction covers every lane.
+                if p.a_repr == PACKED_U8 {
+                    a = a ^ 0x80808080u;
+                }
                 let g = (ky * p.k + kx) * p.win4 + c4;
                 for (var j = 0u; j < 4u; j++) {
                     let o = px.o4 * 4u + j;
@@ -167,7 +190,10 @@ fn acc_int_grouped(px: Pixel) -> vec4<f32> {
                         a = x_packed[u32(base) + row_word0[o] + c4];
                     }
                     let g = (ky * p.k + kx) * p.win4 + c4;
-                    acc[j] += dot4I8Packed(weight_lanes(o, g), a ^ 0x80808080u);
+                    if p.a_repr == PACKED_U8 {
+                        a = a ^ 0x80808080u;
+                    }
+                    acc[j] += dot4I8Packed(weight_lanes(o, g), a);
                 }
             }
         }
@@ -180,7 +206,7 @@ fn with_wsum(px: Pixel, acc: vec4<i32>) -> vec4<f32> {
     for (var j = 0u; j < 4u; j++) {
         let o = px.o4 * 4u + j;
         if o < p.cout {
-            out[j] = f32(acc[j] + 128 * wsum[o]);
+            out[j] = f32(acc[j] + select(0, 128 * wsum[o], p.a_repr == PACKED_U8));
         }
     }
     return out;
@@ -224,7 +250,7 @@ fn float_row_lanes(wb: u32, acc: f32, xv: vec4<f32>) -> f32 {
 
 // Input word i as 4 values, from the packed or the f32 binding.
 fn packed_values(i: u32) -> vec4<f32> {
-    return vec4<f32>(unpack4xU8(x_packed[i]));
+    return unpack_codes(x_packed[i], p.a_repr);
 }
 
 fn f32_values(i: u32) -> vec4<f32> {
@@ -315,7 +341,7 @@ fn finish(px: Pixel, acc: vec4<f32>) -> vec4<f32> {
 }
 
 fn store_packed(px: Pixel, v: vec4<f32>) {
-    y_packed[px.index] = pack4xU8(vec4<u32>(v));
+    y_packed[px.index] = pack_codes(v, p.y_repr);
 }
 
 fn store_f32(px: Pixel, v: vec4<f32>) {
@@ -414,15 +440,15 @@ fn pool_packed(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
         return;
     }
     let win = pool_window(index);
-    // Unsigned codes: 0 is below every code a window holds.
-    var m = vec4<u32>(0u);
+    // -128 is below every code a window holds.
+    var m = vec4<f32>(-128.0);
     for (var q = 0u; q < p.k * p.kw; q++) {
         let s = window_source(win, q);
         if s >= 0 {
-            m = max(m, unpack4xU8(x_packed[u32(s)]));
+            m = max(m, unpack_codes(x_packed[u32(s)], p.a_repr));
         }
     }
-    y_packed[index] = pack4xU8(m);
+    y_packed[index] = pack_codes(m, p.a_repr);
 }
 
 @compute @workgroup_size(64)
@@ -447,26 +473,26 @@ fn pool_f32(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
     y_f32[o + 3u] = m.w;
 }
 
-// Four channels (channel group `index`) of a value stored as packed u8 codes or f32 words.
+// Four channels (channel group `index`) of a value stored as packed codes or f32 words.
 fn load_a(index: u32) -> vec4<f32> {
-    if p.a_f32 == 0u {
-        return vec4<f32>(unpack4xU8(a_words[index]));
+    if p.a_repr != F32_WORDS {
+        return unpack_codes(a_words[index], p.a_repr);
     }
     let i = 4u * index;
     return bitcast<vec4<f32>>(vec4<u32>(a_words[i], a_words[i + 1u], a_words[i + 2u], a_words[i + 3u]));
 }
 
 fn load_b(index: u32) -> vec4<f32> {
-    if p.b_f32 == 0u {
-        return vec4<f32>(unpack4xU8(b_words[index]));
+    if p.b_repr != F32_WORDS {
+        return unpack_codes(b_words[index], p.b_repr);
     }
     let i = 4u * index;
     return bitcast<vec4<f32>>(vec4<u32>(b_words[i], b_words[i + 1u], b_words[i + 2u], b_words[i + 3u]));
 }
 
 fn store_words(index: u32, v: vec4<f32>) {
-    if p.out_f32 == 0u {
-        y_words[index] = pack4xU8(vec4<u32>(v));
+    if p.y_repr != F32_WORDS {
+        y_words[index] = pack_codes(v, p.y_repr);
         return;
     }
     let i = 4u * index;

@@ -4,6 +4,7 @@
 
 mod common;
 
+use bayesian_bits::export::infer::{Repr, Step};
 use bayesian_bits::export::{
     self, infer_cpu, onnx, predictions, Codes, ExportError, ExportOptions, ExportedModel, IntPlan,
     PruneMode, SizeTable,
@@ -569,6 +570,14 @@ fn mobilenet_export_integer_inference() {
     );
 
     let plan = IntPlan::new(&model).unwrap();
+    // Signed 8-bit sums, packed as i8 lanes, feed the next block's expansion on the integer
+    // path; ReLU6 codes feed the depthwise layers on it too.
+    let int_input = |repr: Repr| {
+        plan.steps
+            .iter()
+            .any(|s| matches!(s, Step::Layer(l) if l.int_path && l.input == repr))
+    };
+    assert!(int_input(Repr::PackedI8) && int_input(Repr::Packed8));
     let engine = IntEngine::new(g, &plan, n).unwrap();
     let gpu_logits = engine.infer(g, &images, n).unwrap();
     let cpu = infer_cpu(&plan, &images, n);

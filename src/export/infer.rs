@@ -5,9 +5,9 @@
 //!
 //! Activations are stored NHWC with channels padded to a multiple of 4. A layer whose weights
 //! and input activations both have ≤ 8 bits (and signed weights) runs on the **integer path**:
-//! `acc = Σ w·a` over the kernel window in exact `i32` (on the GPU,
-//! `dot4I8Packed(w, a − 128) + 128·Σw` on 4×8-bit packed words, 2- and 4-bit weight codes
-//! unpacked into 8-bit lanes in registers). Every other layer (the first layer, whose input is
+//! `acc = Σ w·a` over the kernel window in exact `i32` (on the GPU, on 4×8-bit packed words,
+//! `dot4I8Packed(w, a − 128) + 128·Σw` for unsigned activations and `dot4I8Packed(w, a)` for
+//! signed ones; 2- and 4-bit weight codes unpacked into 8-bit lanes in registers). Every other layer (the first layer, whose input is
 //! the unquantized image; 16- and 32-bit weights or activations) runs on the **float path**:
 //! `acc` is an f32 sum in a fixed order (kernel row, column, channel) of products of operands
 //! split into 12-bit halves, so every product is exact and a fused multiply-add gives the
@@ -28,8 +28,8 @@
 //! pooling writes the f32 sum of its input over the pixels (exact for codes) and passes the
 //! `1/(h·w)` on in the next layer's `s_in`. A residual add computes `t = a·(s_a/s_out) +
 //! b·(s_b/s_out)` with split products as on the float path and writes `t` as above (ReLU: a lower
-//! bound of 0). Unsigned ≤ 8-bit codes are stored packed; signed codes, wider codes and real
-//! values as f32.
+//! bound of 0). ≤ 8-bit codes are stored packed (unsigned or two's complement lanes); wider
+//! codes and real values as f32.
 //!
 //! This differs from the fake-quantized float evaluation only by float rounding (the order of
 //! sums, and which side of a rounding tie an activation lands on); the tests count how often
@@ -47,8 +47,17 @@ pub const FLUSH_BELOW: f32 = 1.0 / 1_099_511_627_776.0; // 2^-40
 pub enum Repr {
     /// Unsigned 8-bit codes, 4 channels per `u32` word, `[n][h][w][c/4]`.
     Packed8,
+    /// Signed 8-bit codes (two's complement lanes), 4 channels per `u32` word.
+    PackedI8,
     /// f32 values (codes or real values), `[n][h][w][c padded to 4]`.
     F32,
+}
+
+impl Repr {
+    /// 8-bit codes packed four to a word (the integer path's input).
+    pub fn is_packed(self) -> bool {
+        self != Repr::F32
+    }
 }
 
 /// What a layer or add writes per output channel.
@@ -334,10 +343,11 @@ fn quantized_output(
                 _ => pack::code_range(a.bits, a.signed),
             };
             let min = if lower_zero { 0 } else { lo as i32 };
-            let repr = if a.bits <= 8 && min >= 0 {
-                Repr::Packed8
-            } else {
-                Repr::F32
+            let repr = match (a.bits <= 8, min >= 0, hi <= 127) {
+                (true, true, _) => Repr::Packed8,
+                // A fixed-gate model's 8-bit signed codes can reach 128: f32 then.
+                (true, false, true) => Repr::PackedI8,
+                _ => Repr::F32,
             };
             let scale = f64::from(a.scale);
             (
@@ -429,7 +439,7 @@ fn layer_plan(
     } else {
         f64::from(q.scale)
     };
-    let int_path = q.bits <= 8 && q.signed && x.repr == Repr::Packed8;
+    let int_path = q.bits <= 8 && q.signed && x.repr.is_packed();
     // The first input channel of each row: 0, or its group's first channel.
     let first_channel: Vec<usize> = l
         .kept

@@ -101,9 +101,9 @@ struct Params {
     lo: f32,
     min_code: i32,
     m2: f32,
-    a_f32: u32,
-    b_f32: u32,
-    out_f32: u32,
+    a_repr: u32,
+    b_repr: u32,
+    y_repr: u32,
     win4: u32,
     grouped: u32,
     cap: f32,
@@ -152,8 +152,17 @@ fn pool_params(g: &PoolGeom, c4: usize) -> Params {
 /// Words per 4 channels of a value stored as `repr`.
 fn words(repr: Repr) -> usize {
     match repr {
-        Repr::Packed8 => 1,
+        Repr::Packed8 | Repr::PackedI8 => 1,
         Repr::F32 => 4,
+    }
+}
+
+/// The shader's code for a storage (`PACKED_U8`, `F32_WORDS`, `PACKED_I8`).
+fn repr_code(repr: Repr) -> u32 {
+    match repr {
+        Repr::Packed8 => 0,
+        Repr::F32 => 1,
+        Repr::PackedI8 => 2,
     }
 }
 
@@ -226,10 +235,13 @@ impl IntEngine {
                     c4,
                     repr,
                 } => {
-                    let packed = *repr == Repr::Packed8;
+                    let packed = repr.is_packed();
                     let s = GpuStep {
                         key: if packed { &POOL_PACKED } else { &POOL_F32 },
-                        params: pool_params(geom, *c4),
+                        params: Params {
+                            a_repr: repr_code(*repr),
+                            ..pool_params(geom, *c4)
+                        },
                         per_image: geom.oh * geom.ow * c4,
                         reads: vec![(if packed { 1 } else { 2 }, *source)],
                         tensors: Vec::new(),
@@ -247,8 +259,8 @@ impl IntEngine {
                     let s = GpuStep {
                         key: &AVG_POOL,
                         params: Params {
-                            a_f32: u32::from(*repr == Repr::F32),
-                            out_f32: 1,
+                            a_repr: repr_code(*repr),
+                            y_repr: repr_code(Repr::F32),
                             ..pool_params(geom, *c4)
                         },
                         per_image: geom.oh * geom.ow * c4,
@@ -270,9 +282,9 @@ impl IntEngine {
                         params: Params {
                             m: a.m[0],
                             m2: a.m[1],
-                            a_f32: u32::from(a.inputs[0] == Repr::F32),
-                            b_f32: u32::from(a.inputs[1] == Repr::F32),
-                            out_f32: u32::from(a.output == Repr::F32),
+                            a_repr: repr_code(a.inputs[0]),
+                            b_repr: repr_code(a.inputs[1]),
+                            y_repr: repr_code(a.output),
                             ..Params::default()
                         }
                         .with_out(a.out),
@@ -304,13 +316,13 @@ impl IntEngine {
                         false => l.row_word0.clone(),
                     };
                     tensors.push((12, gpu.upload("int row words", &[word0.len()], &word0)?));
-                    let key = match (l.int_path, l.input, l.output) {
-                        (true, _, Repr::Packed8) => &INT_TO_PACKED,
-                        (true, _, Repr::F32) => &INT_TO_F32,
-                        (false, Repr::Packed8, Repr::Packed8) => &FLOAT_PACKED_TO_PACKED,
-                        (false, Repr::Packed8, Repr::F32) => &FLOAT_PACKED_TO_F32,
-                        (false, Repr::F32, Repr::Packed8) => &FLOAT_F32_TO_PACKED,
-                        (false, Repr::F32, Repr::F32) => &FLOAT_F32_TO_F32,
+                    let key = match (l.int_path, l.input.is_packed(), l.output.is_packed()) {
+                        (true, _, true) => &INT_TO_PACKED,
+                        (true, _, false) => &INT_TO_F32,
+                        (false, true, true) => &FLOAT_PACKED_TO_PACKED,
+                        (false, true, false) => &FLOAT_PACKED_TO_F32,
+                        (false, false, true) => &FLOAT_F32_TO_PACKED,
+                        (false, false, false) => &FLOAT_F32_TO_F32,
                     };
                     let cout4 = l.cout4();
                     let s = GpuStep {
@@ -331,13 +343,15 @@ impl IntEngine {
                             row_words: row_words as u32,
                             wbits: l.wbits,
                             m: l.m,
+                            a_repr: repr_code(l.input),
+                            y_repr: repr_code(l.output),
                             ..Params::default()
                         }
                         .with_out(l.out),
                         per_image: l.oh * l.ow * cout4,
-                        reads: vec![(if l.input == Repr::Packed8 { 1 } else { 2 }, l.source)],
+                        reads: vec![(if l.input.is_packed() { 1 } else { 2 }, l.source)],
                         tensors,
-                        output_binding: if l.output == Repr::Packed8 { 7 } else { 8 },
+                        output_binding: if l.output.is_packed() { 7 } else { 8 },
                         output: values.len(),
                     };
                     (s, l.oh * l.ow * cout4 * words(l.output))
