@@ -9,6 +9,7 @@ use bayesian_bits::export::{
     self, infer_cpu, onnx, predictions, Codes, ExportError, ExportOptions, ExportedModel, IntPlan,
     PruneMode, SizeTable,
 };
+use bayesian_bits::gpu::Gpu;
 use bayesian_bits::kernels::int_infer::IntEngine;
 use bayesian_bits::nn::{Arch, Model};
 use bayesian_bits::reference::model::{self as reference, InitConfig, Mode, Params, StepKey};
@@ -200,6 +201,68 @@ fn lenet_export_integer_inference() {
     }
 }
 
+/// Draws the BN parameters and statistics of every BN layer from `seed`: γ ∈ [0.5, 1.5],
+/// β ∈ [−0.2, 0.3], running mean ∈ [−0.1, 0.1], running variance ∈ [0.5, 1.5].
+fn randomize_bn(arch: &Arch, params: &mut Params, seed: u64) {
+    for (i, l) in arch.weighted_layers().enumerate() {
+        if l.batch_norm {
+            let c = l.out_channels();
+            let r = |k: u64, lo: f32, hi: f32| uniform(seed + 10 * i as u64 + k, c, lo, hi);
+            params.insert(format!("{}.gamma", l.name), r(0, 0.5, 1.5));
+            params.insert(format!("{}.beta", l.name), r(1, -0.2, 0.3));
+            params.insert(format!("{}.running_mean", l.name), r(2, -0.1, 0.1));
+            params.insert(format!("{}.running_var", l.name), r(3, 0.5, 1.5));
+        }
+    }
+}
+
+/// Logits `[n, classes]` of the GPU fake-quantized evaluation of `params`.
+fn gpu_fake_quant_logits(
+    g: &Gpu,
+    arch: &Arch,
+    params: &Params,
+    images: &[f32],
+    n: usize,
+) -> Vec<f32> {
+    let mut model = Model::new(g, arch.clone(), n, params).unwrap();
+    model.eval_batch(g, images, &vec![0; n]).unwrap();
+    g.read(&model.logits(n).unwrap()).unwrap()
+}
+
+/// GPU integer inference of `plan` equals the CPU reference bit for bit on `n` images, and its
+/// predictions equal those of the fake-quantized logits `fake_quant` on every image, which
+/// spread over at least 3 classes.
+fn check_integer_inference(
+    g: &Gpu,
+    name: &str,
+    plan: &IntPlan,
+    images: &[f32],
+    n: usize,
+    fake_quant: &[f32],
+) {
+    let engine = IntEngine::new(g, plan, n).unwrap();
+    let gpu_logits = engine.infer(g, images, n).unwrap();
+    let cpu = infer_cpu(plan, images, n);
+    for (i, (a, b)) in cpu.iter().zip(&gpu_logits).enumerate() {
+        assert_eq!(
+            a.to_bits(),
+            b.to_bits(),
+            "{name}: logit {i}: CPU {a}, GPU {b}"
+        );
+    }
+    let p_fq = predictions(fake_quant, plan.classes);
+    let agree = agreement(&predictions(&cpu, plan.classes), &p_fq);
+    let mut classes = p_fq.clone();
+    classes.sort_unstable();
+    classes.dedup();
+    println!(
+        "{name}: predictions agree on {agree}/{n} ({} classes predicted)",
+        classes.len()
+    );
+    assert!(classes.len() >= 3, "{name}: predicts {classes:?} only");
+    assert_eq!(agree, n, "{name}: {agree}/{n} predictions agree");
+}
+
 /// Sets the logit layer's bias to minus the mean logit over some images, so that a random
 /// network's predictions spread over the classes instead of following its largest bias.
 fn center_logits(params: &mut Params, layer: &str, logits: impl Fn(&Params) -> Vec<f32>) {
@@ -223,17 +286,7 @@ fn vgg7() -> (Arch, Params) {
         seed: 21,
     };
     let mut params = reference::init_params(&arch, &init);
-    for (i, l) in arch.weighted_layers().enumerate() {
-        let c = l.out_channels();
-        let name = &l.name;
-        if l.batch_norm {
-            let r = |k: u64, lo: f32, hi: f32| uniform(100 + 10 * i as u64 + k, c, lo, hi);
-            params.insert(format!("{name}.gamma"), r(0, 0.5, 1.5));
-            params.insert(format!("{name}.beta"), r(1, -0.2, 0.3));
-            params.insert(format!("{name}.running_mean"), r(2, -0.1, 0.1));
-            params.insert(format!("{name}.running_var"), r(3, 0.5, 1.5));
-        }
-    }
+    randomize_bn(&arch, &mut params, 100);
     // Ranges from two images, as training starts (spec §4.1).
     let init_images = uniform(9, 2 * 3 * 32 * 32, -2.0, 2.0);
     reference::range_init(&arch, &mut params, &init_images, 2, 21);
@@ -256,11 +309,7 @@ fn vgg7_export_integer_inference() {
     let (arch, mut params) = vgg7();
     let n = 8;
     let images = uniform(8, n * 3 * 32 * 32, -2.0, 2.0);
-    let fake_quant = |p: &Params| {
-        let mut fq_model = Model::new(g, arch.clone(), n, p).unwrap();
-        fq_model.eval_batch(g, &images, &vec![0; n]).unwrap();
-        g.read(&fq_model.logits(n).unwrap()).unwrap()
-    };
+    let fake_quant = |p: &Params| gpu_fake_quant_logits(g, &arch, p, &images, n);
     center_logits(&mut params, "classifier.1", fake_quant);
     let model = export::export(&arch, &params, &ExportOptions::default()).unwrap();
     round_trip(&model);
@@ -349,16 +398,7 @@ fn resnet20() -> (Arch, Params) {
         seed: 31,
     };
     let mut params = reference::init_params(&arch, &init);
-    for (i, l) in arch.weighted_layers().enumerate() {
-        if l.batch_norm {
-            let c = l.out_channels();
-            let r = |k: u64, lo: f32, hi: f32| uniform(300 + 10 * i as u64 + k, c, lo, hi);
-            params.insert(format!("{}.gamma", l.name), r(0, 0.5, 1.5));
-            params.insert(format!("{}.beta", l.name), r(1, -0.2, 0.3));
-            params.insert(format!("{}.running_mean", l.name), r(2, -0.1, 0.1));
-            params.insert(format!("{}.running_var", l.name), r(3, 0.5, 1.5));
-        }
-    }
+    randomize_bn(&arch, &mut params, 300);
     let init_images = uniform(19, 2 * 3 * 32 * 32, -2.0, 2.0);
     reference::range_init(&arch, &mut params, &init_images, 2, 31);
     let weighted = arch.weighted_layers().count();
@@ -379,11 +419,7 @@ fn resnet20_export_integer_inference() {
     let (arch, mut params) = resnet20();
     let n = 24;
     let images = uniform(18, n * 3 * 32 * 32, -2.0, 2.0);
-    let fake_quant = |p: &Params| {
-        let mut fq_model = Model::new(g, arch.clone(), n, p).unwrap();
-        fq_model.eval_batch(g, &images, &vec![0; n]).unwrap();
-        g.read(&fq_model.logits(n).unwrap()).unwrap()
-    };
+    let fake_quant = |p: &Params| gpu_fake_quant_logits(g, &arch, p, &images, n);
     center_logits(&mut params, "fc", fake_quant);
     let model = export::export(&arch, &params, &ExportOptions::default()).unwrap();
     round_trip(&model);
@@ -411,29 +447,8 @@ fn resnet20_export_integer_inference() {
     assert!(kept_at_adds > 0, "some pruned channels feed adds");
 
     let plan = IntPlan::new(&model).unwrap();
-    let engine = IntEngine::new(g, &plan, n).unwrap();
-    let gpu_logits = engine.infer(g, &images, n).unwrap();
-    let cpu = infer_cpu(&plan, &images, n);
-    for (i, (a, b)) in cpu.iter().zip(&gpu_logits).enumerate() {
-        assert_eq!(a.to_bits(), b.to_bits(), "logit {i}: CPU {a}, GPU {b}");
-    }
-
     let fq = fake_quant(&params);
-    let p_fq = predictions(&fq, 10);
-    let agree = agreement(&predictions(&cpu, 10), &p_fq);
-    let mut classes = p_fq.clone();
-    classes.sort_unstable();
-    classes.dedup();
-    println!(
-        "ResNet-20: predictions agree on {agree}/{n} ({} classes predicted); {:.3} % BOPs",
-        classes.len(),
-        model.manifest.relative_bops_percent
-    );
-    assert!(
-        classes.len() >= 3,
-        "the test network predicts {classes:?} only"
-    );
-    assert_eq!(agree, n, "{agree}/{n} predictions agree");
+    check_integer_inference(g, "ResNet-20", &plan, &images, n, &fq);
 }
 
 /// A fixed-gate fine-tuned ResNet-20 (BN folded, spec §7.4) exports with the direct roundings
@@ -521,16 +536,7 @@ fn mini_mobilenet() -> (Arch, Params) {
         seed: 41,
     };
     let mut params = reference::init_params(&arch, &init);
-    for (i, l) in arch.weighted_layers().enumerate() {
-        if l.batch_norm {
-            let c = l.out_channels();
-            let r = |k: u64, lo: f32, hi: f32| uniform(500 + 10 * i as u64 + k, c, lo, hi);
-            params.insert(format!("{}.gamma", l.name), r(0, 0.5, 1.5));
-            params.insert(format!("{}.beta", l.name), r(1, -0.2, 0.3));
-            params.insert(format!("{}.running_mean", l.name), r(2, -0.1, 0.1));
-            params.insert(format!("{}.running_var", l.name), r(3, 0.5, 1.5));
-        }
-    }
+    randomize_bn(&arch, &mut params, 500);
     let init_images = uniform(43, 2 * 3 * 16 * 16, -2.0, 2.0);
     reference::range_init(&arch, &mut params, &init_images, 2, 41);
     let weighted = arch.weighted_layers().count();
@@ -550,11 +556,7 @@ fn mobilenet_export_integer_inference() {
     let (arch, mut params) = mini_mobilenet();
     let n = 48;
     let images = uniform(44, n * 3 * 16 * 16, -2.0, 2.0);
-    let fake_quant = |p: &Params| {
-        let mut fq_model = Model::new(g, arch.clone(), n, p).unwrap();
-        fq_model.eval_batch(g, &images, &vec![0; n]).unwrap();
-        g.read(&fq_model.logits(n).unwrap()).unwrap()
-    };
+    let fake_quant = |p: &Params| gpu_fake_quant_logits(g, &arch, p, &images, n);
     center_logits(&mut params, "classifier", fake_quant);
     let model = export::export(&arch, &params, &ExportOptions::default()).unwrap();
     round_trip(&model);
@@ -578,23 +580,8 @@ fn mobilenet_export_integer_inference() {
             .any(|s| matches!(s, Step::Layer(l) if l.int_path && l.input == repr))
     };
     assert!(int_input(Repr::PackedI8) && int_input(Repr::Packed8));
-    let engine = IntEngine::new(g, &plan, n).unwrap();
-    let gpu_logits = engine.infer(g, &images, n).unwrap();
-    let cpu = infer_cpu(&plan, &images, n);
-    for (i, (a, b)) in cpu.iter().zip(&gpu_logits).enumerate() {
-        assert_eq!(a.to_bits(), b.to_bits(), "logit {i}: CPU {a}, GPU {b}");
-    }
-    let p_fq = predictions(&fake_quant(&params), 10);
-    let agree = agreement(&predictions(&cpu, 10), &p_fq);
-    let mut classes = p_fq.clone();
-    classes.sort_unstable();
-    classes.dedup();
-    println!(
-        "mini MobileNetV2: predictions agree on {agree}/{n} ({} classes predicted)",
-        classes.len()
-    );
-    assert!(classes.len() >= 3, "predicts {classes:?} only");
-    assert_eq!(agree, n, "{agree}/{n} predictions agree");
+    let fq = fake_quant(&params);
+    check_integer_inference(g, "mini MobileNetV2", &plan, &images, n, &fq);
 }
 
 /// Every pooling the builder offers and flatten: a padded 3×3 stride-2 max-pool, a padded
@@ -635,11 +622,7 @@ fn pooling_and_flatten_export_integer_inference() {
     let (arch, mut params) = pools_net();
     let n = 64;
     let images = uniform(53, n * 3 * 16 * 16, -2.0, 2.0);
-    let fake_quant = |p: &Params| {
-        let mut fq_model = Model::new(g, arch.clone(), n, p).unwrap();
-        fq_model.eval_batch(g, &images, &vec![0; n]).unwrap();
-        g.read(&fq_model.logits(n).unwrap()).unwrap()
-    };
+    let fake_quant = |p: &Params| gpu_fake_quant_logits(g, &arch, p, &images, n);
     center_logits(&mut params, "fc", fake_quant);
     let model = export::export(&arch, &params, &ExportOptions::default()).unwrap();
     round_trip(&model);
@@ -662,23 +645,8 @@ fn pooling_and_flatten_export_integer_inference() {
     assert!(c1.pruning.removed.is_empty());
 
     let plan = IntPlan::new(&model).unwrap();
-    let engine = IntEngine::new(g, &plan, n).unwrap();
-    let gpu_logits = engine.infer(g, &images, n).unwrap();
-    let cpu = infer_cpu(&plan, &images, n);
-    for (i, (a, b)) in cpu.iter().zip(&gpu_logits).enumerate() {
-        assert_eq!(a.to_bits(), b.to_bits(), "logit {i}: CPU {a}, GPU {b}");
-    }
-    let p_fq = predictions(&fake_quant(&params), 10);
-    let agree = agreement(&predictions(&cpu, 10), &p_fq);
-    let mut classes = p_fq.clone();
-    classes.sort_unstable();
-    classes.dedup();
-    println!(
-        "pools: predictions agree on {agree}/{n} ({} classes predicted)",
-        classes.len()
-    );
-    assert!(classes.len() >= 3, "predicts {classes:?} only");
-    assert_eq!(agree, n, "{agree}/{n} predictions agree");
+    let fq = fake_quant(&params);
+    check_integer_inference(g, "pools", &plan, &images, n, &fq);
 }
 
 #[test]
