@@ -48,11 +48,11 @@ struct Params {
     grouped: u32,
     // ReLU6's bound in output steps (f32 max without).
     cap: f32,
-    // Pooling: window width (p.k is its height) and stride; p.pad is the padding.
+    // Pooling: window width (p.k is its height; p.stride and p.pad as for convolutions).
     kw: u32,
-    pool_stride: u32,
     _pad0: u32,
     _pad1: u32,
+    _pad2: u32,
 }
 
 const PACKED_U8: u32 = 0u;
@@ -400,7 +400,7 @@ fn float_f32_to_f32(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
     }
 }
 
-// Pooling over NHWC: window p.k x p.kw, stride p.pool_stride, padding p.pad; p.h, p.w: input
+// Pooling over NHWC: window p.k x p.kw, stride p.stride, padding p.pad; p.h, p.w: input
 // size, p.oh, p.ow: output; p.cin4: words (packed) or vec4s (f32) per pixel; p.total = n * oh *
 // ow * cin4. The window is visited row by row, skipping padding.
 struct Window {
@@ -418,8 +418,8 @@ fn pool_window(index: u32) -> Window {
     let ox = pix % p.ow;
     let oy = (pix / p.ow) % p.oh;
     win.n = pix / (p.ow * p.oh);
-    win.y0 = i32(oy * p.pool_stride) - i32(p.pad);
-    win.x0 = i32(ox * p.pool_stride) - i32(p.pad);
+    win.y0 = i32(oy * p.stride) - i32(p.pad);
+    win.x0 = i32(ox * p.stride) - i32(p.pad);
     return win;
 }
 

@@ -108,8 +108,7 @@ struct Params {
     grouped: u32,
     cap: f32,
     kw: u32,
-    pool_stride: u32,
-    _pad: [u32; 2],
+    _pad: [u32; 3],
 }
 
 impl Params {
@@ -140,7 +139,7 @@ fn pool_params(g: &PoolGeom, c4: usize) -> Params {
         w: g.w as u32,
         k: g.kh as u32,
         kw: g.kw as u32,
-        pool_stride: g.stride as u32,
+        stride: g.stride as u32,
         pad: g.pad as u32,
         oh: g.oh as u32,
         ow: g.ow as u32,
