@@ -62,17 +62,20 @@ fn bb_decompose(x: f32, x_max: f32, s: array<f32, 5>, signed: bool, stages: u32)
     d.quotient[0] = q0;
     d.k[0] = clamp(round(q0), select(0.0, -1.0, signed), select(3.0, 1.0, signed));
     d.parts[0] = s[0] * d.k[0];
-    for (var stage = 1u; stage < stages; stage++) {
-        // Left-to-right subtraction of all previous parts (the order matters at 16/32 bits).
-        var r = d.clipped;
-        for (var p = 0u; p < stage; p++) {
-            r = r - d.parts[p];
+    // Stage b's residual is clipped − parts[0] − … − parts[b−1], subtracted left to right (the
+    // order matters at 16/32 bits): carried from stage to stage, not recomputed. The constant
+    // trip count lets drivers unroll the loop and keep `d` in registers; with `stage < stages`
+    // as the bound llvmpipe indexes the arrays in memory.
+    var r = d.clipped;
+    for (var stage = 1u; stage < 5u; stage++) {
+        if stage < stages {
+            r = r - d.parts[stage - 1u];
+            let q = r / s[stage];
+            let bound = RESIDUAL_BOUNDS[stage - 1u];
+            d.quotient[stage] = q;
+            d.k[stage] = clamp(round(q), -bound, bound);
+            d.parts[stage] = s[stage] * d.k[stage];
         }
-        let q = r / s[stage];
-        let bound = RESIDUAL_BOUNDS[stage - 1u];
-        d.quotient[stage] = q;
-        d.k[stage] = clamp(round(q), -bound, bound);
-        d.parts[stage] = s[stage] * d.k[stage];
     }
     return d;
 }
