@@ -66,14 +66,29 @@ fn slice_range(slice: u32) -> Slice {
 
 var<workgroup> red: array<vec2<f32>, WG>;
 
-// Fixed-order tree sum over the workgroup; every thread receives the total.
+// Values each thread of the first reduction level adds.
+const RED_GROUP: u32 = 16u;
+
+// Fixed-order sum over the workgroup; every thread receives the total. WG / RED_GROUP threads
+// add RED_GROUP consecutive values each, then thread 0 adds their results in order: three
+// barriers where a tree takes eight (on CPU adapters the barriers are what a reduction costs).
 fn workgroup_sum(t: u32, v: vec2<f32>) -> vec2<f32> {
     red[t] = v;
-    for (var width = WG / 2u; width > 0u; width = width / 2u) {
-        workgroupBarrier();
-        if t < width {
-            red[t] = red[t] + red[t + width];
+    workgroupBarrier();
+    if t < WG / RED_GROUP {
+        var sum = red[t * RED_GROUP];
+        for (var j = 1u; j < RED_GROUP; j++) {
+            sum += red[t * RED_GROUP + j];
         }
+        red[t * RED_GROUP] = sum;
+    }
+    workgroupBarrier();
+    if t == 0u {
+        var sum = red[0];
+        for (var j = 1u; j < WG / RED_GROUP; j++) {
+            sum += red[j * RED_GROUP];
+        }
+        red[0] = sum;
     }
     workgroupBarrier();
     let total = red[0];

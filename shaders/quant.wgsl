@@ -164,14 +164,32 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
 
 var<workgroup> red: array<array<f32, RED_WG>, PARTIALS>;
 
-// Fixed-order tree reduction of red[0..PARTIALS] over the workgroup; the sums end in red[*][0].
+// Values each thread of the first reduction level adds.
+const RED_GROUP: u32 = 16u;
+
+// Fixed-order reduction of red[0..PARTIALS] over the workgroup, the sums ending in red[*][0]:
+// RED_WG / RED_GROUP threads add RED_GROUP consecutive values each, then thread 0 adds their
+// results in order. Three barriers where a tree takes nine: on CPU adapters the barriers, not
+// the additions, are what a reduction costs.
 fn reduce_workgroup(t: u32) {
-    for (var width = RED_WG / 2u; width > 0u; width = width / 2u) {
-        workgroupBarrier();
-        if t < width {
-            for (var p = 0u; p < PARTIALS; p++) {
-                red[p][t] = red[p][t] + red[p][t + width];
+    workgroupBarrier();
+    if t < RED_WG / RED_GROUP {
+        for (var p = 0u; p < PARTIALS; p++) {
+            var sum = red[p][t * RED_GROUP];
+            for (var j = 1u; j < RED_GROUP; j++) {
+                sum += red[p][t * RED_GROUP + j];
             }
+            red[p][t * RED_GROUP] = sum;
+        }
+    }
+    workgroupBarrier();
+    if t == 0u {
+        for (var p = 0u; p < PARTIALS; p++) {
+            var sum = red[p][0];
+            for (var j = 1u; j < RED_WG / RED_GROUP; j++) {
+                sum += red[p][j * RED_GROUP];
+            }
+            red[p][0] = sum;
         }
     }
     workgroupBarrier();

@@ -19,8 +19,10 @@ pub static SHADER: Shader = Shader {
 pub const WORKGROUP: u32 = 256;
 /// Elements per thread of the forward kernel (`override PER_THREAD`).
 pub const PER_THREAD: u32 = 8;
-/// Elements per backward slice: one workgroup reduces one slice of one channel.
+/// Elements per forward workgroup.
 pub const SLICE_LEN: u32 = WORKGROUP * PER_THREAD;
+/// Elements per backward slice: one workgroup reduces one slice of one channel.
+pub const BACKWARD_SLICE_LEN: u32 = WORKGROUP * 32;
 /// Partial sums per slice: dx_max, dg4, dg8, dg16, dg32, dz2.
 pub const PARTIALS: u32 = 6;
 

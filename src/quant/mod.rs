@@ -194,7 +194,7 @@ impl Quantizer {
             limit: u64::from(u32::MAX),
         })?;
         let channel_len = len / channels.max(1) as u32;
-        let slices_per_channel = channel_len.div_ceil(kernel::SLICE_LEN);
+        let slices_per_channel = channel_len.div_ceil(kernel::BACKWARD_SLICE_LEN);
         let num_slices = slices_per_channel * channels.max(1) as u32;
         gpu.grid(OP, len.div_ceil(kernel::SLICE_LEN))?;
         gpu.grid(OP, num_slices)?;
@@ -205,7 +205,7 @@ impl Quantizer {
             signed: u32::from(config.signed),
             quantizer: config.id,
             slices_per_channel,
-            slice_len: kernel::SLICE_LEN,
+            slice_len: kernel::BACKWARD_SLICE_LEN,
             num_slices,
             mac_ratio: config.mac_ratio,
             _pad: [0; 3],
