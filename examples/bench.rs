@@ -1,7 +1,7 @@
 //! Throughput of the GEMM and convolution kernels (GFLOP/s).
 //!
 //! `cargo run --release --example bench [-- --json] [--batch N] [--quick] [--large] [--portable]
-//! [--engine cpu|gpu] [--seconds S] [--only TEXT]`
+//! [--engine cpu|gpu] [--full-tiles] [--seconds S] [--only TEXT]`
 //!
 //! Covers GEMM, every pass of the LeNet-5 and VGG-7 convolutions and the fully connected layers
 //! (`fc`, GEMMs at the conv batch size), with the kernel configuration chosen for the adapter
@@ -13,7 +13,7 @@
 #[path = "common/exit.rs"]
 mod exit;
 
-use bayesian_bits::gpu::{Encoder, Engine, Gpu, Tensor};
+use bayesian_bits::gpu::{Encoder, Engine, Gpu, KernelConfig, Tensor};
 use bayesian_bits::kernels::conv;
 use bayesian_bits::kernels::gemm::{self, GemmShape, Variant};
 use bayesian_bits::spec::Conv2dShape;
@@ -42,6 +42,9 @@ struct Args {
     /// Force a tile engine (`cpu` or `gpu`) instead of the adapter's choice.
     #[arg(long)]
     engine: Option<String>,
+    /// CPU engine: every product on the 64×512 tile, no narrow tiles (A/B runs in one binary).
+    #[arg(long)]
+    full_tiles: bool,
     /// Seconds of measurement each shape aims for (after warm-up).
     #[arg(long, default_value_t = 0.5)]
     seconds: f64,
@@ -203,6 +206,13 @@ fn run() -> Result<()> {
     let mut gpu = Gpu::new_blocking()?;
     if let Some(engine) = &args.engine {
         gpu = gpu.with_engine(Engine::parse(engine)?);
+    }
+    if args.full_tiles {
+        let config = KernelConfig {
+            narrow_cpu_tiles: false,
+            ..gpu.kernel_config().clone()
+        };
+        gpu = gpu.with_kernel_config(config);
     }
     let info = gpu.device().adapter_info();
     let variant = if args.portable {

@@ -2,7 +2,7 @@
 //! timestamp queries, summed per kernel.
 //!
 //! `cargo run --release --example profile [-- --model lenet5|vgg7|resnet20] [--batch N]
-//! [--engine cpu|gpu] [--json]`
+//! [--engine cpu|gpu] [--full-tiles] [--dispatches] [--json]`
 //!
 //! The model is built with range initialisation (timed: it compiles every pipeline, the cold
 //! start of a run) and takes one timed warm-up step, then three unprofiled steps and one
@@ -11,7 +11,7 @@
 #[path = "common/exit.rs"]
 mod exit;
 
-use bayesian_bits::gpu::{Engine, Gpu};
+use bayesian_bits::gpu::{Engine, Gpu, KernelConfig, KernelTime};
 use bayesian_bits::nn::{Arch, InitConfig, LearningRates, Model, StepConfig};
 use clap::{Parser, ValueEnum};
 
@@ -34,6 +34,12 @@ struct Args {
     /// Force a tile engine (`cpu` or `gpu`) instead of the adapter's choice.
     #[arg(long)]
     engine: Option<String>,
+    /// CPU engine: every product on the 64×512 tile, no narrow tiles (A/B runs in one binary).
+    #[arg(long)]
+    full_tiles: bool,
+    /// Also list every dispatch in order, with its pipeline's override constants.
+    #[arg(long)]
+    dispatches: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -49,6 +55,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut gpu = Gpu::new_blocking()?;
     if let Some(engine) = &args.engine {
         gpu = gpu.with_engine(Engine::parse(engine)?);
+    }
+    if args.full_tiles {
+        let config = KernelConfig {
+            narrow_cpu_tiles: false,
+            ..gpu.kernel_config().clone()
+        };
+        gpu = gpu.with_kernel_config(config);
     }
     let arch = match args.model {
         Preset::Lenet5 => Arch::lenet5(),
@@ -98,7 +111,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let profiling = gpu.profiling(2048)?;
     model.train_step(&profiling, &images, &labels, &step(2 + REPS))?;
     profiling.wait()?;
-    let times = profiling.read_profile()?;
+    let each = profiling.read_dispatches()?;
+    let times = KernelTime::per_kernel(&each);
     let total: f64 = times.iter().map(|t| t.seconds).sum();
     let dispatches: usize = times.iter().map(|t| t.dispatches).sum();
     if args.json {
@@ -110,23 +124,43 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 })
             })
             .collect();
-        let out = serde_json::json!({
+        let mut out = serde_json::json!({
             "adapter": gpu.adapter_name(), "engine": gpu.engine().name(), "model": name,
             "batch": n, "dispatches": dispatches, "gpu_ms": 1e3 * total, "wall_ms": 1e3 * wall,
             "build_s": built, "first_step_s": first_step,
             "kernels": kernels,
         });
+        if args.dispatches {
+            out["dispatches_in_order"] = each
+                .iter()
+                .map(|d| {
+                    serde_json::json!({
+                        "kernel": d.kernel, "constants": d.constants, "ms": 1e3 * d.seconds,
+                    })
+                })
+                .collect();
+        }
         println!("{out}");
         return Ok(());
     }
     println!(
-        "{name}, batch {n}: one training step on {} ({} engine), timestamp queries per dispatch",
+        "{name}, batch {n}: one training step on {} ({}), timestamp queries per dispatch",
         gpu.adapter_name(),
-        gpu.engine().name()
+        gpu.kernel_config()
     );
     println!(
         "model built (pipelines compiled, ranges initialised) in {built:.2} s; first step {first_step:.2} s"
     );
+    if args.dispatches {
+        for (i, d) in each.iter().enumerate() {
+            println!(
+                "{i:>4} {:<32} {:>10.3} ms  {}",
+                d.kernel,
+                1e3 * d.seconds,
+                d.constants
+            );
+        }
+    }
     println!("{:<44} {:>6} {:>10} {:>6}", "kernel", "calls", "ms", "%");
     for t in &times {
         println!(

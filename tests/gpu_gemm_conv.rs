@@ -43,9 +43,20 @@ fn variants() -> Vec<Variant> {
     v
 }
 
-/// The default device with the CPU engine forced.
+/// The default device with the CPU engine forced, every product on the 64 × 512 tile: the
+/// awkward sizes below then compile one pipeline per kernel, and
+/// `cpu_engine_narrow_tiles_match_reference` covers the narrow shapes.
 fn cpu_engine() -> Gpu {
-    gpu().with_engine(Engine::Cpu)
+    cpu_engine_with(false)
+}
+
+fn cpu_engine_with(narrow_cpu_tiles: bool) -> Gpu {
+    let g = gpu().with_engine(Engine::Cpu);
+    let config = KernelConfig {
+        narrow_cpu_tiles,
+        ..g.kernel_config().clone()
+    };
+    g.with_kernel_config(config)
 }
 
 /// The default device with the GPU engine forced, using `large` for big products and a
@@ -297,6 +308,37 @@ fn check_conv(g: &Gpu, variant: Variant, s: &Conv2dShape, seed: u64) {
 }
 
 #[test]
+fn cpu_engine_narrow_tiles_match_reference() {
+    let g = cpu_engine_with(true);
+    let best = Variant::best(&g);
+    // GEMMs and convolution passes that land on every narrow CpuTile shape, with rows and
+    // columns left over in the last tile. Each shape compiles its own pipelines (seconds each
+    // on a CPU adapter), so every case uses a different one and the portable variant, whose
+    // shape-dependent code is the subgroup variant's, runs once.
+    let gemms = [
+        (5, 37, 19, false, false, best), // 16 rows, 8 lanes
+        (5, 37, 19, false, false, Variant::Portable),
+        (3, 130, 11, true, true, best),   // 16 rows, 64 lanes
+        (20, 64, 9, false, true, best),   // 32 rows, 8 lanes
+        (29, 70, 13, true, false, best),  // 32 rows, 64 lanes
+        (45, 9, 21, false, false, best),  // 64 rows, 8 lanes
+        (12, 40, 16, false, false, best), // 16 rows, 8 lanes, vec4 views
+    ];
+    let mut seen = std::collections::HashSet::new();
+    for (i, (m, n, k, trans_a, trans_b, variant)) in gemms.into_iter().enumerate() {
+        seen.insert(gemm::CpuTile::for_product(&g, m as u32, n as u32));
+        let shape = GemmShape::new(m, n, k, trans_a, trans_b);
+        check_gemm(&g, variant, shape, 900 + i as u64);
+    }
+    assert_eq!(seen.len(), gemm::CpuTile::ALL.len() - 1, "{seen:?}");
+    let shape = Conv2dShape::square;
+    // Forward 16×64, backward data 16×64, backward weight 16×8.
+    check_conv(&g, best, &shape(2, 3, 7, 6, 5, 3, 1), 950);
+    // Forward 32×8, backward data 32×8, backward weight 32×64.
+    check_conv(&g, best, &shape(2, 20, 5, 5, 24, 3, 0), 951);
+}
+
+#[test]
 fn conv_matches_reference() {
     for (g, variant) in setups() {
         for (i, s) in conv_shapes().iter().enumerate() {
@@ -485,9 +527,25 @@ fn host_tile_constants_match_the_shader() {
             .expect("sum_splits");
         assert_eq!(sum.workgroup_size, [conv::SUM_WORKGROUP, 1, 1]);
     }
+    let max_tm = wgsl_const(
+        &naga::front::wgsl::parse_str(gemm::SUBGROUP_SHADER.source).expect("parses"),
+        "MAX_TM",
+    );
+    for tile in gemm::CpuTile::ALL {
+        assert!(
+            tile.rows.is_multiple_of(gemm::CHUNK) && tile.rows <= max_tm,
+            "{tile:?}"
+        );
+    }
+    // Every CPU-engine tile pipeline carries the constants of one CpuTile shape.
     for key in gemm::pipelines().into_iter().chain(conv::PIPELINES) {
         if key.entry == "tiles" {
-            assert!(key.constants.contains(&("WG", gemm::WORKGROUP)), "{key:?}");
+            let constant = |name| key.constants.iter().find(|c| c.0 == name).map(|c| c.1);
+            let tile = gemm::CpuTile {
+                rows: constant("TM").expect("TM"),
+                lanes: constant("WG").expect("WG"),
+            };
+            assert!(gemm::CpuTile::ALL.contains(&tile), "{key:?}");
         }
     }
     // The GPU engine: every row of pipelines carries its tile's constants, and sum_splits the

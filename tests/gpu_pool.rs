@@ -45,6 +45,9 @@ fn shapes() -> Vec<Pool2dShape> {
         },
         Pool2dShape::square(3, 5, 5, 4, 2, 2, 0),
         Pool2dShape::square(1, 4, 3, 3, 3, 3, 0),
+        // Windows that tile the input exactly (LeNet-5's and VGG-7's pools): the backward
+        // scatters one window per thread instead of gathering.
+        Pool2dShape::square(2, 3, 6, 4, 2, 2, 0),
         Pool2dShape::square(3, 2, 2, 2, 3, 2, 1),
     ]
 }

@@ -190,6 +190,10 @@ pub struct KernelConfig {
     /// Workgroups a dispatch should reach before a weight-gradient pass stops splitting its
     /// images (split-K, reduced in a fixed order), for both engines.
     pub split_k_workgroups: usize,
+    /// Whether the CPU engine gives narrow products tiles of their own
+    /// ([`CpuTile::choose`](crate::kernels::gemm::CpuTile::choose)); `false` runs every product
+    /// on the 64 × 512 tile (one pipeline per kernel: same-binary A/B runs, quick tests).
+    pub narrow_cpu_tiles: bool,
 }
 
 /// PCI vendor ids used in the choice.
@@ -216,13 +220,16 @@ impl KernelConfig {
             subgroup_sizes: (info.subgroup_min_size, info.subgroup_max_size),
             max_reduction: cpu.then_some(MAX_REDUCTION),
             large_tile,
+            // A CPU adapter runs workgroups on one thread per host core (llvmpipe): a few
+            // workgroups per thread keep them busy, more only add partial sums to reduce.
             split_k_workgroups: if cpu {
-                256
+                8 * std::thread::available_parallelism().map_or(4, std::num::NonZeroUsize::get)
             } else if discrete {
                 512
             } else {
                 128
             },
+            narrow_cpu_tiles: true,
         }
     }
 
@@ -273,6 +280,8 @@ impl std::fmt::Display for KernelConfig {
         )?;
         if self.engine == Engine::Gpu {
             write!(f, ", large tile {}", self.large_tile)?;
+        } else if !self.narrow_cpu_tiles {
+            write!(f, ", 64x512 tiles only")?;
         }
         write!(f, ", split-K target {} workgroups", self.split_k_workgroups)?;
         if let Some(m) = self.reduction_limit(self.engine) {

@@ -15,8 +15,8 @@ pub use config::{Engine, KernelConfig, TileShape};
 pub use encoder::Encoder;
 use pipeline::{storage_buffers_per_entry, BoundRanges};
 pub use pipeline::{PipelineKey, Shader};
-pub use profile::KernelTime;
 use profile::Profiler;
+pub use profile::{DispatchTime, KernelTime};
 pub use tensor::Tensor;
 
 use crate::{Error, Result};

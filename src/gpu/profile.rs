@@ -2,7 +2,7 @@
 //!
 //! A profiling [`Gpu`] handle ([`Gpu::profiling`]) gives every compute pass it records a
 //! beginning and an end timestamp; [`Gpu::read_profile`] resolves them and sums the durations
-//! per kernel (shader and entry point). Passes run one after another on the queue, so the sum is
+//! per kernel (shader and entry point), [`Gpu::read_dispatches`] lists them one by one. Passes run one after another on the queue, so the sum is
 //! the step's GPU time, and each kernel's share of it is where the time goes.
 
 use super::{Gpu, PipelineKey, Tensor};
@@ -17,8 +17,8 @@ pub(super) struct Profiler {
     /// Two 64-bit timestamps per dispatch, resolved here (as 32-bit words).
     resolved: Tensor,
     max_dispatches: u32,
-    /// `shader::entry` of every dispatch recorded since the last read.
-    kernels: Mutex<Vec<String>>,
+    /// `shader::entry` and override constants of every dispatch recorded since the last read.
+    kernels: Mutex<Vec<(String, String)>>,
 }
 
 impl Profiler {
@@ -34,7 +34,15 @@ impl Profiler {
                 limit: u64::from(self.max_dispatches),
             });
         }
-        kernels.push(format!("{}::{}", key.shader.name, key.entry));
+        let constants: Vec<String> = key
+            .constants
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect();
+        kernels.push((
+            format!("{}::{}", key.shader.name, key.entry),
+            constants.join(" "),
+        ));
         Ok(wgpu::ComputePassTimestampWrites {
             query_set: &self.queries,
             beginning_of_pass_write_index: Some(2 * index),
@@ -51,6 +59,39 @@ pub struct KernelTime {
     /// Dispatches of it.
     pub dispatches: usize,
     /// Their summed GPU time in seconds.
+    pub seconds: f64,
+}
+
+impl KernelTime {
+    /// The dispatches summed per kernel, longest first.
+    pub fn per_kernel(dispatches: &[DispatchTime]) -> Vec<KernelTime> {
+        let mut per_kernel: BTreeMap<&str, (usize, f64)> = BTreeMap::new();
+        for d in dispatches {
+            let entry = per_kernel.entry(&d.kernel).or_default();
+            entry.0 += 1;
+            entry.1 += d.seconds;
+        }
+        let mut times: Vec<KernelTime> = per_kernel
+            .into_iter()
+            .map(|(kernel, (dispatches, seconds))| KernelTime {
+                kernel: kernel.to_string(),
+                dispatches,
+                seconds,
+            })
+            .collect();
+        times.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+        times
+    }
+}
+
+/// GPU time of one dispatch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DispatchTime {
+    /// `shader::entry`, e.g. `gemm_subgroup::tiles`.
+    pub kernel: String,
+    /// The pipeline's override constants, `NAME=value` separated by spaces.
+    pub constants: String,
+    /// GPU time in seconds.
     pub seconds: f64,
 }
 
@@ -108,11 +149,18 @@ impl Gpu {
     }
 
     /// The GPU time per kernel of every dispatch this profiling handle recorded since the last
-    /// call, longest first; the dispatches must have been submitted. **Blocking.** Fails on a
+    /// read, longest first; the dispatches must have been submitted. **Blocking.** Fails on a
     /// handle made without [`Gpu::profiling`].
     pub fn read_profile(&self) -> Result<Vec<KernelTime>> {
+        Ok(KernelTime::per_kernel(&self.read_dispatches()?))
+    }
+
+    /// The GPU time of every dispatch this profiling handle recorded since the last read, in
+    /// recording order; the dispatches must have been submitted. **Blocking.** Fails on a
+    /// handle made without [`Gpu::profiling`].
+    pub fn read_dispatches(&self) -> Result<Vec<DispatchTime>> {
         let profiler = self.profiler.as_ref().ok_or(Error::InvalidArgument {
-            op: "Gpu::read_profile",
+            op: "Gpu::read_dispatches",
             msg: "this handle does not profile (see Gpu::profiling)".into(),
         })?;
         let kernels =
@@ -128,22 +176,14 @@ impl Gpu {
         let words = self.read_u32(&profiler.resolved)?;
         let tick = f64::from(self.queue.get_timestamp_period()) * 1e-9;
         let timestamp = |q: usize| u64::from(words[2 * q]) | (u64::from(words[2 * q + 1]) << 32);
-        let mut per_kernel: BTreeMap<String, (usize, f64)> = BTreeMap::new();
-        for (i, kernel) in kernels.into_iter().enumerate() {
-            let ticks = timestamp(2 * i + 1).saturating_sub(timestamp(2 * i));
-            let entry = per_kernel.entry(kernel).or_default();
-            entry.0 += 1;
-            entry.1 += ticks as f64 * tick;
-        }
-        let mut times: Vec<KernelTime> = per_kernel
+        Ok(kernels
             .into_iter()
-            .map(|(kernel, (dispatches, seconds))| KernelTime {
+            .enumerate()
+            .map(|(i, (kernel, constants))| DispatchTime {
                 kernel,
-                dispatches,
-                seconds,
+                constants,
+                seconds: timestamp(2 * i + 1).saturating_sub(timestamp(2 * i)) as f64 * tick,
             })
-            .collect();
-        times.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
-        Ok(times)
+            .collect())
     }
 }

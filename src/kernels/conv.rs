@@ -8,7 +8,7 @@
 //! are described by [`Conv2dShape`]. Every output is a fixed-order sum, so results are
 //! bit-reproducible on one adapter.
 
-use super::gemm::{check_tensor, launch_tiles, tile_key, TileParams, Variant, CHUNK};
+use super::gemm::{check_tensor, launch_tiles, tile_key, CpuTile, TileParams, Variant, CHUNK};
 use super::gemm::{
     PORTABLE_A4B4_SHADER, PORTABLE_A4_SHADER, PORTABLE_B4_SHADER, PORTABLE_SHADER,
     SUBGROUP_A4B4_SHADER, SUBGROUP_A4_SHADER, SUBGROUP_B4_SHADER, SUBGROUP_SHADER,
@@ -286,7 +286,7 @@ pub fn conv2d_backward_data(
 
 /// How the backward-weight pass splits the images: `(splits, images per split)`.
 ///
-/// Enough splits for the kernel configuration's split-K target (256 workgroups on CPU
+/// Enough splits for the kernel configuration's split-K target (8 per host thread on CPU
 /// adapters) and for every split's reduction to stay within the software adapters' budget
 /// ([`MAX_REDUCTION`](super::gemm::MAX_REDUCTION) for the CPU engine), no more than there are images, and (within
 /// those bounds) few enough that the partial sums fit one storage binding. Depends on the
@@ -297,9 +297,7 @@ pub fn backward_weight_splits(gpu: &Gpu, s: &Conv2dShape) -> (usize, usize) {
         let positions = s.h_out() * s.w_out();
         return tiles_gpu::backward_weight_splits(gpu, m, cols, groups, positions, s.n);
     }
-    let tiles = groups
-        * m.div_ceil(super::gemm::TILE_M as usize).max(1)
-        * cols.div_ceil(super::gemm::TILE_COLS as usize).max(1);
+    let tiles = groups * CpuTile::for_product(gpu, m as u32, cols as u32).count(m, cols);
     let limits = gpu.limits();
     let binding = limits
         .max_storage_buffer_binding_size

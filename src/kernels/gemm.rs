@@ -13,6 +13,8 @@
 use super::tiles_gpu::{self, Pass};
 use crate::gpu::{Binding, Encoder, Engine, Gpu, PipelineKey, Shader, Tensor};
 use crate::{Error, Result};
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 
 /// Entry point and helpers of the subgroup variant (appended to the engine).
 macro_rules! subgroup_variant {
@@ -272,6 +274,106 @@ pub const WORKGROUP: u32 = 64;
 /// Columns per workgroup tile.
 pub const TILE_COLS: u32 = WORKGROUP * TILE_N;
 
+/// A tile shape of the CPU engine: `rows` (`TM`) × `lanes · TILE_N` columns, one workgroup of
+/// `lanes` invocations. The static keys carry [`CpuTile::FULL`]; narrow products (few output
+/// channels, small fully connected layers, weight gradients of small kernels) get smaller
+/// shapes, so that no tile computes mostly rows or columns past the end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CpuTile {
+    /// Output rows per tile (`TM`): a multiple of 8 (the subgroup variant's row layout).
+    pub rows: u32,
+    /// Invocations per workgroup (`WG`), each owning `TILE_N` columns.
+    pub lanes: u32,
+}
+
+impl CpuTile {
+    /// 64 × 512: products with many rows and columns.
+    pub const FULL: Self = Self {
+        rows: TILE_M,
+        lanes: WORKGROUP,
+    };
+    /// Every shape [`CpuTile::choose`] can return.
+    pub const ALL: [Self; 6] = [
+        Self::FULL,
+        Self::new(32, WORKGROUP),
+        Self::new(16, WORKGROUP),
+        Self::new(TILE_M, CHUNK),
+        Self::new(32, CHUNK),
+        Self::new(16, CHUNK),
+    ];
+
+    const fn new(rows: u32, lanes: u32) -> Self {
+        Self { rows, lanes }
+    }
+
+    /// The smallest shape that covers `m` rows (16, 32 or 64 per tile) and, for at most 64
+    /// columns, a workgroup of [`CHUNK`] lanes (64 columns) instead of 512 columns.
+    pub fn choose(m: u32, n: u32) -> Self {
+        let rows = match m {
+            0..=16 => 16,
+            17..=32 => 32,
+            _ => TILE_M,
+        };
+        let lanes = if n <= CHUNK * TILE_N {
+            CHUNK
+        } else {
+            WORKGROUP
+        };
+        Self::new(rows, lanes)
+    }
+
+    /// The tile for an `m × n` product on `gpu`: [`CpuTile::choose`], or [`CpuTile::FULL`]
+    /// where the kernel configuration turns narrow tiles off.
+    pub fn for_product(gpu: &Gpu, m: u32, n: u32) -> Self {
+        if gpu.kernel_config().narrow_cpu_tiles {
+            Self::choose(m, n)
+        } else {
+            Self::FULL
+        }
+    }
+
+    /// Output columns per tile.
+    pub fn cols(self) -> u32 {
+        self.lanes * TILE_N
+    }
+
+    /// Tiles covering an `m × n` output (at least one).
+    pub fn count(self, m: usize, n: usize) -> usize {
+        m.div_ceil(self.rows as usize).max(1) * n.div_ceil(self.cols() as usize).max(1)
+    }
+
+    /// `key` (a CPU-engine `tiles` pipeline, whose constants carry [`CpuTile::FULL`]) with this
+    /// shape's `TM` and `WG`. Keys are interned: each (pipeline, shape) pair is one `'static`
+    /// key, created once (a bounded set: the engine's keys times [`CpuTile::ALL`]).
+    pub fn key(self, key: &'static PipelineKey) -> &'static PipelineKey {
+        if self == Self::FULL {
+            return key;
+        }
+        type Interned = HashMap<(PipelineKey, CpuTile), &'static PipelineKey>;
+        static SHAPED: OnceLock<Mutex<Interned>> = OnceLock::new();
+        let mut shaped = SHAPED
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        shaped.entry((key.clone(), self)).or_insert_with(|| {
+            let constants: Vec<(&'static str, u32)> = key
+                .constants
+                .iter()
+                .map(|&(name, value)| match name {
+                    "TM" => (name, self.rows),
+                    "WG" => (name, self.lanes),
+                    _ => (name, value),
+                })
+                .collect();
+            Box::leak(Box::new(PipelineKey {
+                shader: key.shader,
+                entry: key.entry,
+                constants: Box::leak(constants.into_boxed_slice()),
+            }))
+        })
+    }
+}
+
 /// Longest reduction one dispatch of this engine accepts on a software adapter (reduction
 /// steps per output, summed over the images of a weight-gradient split). Software adapters stop
 /// any shader after 65 535 loop iterations (Mesa's llvmpipe), and the engine spends one
@@ -335,14 +437,30 @@ pub static PORTABLE_GEMM_VEC: [PipelineKey; 4] = [
     tile_key!(&PORTABLE_A4B4_SHADER, 0, 1, 1, 0),
 ];
 
-/// Every GEMM pipeline.
+/// Every GEMM pipeline, in every [`CpuTile`] shape.
 pub fn pipelines() -> Vec<&'static PipelineKey> {
-    SUBGROUP_GEMM
-        .iter()
-        .chain(&PORTABLE_GEMM)
-        .chain(&SUBGROUP_GEMM_VEC)
-        .chain(&PORTABLE_GEMM_VEC)
-        .collect()
+    every_shape(
+        SUBGROUP_GEMM
+            .iter()
+            .chain(&PORTABLE_GEMM)
+            .chain(&SUBGROUP_GEMM_VEC)
+            .chain(&PORTABLE_GEMM_VEC),
+    )
+}
+
+/// Each `tiles` key of `keys` in every [`CpuTile`] shape; other keys as they are.
+pub(crate) fn every_shape(
+    keys: impl IntoIterator<Item = &'static PipelineKey>,
+) -> Vec<&'static PipelineKey> {
+    let mut all = Vec::new();
+    for key in keys {
+        if key.entry == "tiles" {
+            all.extend(CpuTile::ALL.map(|tile| tile.key(key)));
+        } else {
+            all.push(key);
+        }
+    }
+    all
 }
 
 /// Which implementation of the tile engine to dispatch.
@@ -467,7 +585,7 @@ pub(crate) fn launch_tiles(
     gpu: &Gpu,
     encoder: &mut Encoder,
     op: &'static str,
-    key: &PipelineKey,
+    key: &'static PipelineKey,
     mut params: TileParams,
     tensors: [&Tensor; 3],
 ) -> Result<()> {
@@ -483,8 +601,10 @@ pub(crate) fn launch_tiles(
             });
         }
     }
-    params.tiles_n = params.n.div_ceil(TILE_COLS);
-    let tiles = u64::from(params.m.div_ceil(TILE_M)) * u64::from(params.tiles_n);
+    let tile = CpuTile::for_product(gpu, params.m, params.n);
+    let key = tile.key(key);
+    params.tiles_n = params.n.div_ceil(tile.cols());
+    let tiles = u64::from(params.m.div_ceil(tile.rows)) * u64::from(params.tiles_n);
     let grid = gpu.grid_for_count(op, tiles * u64::from(params.batches))?;
     params.tiles = tiles as u32;
     let uniform = gpu.constant_uniform(&params);

@@ -50,7 +50,7 @@ pub fn pipelines_for(engine: Engine) -> Vec<&'static PipelineKey> {
     let mut keys = match engine {
         Engine::Cpu => {
             let mut keys = gemm::pipelines();
-            keys.extend(conv::PIPELINES);
+            keys.extend(gemm::every_shape(conv::PIPELINES));
             keys
         }
         Engine::Gpu => tiles_gpu::pipelines(),

@@ -33,13 +33,20 @@ const fn key(entry: &'static str) -> PipelineKey {
 pub static MAX_FORWARD: PipelineKey = key("max_forward");
 /// Max-pool backward: every input element gathers from the windows that chose it.
 pub static MAX_BACKWARD: PipelineKey = key("max_backward");
+/// Max-pool backward where the windows tile the input exactly: one thread writes a window.
+pub static MAX_BACKWARD_TILED: PipelineKey = key("max_backward_tiled");
 /// Average-pool forward.
 pub static AVG_FORWARD: PipelineKey = key("avg_forward");
 /// Average-pool backward: every input element gathers from the windows that contain it.
 pub static AVG_BACKWARD: PipelineKey = key("avg_backward");
 /// Every pipeline of this module.
-pub static PIPELINES: [&PipelineKey; 4] =
-    [&MAX_FORWARD, &MAX_BACKWARD, &AVG_FORWARD, &AVG_BACKWARD];
+pub static PIPELINES: [&PipelineKey; 5] = [
+    &MAX_FORWARD,
+    &MAX_BACKWARD,
+    &MAX_BACKWARD_TILED,
+    &AVG_FORWARD,
+    &AVG_BACKWARD,
+];
 
 /// `struct PoolParams` in the shader.
 #[repr(C)]
@@ -204,7 +211,16 @@ impl MaxPool2d {
             (5, dy),
             (6, dx),
         ];
-        gpu.dispatch(encoder, &MAX_BACKWARD, &bindings, self.0.backward_grid)
+        let s = &self.0.shape;
+        let tiled = s.stride == s.kernel
+            && s.pad == [0, 0]
+            && s.h_out() * s.kernel[0] == s.h
+            && s.w_out() * s.kernel[1] == s.w;
+        if tiled {
+            gpu.dispatch(encoder, &MAX_BACKWARD_TILED, &bindings, self.0.forward_grid)
+        } else {
+            gpu.dispatch(encoder, &MAX_BACKWARD, &bindings, self.0.backward_grid)
+        }
     }
 }
 
