@@ -19,7 +19,7 @@ pub static SHADER: Shader = Shader {
 pub const WORKGROUP: u32 = 256;
 /// Elements per thread of the forward kernel (`override PER_THREAD`).
 pub const PER_THREAD: u32 = 8;
-/// Elements per forward workgroup.
+/// Elements per workgroup of the forward kernels and of the fixed-width quantizer's backward.
 pub const SLICE_LEN: u32 = WORKGROUP * PER_THREAD;
 /// Elements per backward slice: one workgroup reduces one slice of one channel.
 pub const BACKWARD_SLICE_LEN: u32 = WORKGROUP * 32;
