@@ -61,6 +61,10 @@ override PER_THREAD: u32 = 8u;
 @group(0) @binding(10) var<storage, read_write> x_max_grad: array<f32>;
 @group(0) @binding(11) var<storage, read_write> logit_grad: array<f32>;
 @group(0) @binding(12) var<storage, read_write> reg_value: array<f32>;
+// vec4 views of x, out and dy (backward_partials_vec4).
+@group(0) @binding(13) var<storage, read> x4: array<vec4<f32>>;
+@group(0) @binding(14) var<storage, read_write> out4: array<vec4<f32>>;
+@group(0) @binding(15) var<storage, read> dy4: array<vec4<f32>>;
 
 // ---- counter-based noise: Philox4x32-10 keyed by (seed), counter (step, quantizer, gate) ----
 
@@ -195,59 +199,81 @@ fn reduce_workgroup(t: u32) {
     workgroupBarrier();
 }
 
-// Backward, level 1: dx per element, and per slice (channel, chunk) the partial sums of
-// [dL/dx_max, dL/dg4, dL/dg8, dL/dg16, dL/dg32, dL/dz2[channel]] (spec §1.8 closed form).
-@compute @workgroup_size(256)
-fn backward_partials(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let slice = wg.x + wg.y * nwg.x;
-    var acc = array<f32, PARTIALS>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
-    if slice < params.num_slices {
-        let x_max = x_max_buf[0];
-        let signed = params.signed != 0u;
-        let s = bb_scales(x_max, signed);
-        let g = chain_gates();
-        let stages = bb_stages(g);
-        let channel = slice / params.slices_per_channel;
-        let start = channel * params.channel_len + (slice % params.slices_per_channel) * params.slice_len;
-        let end = min(start + params.slice_len, (channel + 1u) * params.channel_len);
-        let z = select(1.0, gates[4u + channel], params.prune_channels > 0u);
-        let rho = select(1.0 / 3.0, 2.0 / 3.0, signed);
-        // Stage weights of the step-size gradient: (1-P4), (P4-P8), (P8-P16), (P16-P32), P32.
-        let p4 = g.x;
-        let p8 = p4 * g.y;
-        let p16 = p8 * g.z;
-        let p32 = p16 * g.w;
-        let weight = array<f32, 5>(1.0 - p4, p4 - p8, p8 - p16, p16 - p32, p32);
-        for (var i = start + t; i < end; i += 256u) {
-            let grad = dy[i];
-            let gz = grad * z;
-            let d = bb_decompose(x[i], x_max, s, signed, stages);
-            out[i] = select(0.0, gz, d.region == 1u);
-            var kappa = 0.0;
-            if d.region == 2u {
-                kappa = 1.0;
-            } else if d.region == 0u && signed {
-                kappa = -1.0;
-            }
-            var step_term = 0.0;
-            // A constant trip count lets drivers unroll the loop and keep `d` in registers; with
-            // `b < stages` as the bound llvmpipe indexes the arrays in memory (1.6x slower).
-            for (var b = 0u; b < 5u; b++) {
-                if b < stages {
-                    step_term += weight[b] * (d.k[b] - d.quotient[b]) * STAGE_TO_S2[b];
-                }
-            }
-            acc[0] += gz * (CLIP_SHRINK * kappa + rho * step_term);
-            let inner16 = d.parts[3] + g.w * d.parts[4];
-            let inner8 = d.parts[2] + g.z * inner16;
-            let inner4 = d.parts[1] + g.y * inner8;
-            acc[1] += gz * inner4;
-            acc[2] += gz * g.x * inner8;
-            acc[3] += gz * g.x * g.y * inner16;
-            acc[4] += gz * g.x * g.y * g.z * d.parts[4];
-            acc[5] += grad * (d.parts[0] + g.x * inner4);
+// What every element of a backward slice shares.
+struct BackwardSlice {
+    x_max: f32,
+    signed: bool,
+    s: array<f32, 5>,
+    g: vec4<f32>,
+    stages: u32,
+    // The channel's pruning gate.
+    z: f32,
+    rho: f32,
+    // Stage weights of the step-size gradient: (1-P4), (P4-P8), (P8-P16), (P16-P32), P32.
+    weight: array<f32, 5>,
+}
+
+fn backward_slice(channel: u32) -> BackwardSlice {
+    let x_max = x_max_buf[0];
+    let signed = params.signed != 0u;
+    let g = chain_gates();
+    let p4 = g.x;
+    let p8 = p4 * g.y;
+    let p16 = p8 * g.z;
+    let p32 = p16 * g.w;
+    return BackwardSlice(
+        x_max,
+        signed,
+        bb_scales(x_max, signed),
+        g,
+        bb_stages(g),
+        select(1.0, gates[4u + channel], params.prune_channels > 0u),
+        select(1.0 / 3.0, 2.0 / 3.0, signed),
+        array<f32, 5>(1.0 - p4, p4 - p8, p8 - p16, p16 - p32, p32),
+    );
+}
+
+// dL/dx of one element with upstream gradient `grad`; its terms of the slice's partial sums are
+// added to `acc`.
+fn backward_element(b: BackwardSlice, grad: f32, x_i: f32, acc: ptr<function, array<f32, PARTIALS>>) -> f32 {
+    let g = b.g;
+    let gz = grad * b.z;
+    let d = bb_decompose(x_i, b.x_max, b.s, b.signed, b.stages);
+    var kappa = 0.0;
+    if d.region == 2u {
+        kappa = 1.0;
+    } else if d.region == 0u && b.signed {
+        kappa = -1.0;
+    }
+    var step_term = 0.0;
+    // A constant trip count lets drivers unroll the loop and keep `d` in registers; with
+    // `k < stages` as the bound llvmpipe indexes the arrays in memory (1.6x slower).
+    for (var k = 0u; k < 5u; k++) {
+        if k < b.stages {
+            step_term += b.weight[k] * (d.k[k] - d.quotient[k]) * STAGE_TO_S2[k];
         }
     }
+    (*acc)[0] += gz * (CLIP_SHRINK * kappa + b.rho * step_term);
+    let inner16 = d.parts[3] + g.w * d.parts[4];
+    let inner8 = d.parts[2] + g.z * inner16;
+    let inner4 = d.parts[1] + g.y * inner8;
+    (*acc)[1] += gz * inner4;
+    (*acc)[2] += gz * g.x * inner8;
+    (*acc)[3] += gz * g.x * g.y * inner16;
+    (*acc)[4] += gz * g.x * g.y * g.z * d.parts[4];
+    (*acc)[5] += grad * (d.parts[0] + g.x * inner4);
+    return select(0.0, gz, d.region == 1u);
+}
+
+// Elements [start, end) of a backward slice: at most slice_len elements of one channel.
+fn slice_elements(slice: u32) -> vec2<u32> {
+    let channel = slice / params.slices_per_channel;
+    let start = channel * params.channel_len + (slice % params.slices_per_channel) * params.slice_len;
+    return vec2<u32>(start, min(start + params.slice_len, (channel + 1u) * params.channel_len));
+}
+
+// The workgroup's partial sums, stored as the slice's.
+fn store_partials(t: u32, slice: u32, acc: array<f32, PARTIALS>) {
     for (var p = 0u; p < PARTIALS; p++) {
         red[p][t] = acc[p];
     }
@@ -257,6 +283,46 @@ fn backward_partials(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
             partials[slice * PARTIALS + p] = red[p][0];
         }
     }
+}
+
+// Backward, level 1: dx per element, and per slice (channel, chunk) the partial sums of
+// [dL/dx_max, dL/dg4, dL/dg8, dL/dg16, dL/dg32, dL/dz2[channel]] (spec §1.8 closed form).
+@compute @workgroup_size(256)
+fn backward_partials(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let slice = wg.x + wg.y * nwg.x;
+    var acc = array<f32, PARTIALS>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    if slice < params.num_slices {
+        let b = backward_slice(slice / params.slices_per_channel);
+        let range = slice_elements(slice);
+        for (var i = range.x + t; i < range.y; i += RED_WG) {
+            out[i] = backward_element(b, dy[i], x[i], &acc);
+        }
+    }
+    store_partials(t, slice, acc);
+}
+
+// backward_partials through vec4 views (channel_len a multiple of 4): each thread takes four
+// consecutive elements per load, which CPU adapters, loading every lane's element in turn,
+// need a quarter as many loads for.
+@compute @workgroup_size(256)
+fn backward_partials_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let slice = wg.x + wg.y * nwg.x;
+    var acc = array<f32, PARTIALS>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    if slice < params.num_slices {
+        let b = backward_slice(slice / params.slices_per_channel);
+        let range = slice_elements(slice) / 4u;
+        for (var q = range.x + t; q < range.y; q += RED_WG) {
+            let grad = dy4[q];
+            let x_q = x4[q];
+            out4[q] = vec4<f32>(
+                backward_element(b, grad.x, x_q.x, &acc),
+                backward_element(b, grad.y, x_q.y, &acc),
+                backward_element(b, grad.z, x_q.z, &acc),
+                backward_element(b, grad.w, x_q.w, &acc),
+            );
+        }
+    }
+    store_partials(t, slice, acc);
 }
 
 fn prob_nonzero(logit: f32) -> f32 {

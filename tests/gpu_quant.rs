@@ -276,7 +276,8 @@ fn backward_matches_reference() {
         for len in [1, 7, 1000] {
             check_backward(&Case::new(len, 0, false, *gates, seed), seed);
         }
-        for (channels, per) in [(1, 7), (3, 25), (1024, 9)] {
+        // Channels of a multiple of 4 elements take the vec4 kernel, the others the scalar one.
+        for (channels, per) in [(1, 7), (3, 25), (1024, 9), (5, 12)] {
             check_backward(
                 &Case::new(channels * per, channels, true, *gates, seed),
                 seed,
@@ -288,6 +289,8 @@ fn backward_matches_reference() {
         60,
     );
     check_backward(&Case::new(64 * 16411, 64, true, GATE_PATTERNS[5], 61), 61);
+    // Three slices per channel through the vec4 views.
+    check_backward(&Case::new(2 * 20000, 2, true, GATE_PATTERNS[5], 62), 62);
 }
 
 #[test]

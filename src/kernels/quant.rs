@@ -44,6 +44,13 @@ pub static BACKWARD_PARTIALS: PipelineKey = PipelineKey {
     entry: "backward_partials",
     constants: &[],
 };
+/// Backward level 1 through vec4 views of `x`, `dx` and `dy`, for channels of a multiple of 4
+/// elements: a quarter of the loads on CPU adapters, which load every lane's element in turn.
+pub static BACKWARD_PARTIALS_VEC4: PipelineKey = PipelineKey {
+    shader: &SHADER,
+    entry: "backward_partials_vec4",
+    constants: &[],
+};
 /// Backward level 2: fixed-order sums, logit gradients and the regulariser.
 pub static BACKWARD_FINALIZE: PipelineKey = PipelineKey {
     shader: &SHADER,
@@ -69,10 +76,11 @@ pub static FIXED_BACKWARD_FINALIZE: PipelineKey = PipelineKey {
     constants: &[],
 };
 /// Every pipeline of this module.
-pub static PIPELINES: [&PipelineKey; 7] = [
+pub static PIPELINES: [&PipelineKey; 8] = [
     &SAMPLE_GATES,
     &FORWARD,
     &BACKWARD_PARTIALS,
+    &BACKWARD_PARTIALS_VEC4,
     &BACKWARD_FINALIZE,
     &FIXED_FORWARD,
     &FIXED_BACKWARD_PARTIALS,
@@ -176,27 +184,26 @@ pub fn forward(
 }
 
 /// Records the backward pass: `dx`, then `x_max_grad`, `logit_grad` (data + μ·regulariser)
-/// and `reg_value`. Deterministic: fixed-order reductions, no atomics.
+/// and `reg_value`. Deterministic: fixed-order reductions, no atomics. `quads`: every channel
+/// holds a multiple of 4 elements, so `x`, `dy` and `dx` are read through vec4 views.
+#[allow(clippy::too_many_arguments)]
 pub fn backward(
     gpu: &Gpu,
     encoder: &mut Encoder,
     b: &QuantBuffers,
     num_slices: u32,
+    quads: bool,
     x: Binding,
     dy: Binding,
     dx: Binding,
 ) -> Result<()> {
     let grid = gpu.grid("quantizer backward", num_slices)?;
-    let bindings = [
-        (0, b.params),
-        (2, b.x_max),
-        (4, b.gates),
-        (6, x),
-        (7, dx),
-        (8, dy),
-        (9, b.partials),
-    ];
-    gpu.dispatch(encoder, &BACKWARD_PARTIALS, &bindings, grid)?;
+    let common = [(0, b.params), (2, b.x_max), (4, b.gates), (9, b.partials)];
+    let (key, views) = match quads {
+        true => (&BACKWARD_PARTIALS_VEC4, [(13, x), (14, dx), (15, dy)]),
+        false => (&BACKWARD_PARTIALS, [(6, x), (7, dx), (8, dy)]),
+    };
+    gpu.dispatch(encoder, key, &[&common[..], &views[..]].concat(), grid)?;
     let bindings = [
         (0, b.params),
         (1, b.step),

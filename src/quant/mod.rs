@@ -73,6 +73,8 @@ impl StepState {
 pub struct Quantizer {
     config: QuantizerConfig,
     num_slices: u32,
+    /// Every channel holds a multiple of 4 elements (the backward pass's vec4 views).
+    quads: bool,
     params: wgpu::Buffer,
     /// `[x_max]`, a learnable parameter.
     pub x_max: Tensor,
@@ -217,6 +219,7 @@ impl Quantizer {
         storage.logit_grad.expect_len(OP, 4 + channels)?;
         let q = Self {
             num_slices,
+            quads: channel_len.is_multiple_of(4),
             params: gpu.uniform("quantizer params", &params),
             x_max: storage.x_max,
             logits: storage.logits,
@@ -313,6 +316,7 @@ impl Quantizer {
             encoder,
             &self.buffers(step),
             self.num_slices,
+            self.quads,
             x.binding(),
             dy.binding(),
             dx.binding(),
