@@ -23,6 +23,13 @@
 @group(0) @binding(12) var<storage, read_write> sum_da_y: array<f32>;
 // The forward output a, read by backward_partials_relu6 for the ReLU6 gradient mask.
 @group(0) @binding(13) var<storage, read> a_fwd: array<f32>;
+// vec4 views of y, out, q, da and dy (the *_vec4 entries, for channels of h·w a multiple of 4:
+// the four elements of a vec4 share a channel).
+@group(0) @binding(14) var<storage, read> y4: array<vec4<f32>>;
+@group(0) @binding(15) var<storage, read_write> out4: array<vec4<f32>>;
+@group(0) @binding(16) var<storage, read_write> q4: array<vec4<f32>>;
+@group(0) @binding(17) var<storage, read> da4: array<vec4<f32>>;
+@group(0) @binding(18) var<storage, read_write> dy4: array<vec4<f32>>;
 
 const RELU6_BOUND: f32 = 6.0;
 
@@ -35,7 +42,10 @@ fn channel_scale(c: u32) -> f32 {
 
 fn affine(i: u32) -> f32 {
     let c = channel_of(i);
-    let v = y[i] * channel_scale(c) + shift[c];
+    return activate(y[i] * channel_scale(c) + shift[c]);
+}
+
+fn activate(v: f32) -> f32 {
     if (cp.flags & FLAG_RELU) != 0u {
         return select(0.0, v, v > 0.0);
     }
@@ -77,6 +87,38 @@ fn forward_quant(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
     }
 }
 
+// forward_quant through the vec4 views: one scale and shift per four elements.
+@compute @workgroup_size(256)
+fn forward_quant_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let x_max = x_max_buf[0];
+    let s = bb_scales(x_max, SIGNED_QUANT);
+    let g = vec4<f32>(gates[0], gates[1], gates[2], gates[3]);
+    let stages = bb_stages(g);
+    let base = element_base(wg, nwg, t);
+    for (var k = 0u; k < PER_THREAD; k++) {
+        let i = base + k * WG;
+        if i < cp.len / 4u {
+            let c = channel_of(4u * i);
+            let scale_c = channel_scale(c);
+            let shift_c = shift[c];
+            let v = y4[i];
+            let a = vec4<f32>(
+                activate(v.x * scale_c + shift_c),
+                activate(v.y * scale_c + shift_c),
+                activate(v.z * scale_c + shift_c),
+                activate(v.w * scale_c + shift_c),
+            );
+            out4[i] = a;
+            q4[i] = vec4<f32>(
+                bb_quantize(a.x, x_max, s, SIGNED_QUANT, g, stages),
+                bb_quantize(a.y, x_max, s, SIGNED_QUANT, g, stages),
+                bb_quantize(a.z, x_max, s, SIGNED_QUANT, g, stages),
+                bb_quantize(a.w, x_max, s, SIGNED_QUANT, g, stages),
+            );
+        }
+    }
+}
+
 // One element of the backward: writes dy = s * g and returns its (g, g * y) for the sums.
 fn backward_element(i: u32, g: f32, s: f32) -> vec2<f32> {
     dy[i] = g * s;
@@ -102,6 +144,28 @@ fn backward_partials(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
         for (var j = sl.start + t; j < sl.end; j += WG) {
             let i = channel_element(sl.channel, j);
             acc += backward_element(i, da[i], s);
+        }
+    }
+    store_partial(t, slice, acc);
+}
+
+// backward_partials through the vec4 views (slices start at multiples of 4 elements).
+@compute @workgroup_size(256)
+fn backward_partials_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let slice = workgroup_index(wg, nwg);
+    var acc = vec2<f32>(0.0);
+    if slice < cp.num_slices {
+        let sl = slice_range(slice);
+        let s = channel_scale(sl.channel);
+        for (var j = sl.start + 4u * t; j < sl.end; j += 4u * WG) {
+            let i = channel_element(sl.channel, j) / 4u;
+            let g = da4[i];
+            let y_i = y4[i];
+            dy4[i] = g * s;
+            acc += vec2<f32>(g.x, g.x * y_i.x);
+            acc += vec2<f32>(g.y, g.y * y_i.y);
+            acc += vec2<f32>(g.z, g.z * y_i.z);
+            acc += vec2<f32>(g.w, g.w * y_i.w);
         }
     }
     store_partial(t, slice, acc);

@@ -320,7 +320,7 @@ fn sgd_updates_a_packed_group_like_the_reference() {
     assert_eq!((group.steps(), group.moments().len()), (0, 2));
 }
 
-fn layouts() -> [ChannelLayout; 5] {
+fn layouts() -> [ChannelLayout; 7] {
     [
         ChannelLayout::nchw(1, 3, 5, 7),
         ChannelLayout::nchw(2, 17, 3, 3),
@@ -330,6 +330,9 @@ fn layouts() -> [ChannelLayout; 5] {
         ChannelLayout::rows(5, 300),
         // More slices (and weight rows) than one grid dimension holds: 2-D grids.
         ChannelLayout::rows(2, 70_000),
+        // h·w a multiple of 4: the epilogue's vec4 kernels, with one and with two slices.
+        ChannelLayout::nchw(2, 3, 4, 6),
+        ChannelLayout::nchw(3, 2, 32, 24),
     ]
 }
 
@@ -773,7 +776,7 @@ fn run_bn(case: &BnCase) -> BnRun {
 #[test]
 fn folded_bn_matches_reference() {
     for (k, layout) in layouts().into_iter().enumerate() {
-        let case = BnCase::new(layout, [27, 9, 50, 7, 1][k], 70 + 10 * k as u64);
+        let case = BnCase::new(layout, [27, 9, 50, 7, 1, 12, 5][k], 70 + 10 * k as u64);
         let got = run_bn(&case);
         // The f64 instantiation of the reference is the truth; tolerances are relative to
         // each output's scale.

@@ -128,6 +128,8 @@ impl ChannelLayout {
         };
         Ok(ChannelPlan {
             elementwise: gpu.grid(op, len.div_ceil(WORKGROUP * PER_THREAD))?,
+            quads: hw.is_multiple_of(4) && SLICE_LEN.is_multiple_of(4),
+            elementwise_quads: gpu.grid(op, (len / 4).div_ceil(WORKGROUP * PER_THREAD))?,
             slices: gpu.grid(op, num_slices)?,
             channel_threads: gpu.grid(op, channels.div_ceil(WORKGROUP))?,
             channel_groups: gpu.grid(op, channels)?,
@@ -146,6 +148,11 @@ pub(crate) struct ChannelPlan {
     pub uniform: wgpu::Buffer,
     /// One thread per `PER_THREAD` elements.
     pub elementwise: [u32; 3],
+    /// `hw` is a multiple of 4: every aligned group of four elements lies in one channel, and
+    /// the slices start at multiples of 4 (vec4 views).
+    pub quads: bool,
+    /// One thread per `PER_THREAD` groups of four elements (with `quads`).
+    pub elementwise_quads: [u32; 3],
     /// One workgroup per reduction slice.
     pub slices: [u32; 3],
     /// One thread per channel.

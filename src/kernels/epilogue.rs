@@ -50,6 +50,24 @@ pub static FORWARD_QUANT_SIGNED: PipelineKey = PipelineKey {
     entry: "forward_quant",
     constants: &[("PER_THREAD", PER_THREAD), ("SIGNED_QUANT", 1)],
 };
+/// [`FORWARD_QUANT`] through vec4 views (`hw` a multiple of 4).
+pub static FORWARD_QUANT_VEC4: PipelineKey = PipelineKey {
+    shader: &SHADER,
+    entry: "forward_quant_vec4",
+    constants: &[("PER_THREAD", PER_THREAD)],
+};
+/// [`FORWARD_QUANT_SIGNED`] through vec4 views.
+pub static FORWARD_QUANT_SIGNED_VEC4: PipelineKey = PipelineKey {
+    shader: &SHADER,
+    entry: "forward_quant_vec4",
+    constants: &[("PER_THREAD", PER_THREAD), ("SIGNED_QUANT", 1)],
+};
+/// [`BACKWARD_PARTIALS`] through vec4 views (`hw` a multiple of 4).
+pub static BACKWARD_PARTIALS_VEC4: PipelineKey = PipelineKey {
+    shader: &SHADER,
+    entry: "backward_partials_vec4",
+    constants: &[],
+};
 /// Backward level 1: `dy` and per-slice partial sums.
 pub static BACKWARD_PARTIALS: PipelineKey = PipelineKey {
     shader: &SHADER,
@@ -69,11 +87,14 @@ pub static BACKWARD_SUMS: PipelineKey = PipelineKey {
     constants: &[],
 };
 /// Every pipeline of this module.
-pub static PIPELINES: [&PipelineKey; 6] = [
+pub static PIPELINES: [&PipelineKey; 9] = [
     &FORWARD,
     &FORWARD_QUANT,
     &FORWARD_QUANT_SIGNED,
+    &FORWARD_QUANT_VEC4,
+    &FORWARD_QUANT_SIGNED_VEC4,
     &BACKWARD_PARTIALS,
+    &BACKWARD_PARTIALS_VEC4,
     &BACKWARD_PARTIALS_RELU6,
     &BACKWARD_SUMS,
 ];
@@ -219,7 +240,19 @@ impl Epilogue {
                         actual: format!("{} elements", quant.gates.len()),
                     });
                 }
-                bindings.extend([(6, quant.q), (7, quant.x_max), (8, quant.gates)]);
+                bindings.extend([(7, quant.x_max), (8, quant.gates)]);
+                if self.plan.quads {
+                    // The same buffers through the vec4 views.
+                    bindings.retain(|(slot, _)| *slot != 4 && *slot != 5);
+                    bindings.extend([(14, args.y), (15, args.a), (16, quant.q)]);
+                    let grid = self.plan.elementwise_quads;
+                    let key = match quant.signed {
+                        true => &FORWARD_QUANT_SIGNED_VEC4,
+                        false => &FORWARD_QUANT_VEC4,
+                    };
+                    return gpu.dispatch(encoder, key, &bindings, grid);
+                }
+                bindings.push((6, quant.q));
                 if quant.signed {
                     &FORWARD_QUANT_SIGNED
                 } else {
@@ -259,6 +292,11 @@ impl Epilogue {
                 a.expect_len(OP, self.config.layout.len())?;
                 bindings.push((13, a));
                 &BACKWARD_PARTIALS_RELU6
+            }
+            (None, false) if self.plan.quads => {
+                bindings.retain(|(slot, _)| ![4, 9, 10].contains(slot));
+                bindings.extend([(14, args.y), (17, args.da), (18, args.dy)]);
+                &BACKWARD_PARTIALS_VEC4
             }
             (None, false) => &BACKWARD_PARTIALS,
             _ => {
