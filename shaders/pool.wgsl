@@ -7,7 +7,8 @@
 // Backward: a gather, one input element per thread, so dx is written completely without atomics
 // or a separate clear: every input sums the windows that contain it in increasing output order
 // (the order in which the reference scatters), so overlapping windows add up deterministically.
-// Max-pools whose windows tile the input exactly scatter instead, one thread per window.
+// Max-pools whose windows tile the input exactly scatter instead, one thread per window; 2×2
+// windows over rows of a multiple of 4 go through vec4 views, one thread per two windows.
 
 struct PoolParams {
     // Output elements n * c * oh * ow.
@@ -37,6 +38,14 @@ override PER_THREAD: u32 = 4u;
 @group(0) @binding(4) var<storage, read> argmax_in: array<u32>;
 @group(0) @binding(5) var<storage, read> dy: array<f32>;
 @group(0) @binding(6) var<storage, read_write> dx: array<f32>;
+// Views of x, y, argmax, dy and dx for the 2×2 kernels: two windows side by side span one vec4
+// of each of their two input rows and one vec2 of the output.
+@group(0) @binding(7) var<storage, read> x4: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read_write> y2: array<vec2<f32>>;
+@group(0) @binding(9) var<storage, read_write> argmax2: array<vec2<u32>>;
+@group(0) @binding(10) var<storage, read> argmax2_in: array<vec2<u32>>;
+@group(0) @binding(11) var<storage, read> dy2: array<vec2<f32>>;
+@group(0) @binding(12) var<storage, read_write> dx4: array<vec4<f32>>;
 
 fn element_base(wg: vec3<u32>, nwg: vec3<u32>, t: u32) -> u32 {
     return (wg.x + wg.y * nwg.x) * WG * PER_THREAD + t;
@@ -143,6 +152,81 @@ fn max_backward_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgro
                     }
                     dx[row + v] = sum;
                 }
+            }
+        }
+    }
+}
+
+// Flat input index of the top-left element of the window pair p (2×2 windows, stride 2):
+// output elements 2p and 2p + 1 (w % 4 == 0 keeps both in one output row).
+fn pair_origin(p: u32) -> u32 {
+    let c = output_coords(2u * p);
+    return (c.x * params.h + 2u * c.y) * params.w + 2u * c.z;
+}
+
+struct WindowMax {
+    value: f32,
+    index: u32,
+}
+
+// The first maximum of a 2×2 window given in row-major order (as max_forward scans it).
+fn window_max(v: vec4<f32>, origin: u32) -> WindowMax {
+    let index = vec4<u32>(origin, origin + 1u, origin + params.w, origin + params.w + 1u);
+    var best = WindowMax(v.x, index.x);
+    for (var j = 1u; j < 4u; j++) {
+        if v[j] > best.value {
+            best = WindowMax(v[j], index[j]);
+        }
+    }
+    return best;
+}
+
+// max_forward for 2×2 windows, stride 2, no padding, w % 4 == 0: two windows per step.
+@compute @workgroup_size(256)
+fn max_forward_2x2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let base = element_base(wg, nwg, t);
+    for (var k = 0u; k < PER_THREAD; k++) {
+        let p = base + k * WG;
+        if p < params.out_len / 2u {
+            let origin = pair_origin(p);
+            let top = x4[origin / 4u];
+            let bottom = x4[(origin + params.w) / 4u];
+            let left = window_max(vec4<f32>(top.xy, bottom.xy), origin);
+            let right = window_max(vec4<f32>(top.zw, bottom.zw), origin + 2u);
+            y2[p] = vec2<f32>(left.value, right.value);
+            argmax2[p] = vec2<u32>(left.index, right.index);
+        }
+    }
+}
+
+// dx of one input element: dy of its window if it is the window's argmax, else 0 (the sum
+// max_backward_tiled forms).
+fn routed(g: f32, index: u32, best: u32) -> f32 {
+    var sum = 0.0;
+    if index == best {
+        sum += g;
+    }
+    return sum;
+}
+
+// max_backward_tiled for max_forward_2x2's windows: two windows per step.
+@compute @workgroup_size(256)
+fn max_backward_2x2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let base = element_base(wg, nwg, t);
+    for (var k = 0u; k < PER_THREAD; k++) {
+        let p = base + k * WG;
+        if p < params.out_len / 2u {
+            let origin = pair_origin(p);
+            let best = argmax2_in[p];
+            let g = dy2[p];
+            for (var u = 0u; u < 2u; u++) {
+                let row = origin + u * params.w;
+                dx4[row / 4u] = vec4<f32>(
+                    routed(g.x, row, best.x),
+                    routed(g.x, row + 1u, best.x),
+                    routed(g.y, row + 2u, best.y),
+                    routed(g.y, row + 3u, best.y),
+                );
             }
         }
     }

@@ -45,9 +45,13 @@ fn shapes() -> Vec<Pool2dShape> {
         },
         Pool2dShape::square(3, 5, 5, 4, 2, 2, 0),
         Pool2dShape::square(1, 4, 3, 3, 3, 3, 0),
-        // Windows that tile the input exactly (LeNet-5's and VGG-7's pools): the backward
-        // scatters one window per thread instead of gathering.
+        // Windows that tile the input exactly: the backward scatters one window per thread
+        // instead of gathering; 2×2 windows over rows of a multiple of 4 (LeNet-5's and
+        // VGG-7's pools) go two windows per thread through vec4 views, forward and backward.
         Pool2dShape::square(2, 3, 6, 4, 2, 2, 0),
+        Pool2dShape::square(2, 3, 8, 12, 2, 2, 0),
+        Pool2dShape::square(2, 2, 4, 6, 2, 2, 0),
+        Pool2dShape::square(1, 2, 6, 9, 3, 3, 0),
         Pool2dShape::square(3, 2, 2, 2, 3, 2, 1),
     ]
 }

@@ -35,15 +35,22 @@ pub static MAX_FORWARD: PipelineKey = key("max_forward");
 pub static MAX_BACKWARD: PipelineKey = key("max_backward");
 /// Max-pool backward where the windows tile the input exactly: one thread writes a window.
 pub static MAX_BACKWARD_TILED: PipelineKey = key("max_backward_tiled");
+/// Max-pool forward of 2×2 windows, stride 2, no padding, over rows of a multiple of 4: two
+/// windows per thread through vec4 views of the input.
+pub static MAX_FORWARD_2X2: PipelineKey = key("max_forward_2x2");
+/// Max-pool backward of [`MAX_FORWARD_2X2`]'s windows: two windows per thread.
+pub static MAX_BACKWARD_2X2: PipelineKey = key("max_backward_2x2");
 /// Average-pool forward.
 pub static AVG_FORWARD: PipelineKey = key("avg_forward");
 /// Average-pool backward: every input element gathers from the windows that contain it.
 pub static AVG_BACKWARD: PipelineKey = key("avg_backward");
 /// Every pipeline of this module.
-pub static PIPELINES: [&PipelineKey; 5] = [
+pub static PIPELINES: [&PipelineKey; 7] = [
     &MAX_FORWARD,
     &MAX_BACKWARD,
     &MAX_BACKWARD_TILED,
+    &MAX_FORWARD_2X2,
+    &MAX_BACKWARD_2X2,
     &AVG_FORWARD,
     &AVG_BACKWARD,
 ];
@@ -66,6 +73,15 @@ struct PoolParams {
     pw: u32,
 }
 
+/// Whether the windows tile the input exactly: stride = window, no padding, no rows or columns
+/// left over.
+fn tiles_input(s: &Pool2dShape) -> bool {
+    s.stride == s.kernel
+        && s.pad == [0, 0]
+        && s.h_out() * s.kernel[0] == s.h
+        && s.w_out() * s.kernel[1] == s.w
+}
+
 /// What both pooling kinds record with: the checked shape, its parameters and grids.
 #[derive(Debug)]
 struct Launch {
@@ -73,6 +89,10 @@ struct Launch {
     uniform: wgpu::Buffer,
     forward_grid: [u32; 3],
     backward_grid: [u32; 3],
+    /// 2×2 windows, stride 2, no padding, tiling an input of rows of a multiple of 4: one
+    /// thread per `PER_THREAD` pairs of windows on `pairs_grid`.
+    pairs: bool,
+    pairs_grid: [u32; 3],
 }
 
 impl Launch {
@@ -122,10 +142,13 @@ impl Launch {
             pw: u32_of(shape.pad[1])?,
         };
         let per_workgroup = WORKGROUP * PER_THREAD;
+        let pairs = shape.kernel == [2, 2] && tiles_input(shape) && shape.w.is_multiple_of(4);
         Ok(Self {
             shape: *shape,
             forward_grid: gpu.grid(op, params.out_len.div_ceil(per_workgroup))?,
             backward_grid: gpu.grid(op, params.in_len.div_ceil(per_workgroup))?,
+            pairs,
+            pairs_grid: gpu.grid(op, (params.out_len / 2).div_ceil(per_workgroup))?,
             uniform: gpu.uniform(op, &params),
         })
     }
@@ -180,12 +203,12 @@ impl MaxPool2d {
         x.expect_len(OP, self.input_len())?;
         y.expect_len(OP, self.output_len())?;
         argmax.expect_len(OP, self.output_len())?;
-        let bindings = [
-            (0, Binding::whole(&self.0.uniform)),
-            (1, x),
-            (2, y),
-            (3, argmax),
-        ];
+        let uniform = (0, Binding::whole(&self.0.uniform));
+        if self.0.pairs {
+            let bindings = [uniform, (7, x), (8, y), (9, argmax)];
+            return gpu.dispatch(encoder, &MAX_FORWARD_2X2, &bindings, self.0.pairs_grid);
+        }
+        let bindings = [uniform, (1, x), (2, y), (3, argmax)];
         gpu.dispatch(encoder, &MAX_FORWARD, &bindings, self.0.forward_grid)
     }
 
@@ -205,18 +228,13 @@ impl MaxPool2d {
         dy.expect_len(OP, self.output_len())?;
         argmax.expect_len(OP, self.output_len())?;
         dx.expect_len(OP, self.input_len())?;
-        let bindings = [
-            (0, Binding::whole(&self.0.uniform)),
-            (4, argmax),
-            (5, dy),
-            (6, dx),
-        ];
-        let s = &self.0.shape;
-        let tiled = s.stride == s.kernel
-            && s.pad == [0, 0]
-            && s.h_out() * s.kernel[0] == s.h
-            && s.w_out() * s.kernel[1] == s.w;
-        if tiled {
+        let uniform = (0, Binding::whole(&self.0.uniform));
+        if self.0.pairs {
+            let bindings = [uniform, (10, argmax), (11, dy), (12, dx)];
+            return gpu.dispatch(encoder, &MAX_BACKWARD_2X2, &bindings, self.0.pairs_grid);
+        }
+        let bindings = [uniform, (4, argmax), (5, dy), (6, dx)];
+        if tiles_input(&self.0.shape) {
             gpu.dispatch(encoder, &MAX_BACKWARD_TILED, &bindings, self.0.forward_grid)
         } else {
             gpu.dispatch(encoder, &MAX_BACKWARD, &bindings, self.0.backward_grid)
