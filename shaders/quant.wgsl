@@ -61,7 +61,7 @@ override PER_THREAD: u32 = 8u;
 @group(0) @binding(10) var<storage, read_write> x_max_grad: array<f32>;
 @group(0) @binding(11) var<storage, read_write> logit_grad: array<f32>;
 @group(0) @binding(12) var<storage, read_write> reg_value: array<f32>;
-// vec4 views of x, out and dy (backward_partials_vec4).
+// vec4 views of x, out and dy (forward_vec4, backward_partials_vec4).
 @group(0) @binding(13) var<storage, read> x4: array<vec4<f32>>;
 @group(0) @binding(14) var<storage, read_write> out4: array<vec4<f32>>;
 @group(0) @binding(15) var<storage, read> dy4: array<vec4<f32>>;
@@ -162,6 +162,30 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
         let i = base + j * 256u;
         if i < params.len {
             out[i] = prune_gate(i) * bb_quantize(x[i], x_max, s, signed, g, stages);
+        }
+    }
+}
+
+// forward through the vec4 views (channel_len a multiple of 4: four elements share a gate).
+@compute @workgroup_size(256)
+fn forward_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let x_max = x_max_buf[0];
+    let signed = params.signed != 0u;
+    let s = bb_scales(x_max, signed);
+    let g = chain_gates();
+    let stages = bb_stages(g);
+    let base = (wg.x + wg.y * nwg.x) * 256u * PER_THREAD + t;
+    for (var j = 0u; j < PER_THREAD; j++) {
+        let q = base + j * 256u;
+        if q < params.len / 4u {
+            let z = prune_gate(4u * q);
+            let v = x4[q];
+            out4[q] = vec4<f32>(
+                z * bb_quantize(v.x, x_max, s, signed, g, stages),
+                z * bb_quantize(v.y, x_max, s, signed, g, stages),
+                z * bb_quantize(v.z, x_max, s, signed, g, stages),
+                z * bb_quantize(v.w, x_max, s, signed, g, stages),
+            );
         }
     }
 }

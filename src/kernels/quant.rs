@@ -38,6 +38,12 @@ pub static FORWARD: PipelineKey = PipelineKey {
     entry: "forward",
     constants: &[("PER_THREAD", PER_THREAD)],
 };
+/// Forward through vec4 views of `x` and `y`, for channels of a multiple of 4 elements.
+pub static FORWARD_VEC4: PipelineKey = PipelineKey {
+    shader: &SHADER,
+    entry: "forward_vec4",
+    constants: &[("PER_THREAD", PER_THREAD)],
+};
 /// Backward level 1: dx and per-slice partial sums.
 pub static BACKWARD_PARTIALS: PipelineKey = PipelineKey {
     shader: &SHADER,
@@ -76,9 +82,10 @@ pub static FIXED_BACKWARD_FINALIZE: PipelineKey = PipelineKey {
     constants: &[],
 };
 /// Every pipeline of this module.
-pub static PIPELINES: [&PipelineKey; 8] = [
+pub static PIPELINES: [&PipelineKey; 9] = [
     &SAMPLE_GATES,
     &FORWARD,
+    &FORWARD_VEC4,
     &BACKWARD_PARTIALS,
     &BACKWARD_PARTIALS_VEC4,
     &BACKWARD_FINALIZE,
@@ -168,19 +175,23 @@ pub fn sample_gates(gpu: &Gpu, encoder: &mut Encoder, b: &QuantBuffers) -> Resul
     gpu.dispatch(encoder, &SAMPLE_GATES, &bindings, [1, 1, 1])
 }
 
-/// Records `y = z2 · Q(x)` over `len` elements.
+/// Records `y = z2 · Q(x)` over `len` elements; `quads` as for [`backward`].
 pub fn forward(
     gpu: &Gpu,
     encoder: &mut Encoder,
     b: &QuantBuffers,
     len: u32,
+    quads: bool,
     x: Binding,
     y: Binding,
 ) -> Result<()> {
-    let grid = gpu.grid("quantizer forward", len.div_ceil(SLICE_LEN))?;
-    let bindings = [(0, b.params), (2, b.x_max), (4, b.gates), (6, x), (7, y)];
-    gpu.dispatch(encoder, &FORWARD, &bindings, grid)?;
-    Ok(())
+    let common = [(0, b.params), (2, b.x_max), (4, b.gates)];
+    let (key, views, elements) = match quads {
+        true => (&FORWARD_VEC4, [(13, x), (14, y)], len / 4),
+        false => (&FORWARD, [(6, x), (7, y)], len),
+    };
+    let grid = gpu.grid("quantizer forward", elements.div_ceil(SLICE_LEN))?;
+    gpu.dispatch(encoder, key, &[&common[..], &views[..]].concat(), grid)
 }
 
 /// Records the backward pass: `dx`, then `x_max_grad`, `logit_grad` (data + μ·regulariser)

@@ -73,7 +73,7 @@ impl StepState {
 pub struct Quantizer {
     config: QuantizerConfig,
     num_slices: u32,
-    /// Every channel holds a multiple of 4 elements (the backward pass's vec4 views).
+    /// Every channel holds a multiple of 4 elements (the vec4 views).
     quads: bool,
     params: wgpu::Buffer,
     /// `[x_max]`, a learnable parameter.
@@ -288,6 +288,7 @@ impl Quantizer {
             encoder,
             &self.buffers(step),
             self.len() as u32,
+            self.quads,
             x.binding(),
             y.binding(),
         )
