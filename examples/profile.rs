@@ -2,11 +2,12 @@
 //! timestamp queries, summed per kernel.
 //!
 //! `cargo run --release --example profile [-- --model lenet5|vgg7|resnet20] [--batch N]
-//! [--engine cpu|gpu] [--full-tiles] [--dispatches] [--json]`
+//! [--engine cpu|gpu] [--full-tiles] [--dispatches] [--first-step] [--json]`
 //!
 //! The model is built with range initialisation (timed: it compiles every pipeline, the cold
 //! start of a run) and takes one timed warm-up step, then three unprofiled steps and one
-//! profiled step on random images. Needs an adapter with timestamp queries.
+//! profiled step on random images; with `--first-step` the warm-up step is the profiled one.
+//! Needs an adapter with timestamp queries.
 
 #[path = "common/exit.rs"]
 mod exit;
@@ -40,6 +41,11 @@ struct Args {
     /// Also list every dispatch in order, with its pipeline's override constants.
     #[arg(long)]
     dispatches: bool,
+    /// Profile the first step instead of a later one. Where the driver compiles a pipeline at
+    /// its first dispatch (llvmpipe), each dispatch's time then includes that compilation: run
+    /// with `MESA_SHADER_CACHE_DISABLE=true` to see where a cold start goes.
+    #[arg(long)]
+    first_step: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -95,12 +101,15 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             scales: 1e-3,
         },
     };
+    // A timestamp pair around every dispatch (each in its own compute pass) of the profiled
+    // step: the first with --first-step, else the one after the unprofiled steps.
+    let profiling = gpu.profiling(2048)?;
+    let first = if args.first_step { &profiling } else { &gpu };
     let start = std::time::Instant::now();
-    model.train_step(&gpu, &images, &labels, &step(1))?;
-    gpu.wait()?;
+    model.train_step(first, &images, &labels, &step(1))?;
+    first.wait()?;
     let first_step = start.elapsed().as_secs_f64();
-    // Wall clock of unprofiled steps (submit and wait), then one step with a timestamp pair
-    // around every dispatch (each in its own compute pass).
+    // Wall clock of unprofiled steps (submit and wait).
     const REPS: u32 = 3;
     let start = std::time::Instant::now();
     for k in 0..REPS {
@@ -108,9 +117,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     gpu.wait()?;
     let wall = start.elapsed().as_secs_f64() / f64::from(REPS);
-    let profiling = gpu.profiling(2048)?;
-    model.train_step(&profiling, &images, &labels, &step(2 + REPS))?;
-    profiling.wait()?;
+    if !args.first_step {
+        model.train_step(&profiling, &images, &labels, &step(2 + REPS))?;
+        profiling.wait()?;
+    }
     let each = profiling.read_dispatches()?;
     let times = KernelTime::per_kernel(&each);
     let total: f64 = times.iter().map(|t| t.seconds).sum();
