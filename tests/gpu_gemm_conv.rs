@@ -318,19 +318,25 @@ fn cpu_engine_narrow_tiles_match_reference() {
     let gemms = [
         (5, 37, 19, false, false, best), // 16 rows, 8 lanes
         (5, 37, 19, false, false, Variant::Portable),
-        (3, 130, 11, true, true, best),   // 16 rows, 64 lanes
-        (20, 64, 9, false, true, best),   // 32 rows, 8 lanes
-        (29, 70, 13, true, false, best),  // 32 rows, 64 lanes
-        (45, 9, 21, false, false, best),  // 64 rows, 8 lanes
-        (12, 40, 16, false, false, best), // 16 rows, 8 lanes, vec4 views
+        (3, 130, 11, true, true, best),       // 16 rows, 64 lanes
+        (20, 64, 9, false, true, best),       // 32 rows, 8 lanes
+        (29, 70, 13, true, false, best),      // 32 rows, 64 lanes
+        (200, 60, 11200, false, false, best), // 64 rows, 8 lanes (a large product)
+        (12, 40, 16, false, false, best),     // 16 rows, 8 lanes, vec4 views
     ];
     let mut seen = std::collections::HashSet::new();
     for (i, (m, n, k, trans_a, trans_b, variant)) in gemms.into_iter().enumerate() {
-        seen.insert(gemm::CpuTile::for_product(&g, m as u32, n as u32));
+        seen.insert(gemm::CpuTile::for_product(&g, m as u32, n as u32, k as u32));
         let shape = GemmShape::new(m, n, k, trans_a, trans_b);
         check_gemm(&g, variant, shape, 900 + i as u64);
     }
     assert_eq!(seen.len(), gemm::CpuTile::ALL.len() - 1, "{seen:?}");
+    // Products below CpuTile::LARGE_PRODUCT multiply-adds stop at 32 rows (a 64-row pipeline
+    // takes llvmpipe longer to compile than such a product runs).
+    let rows = |m, n, k| gemm::CpuTile::choose(m, n, k).rows;
+    assert_eq!(rows(45, 9, 21), 32);
+    assert_eq!(rows(128, 512, 1024), 32);
+    assert_eq!(rows(64, 128 * 64, 800), 64);
     let shape = Conv2dShape::square;
     // Forward 16×64, backward data 16×64, backward weight 16×8.
     check_conv(&g, best, &shape(2, 3, 7, 6, 5, 3, 1), 950);

@@ -297,7 +297,9 @@ pub fn backward_weight_splits(gpu: &Gpu, s: &Conv2dShape) -> (usize, usize) {
         let positions = s.h_out() * s.w_out();
         return tiles_gpu::backward_weight_splits(gpu, m, cols, groups, positions, s.n);
     }
-    let tiles = groups * CpuTile::for_product(gpu, m as u32, cols as u32).count(m, cols);
+    let positions = (s.h_out() * s.w_out()) as u32;
+    let tile = CpuTile::for_product(gpu, m as u32, cols as u32, positions);
+    let tiles = groups * tile.count(m, cols);
     let limits = gpu.limits();
     let binding = limits
         .max_storage_buffer_binding_size

@@ -306,13 +306,22 @@ impl CpuTile {
         Self { rows, lanes }
     }
 
-    /// The smallest shape that covers `m` rows (16, 32 or 64 per tile) and, for at most 64
+    /// Multiply-adds per batch entry from which a product gets 64-row tiles; smaller ones stop
+    /// at 32 rows. llvmpipe compiles a pipeline's machine code at its first dispatch: about
+    /// 10 s for a 64-row tile and 4 s for a 32-row one (`profile --first-step` with the shader
+    /// cache off), which a product below this size never earns back in a short run.
+    pub const LARGE_PRODUCT: u64 = 1 << 27;
+
+    /// The smallest shape that covers `m` rows (16, 32 or, for products of at least
+    /// [`CpuTile::LARGE_PRODUCT`] multiply-adds `m·n·k`, 64 per tile) and, for at most 64
     /// columns, a workgroup of [`CHUNK`] lanes (64 columns) instead of 512 columns.
-    pub fn choose(m: u32, n: u32) -> Self {
+    pub fn choose(m: u32, n: u32, k: u32) -> Self {
+        let large = u64::from(m) * u64::from(n) * u64::from(k) >= Self::LARGE_PRODUCT;
         let rows = match m {
             0..=16 => 16,
             17..=32 => 32,
-            _ => TILE_M,
+            _ if large => TILE_M,
+            _ => 32,
         };
         let lanes = if n <= CHUNK * TILE_N {
             CHUNK
@@ -322,11 +331,12 @@ impl CpuTile {
         Self::new(rows, lanes)
     }
 
-    /// The tile for an `m × n` product on `gpu`: [`CpuTile::choose`], or [`CpuTile::FULL`]
-    /// where the kernel configuration turns narrow tiles off.
-    pub fn for_product(gpu: &Gpu, m: u32, n: u32) -> Self {
+    /// The tile for an `m × n` product over `k` steps (per image for a weight gradient) on
+    /// `gpu`: [`CpuTile::choose`], or [`CpuTile::FULL`] where the kernel configuration turns
+    /// narrow tiles off.
+    pub fn for_product(gpu: &Gpu, m: u32, n: u32, k: u32) -> Self {
         if gpu.kernel_config().narrow_cpu_tiles {
-            Self::choose(m, n)
+            Self::choose(m, n, k)
         } else {
             Self::FULL
         }
@@ -601,7 +611,7 @@ pub(crate) fn launch_tiles(
             });
         }
     }
-    let tile = CpuTile::for_product(gpu, params.m, params.n);
+    let tile = CpuTile::for_product(gpu, params.m, params.n, params.k);
     let key = tile.key(key);
     params.tiles_n = params.n.div_ceil(tile.cols());
     let tiles = u64::from(params.m.div_ceil(tile.rows)) * u64::from(params.tiles_n);
