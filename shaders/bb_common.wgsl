@@ -89,6 +89,24 @@ fn bb_combine(parts: array<f32, 5>, gates: vec4<f32>) -> f32 {
     return parts[0] + gates.x * acc;
 }
 
-fn bb_quantize(x: f32, x_max: f32, s: array<f32, 5>, signed: bool, gates: vec4<f32>, stages: u32) -> f32 {
-    return bb_combine(bb_decompose(x, x_max, s, signed, stages).parts, gates);
+// What every element of one quantizer shares within a dispatch: the range and signedness, the
+// step sizes, the chain gates g4..g32 and the stages they leave running.
+struct BbQuantizer {
+    x_max: f32,
+    signed: bool,
+    s: array<f32, 5>,
+    gates: vec4<f32>,
+    stages: u32,
+}
+
+fn bb_quantizer(x_max: f32, signed: bool, gates: vec4<f32>) -> BbQuantizer {
+    return BbQuantizer(x_max, signed, bb_scales(x_max, signed), gates, bb_stages(gates));
+}
+
+fn bb_decompose_with(q: BbQuantizer, x: f32) -> Decomposition {
+    return bb_decompose(x, q.x_max, q.s, q.signed, q.stages);
+}
+
+fn bb_quantize(q: BbQuantizer, x: f32) -> f32 {
+    return bb_combine(bb_decompose_with(q, x).parts, q.gates);
 }

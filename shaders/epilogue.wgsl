@@ -72,17 +72,14 @@ override SIGNED_QUANT: bool = false;
 
 @compute @workgroup_size(256)
 fn forward_quant(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let x_max = x_max_buf[0];
-    let s = bb_scales(x_max, SIGNED_QUANT);
-    let g = vec4<f32>(gates[0], gates[1], gates[2], gates[3]);
-    let stages = bb_stages(g);
+    let quantizer = bb_quantizer(x_max_buf[0], SIGNED_QUANT, vec4<f32>(gates[0], gates[1], gates[2], gates[3]));
     let base = element_base(wg, nwg, t);
     for (var k = 0u; k < PER_THREAD; k++) {
         let i = base + k * WG;
         if i < cp.len {
             let a = affine(i);
             out[i] = a;
-            q[i] = bb_quantize(a, x_max, s, SIGNED_QUANT, g, stages);
+            q[i] = bb_quantize(quantizer, a);
         }
     }
 }
@@ -90,10 +87,7 @@ fn forward_quant(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
 // forward_quant through the vec4 views: one scale and shift per four elements.
 @compute @workgroup_size(256)
 fn forward_quant_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let x_max = x_max_buf[0];
-    let s = bb_scales(x_max, SIGNED_QUANT);
-    let g = vec4<f32>(gates[0], gates[1], gates[2], gates[3]);
-    let stages = bb_stages(g);
+    let quantizer = bb_quantizer(x_max_buf[0], SIGNED_QUANT, vec4<f32>(gates[0], gates[1], gates[2], gates[3]));
     let base = element_base(wg, nwg, t);
     for (var k = 0u; k < PER_THREAD; k++) {
         let i = base + k * WG;
@@ -110,10 +104,10 @@ fn forward_quant_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgro
             );
             out4[i] = a;
             q4[i] = vec4<f32>(
-                bb_quantize(a.x, x_max, s, SIGNED_QUANT, g, stages),
-                bb_quantize(a.y, x_max, s, SIGNED_QUANT, g, stages),
-                bb_quantize(a.z, x_max, s, SIGNED_QUANT, g, stages),
-                bb_quantize(a.w, x_max, s, SIGNED_QUANT, g, stages),
+                bb_quantize(quantizer, a.x),
+                bb_quantize(quantizer, a.y),
+                bb_quantize(quantizer, a.z),
+                bb_quantize(quantizer, a.w),
             );
         }
     }

@@ -152,16 +152,12 @@ fn prune_gate(element: u32) -> f32 {
 // y = z2[channel] * Q(x). Each thread handles PER_THREAD elements strided by the workgroup.
 @compute @workgroup_size(256)
 fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let x_max = x_max_buf[0];
-    let signed = params.signed != 0u;
-    let s = bb_scales(x_max, signed);
-    let g = chain_gates();
-    let stages = bb_stages(g);
+    let quantizer = bb_quantizer(x_max_buf[0], params.signed != 0u, chain_gates());
     let base = (wg.x + wg.y * nwg.x) * 256u * PER_THREAD + t;
     for (var j = 0u; j < PER_THREAD; j++) {
         let i = base + j * 256u;
         if i < params.len {
-            out[i] = prune_gate(i) * bb_quantize(x[i], x_max, s, signed, g, stages);
+            out[i] = prune_gate(i) * bb_quantize(quantizer, x[i]);
         }
     }
 }
@@ -169,11 +165,7 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
 // forward through the vec4 views (channel_len a multiple of 4: four elements share a gate).
 @compute @workgroup_size(256)
 fn forward_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let x_max = x_max_buf[0];
-    let signed = params.signed != 0u;
-    let s = bb_scales(x_max, signed);
-    let g = chain_gates();
-    let stages = bb_stages(g);
+    let quantizer = bb_quantizer(x_max_buf[0], params.signed != 0u, chain_gates());
     let base = (wg.x + wg.y * nwg.x) * 256u * PER_THREAD + t;
     for (var j = 0u; j < PER_THREAD; j++) {
         let q = base + j * 256u;
@@ -181,10 +173,10 @@ fn forward_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
             let z = prune_gate(4u * q);
             let v = x4[q];
             out4[q] = vec4<f32>(
-                z * bb_quantize(v.x, x_max, s, signed, g, stages),
-                z * bb_quantize(v.y, x_max, s, signed, g, stages),
-                z * bb_quantize(v.z, x_max, s, signed, g, stages),
-                z * bb_quantize(v.w, x_max, s, signed, g, stages),
+                z * bb_quantize(quantizer, v.x),
+                z * bb_quantize(quantizer, v.y),
+                z * bb_quantize(quantizer, v.z),
+                z * bb_quantize(quantizer, v.w),
             );
         }
     }
@@ -225,11 +217,7 @@ fn reduce_workgroup(t: u32) {
 
 // What every element of a backward slice shares.
 struct BackwardSlice {
-    x_max: f32,
-    signed: bool,
-    s: array<f32, 5>,
-    g: vec4<f32>,
-    stages: u32,
+    quantizer: BbQuantizer,
     // The channel's pruning gate.
     z: f32,
     rho: f32,
@@ -238,7 +226,6 @@ struct BackwardSlice {
 }
 
 fn backward_slice(channel: u32) -> BackwardSlice {
-    let x_max = x_max_buf[0];
     let signed = params.signed != 0u;
     let g = chain_gates();
     let p4 = g.x;
@@ -246,11 +233,7 @@ fn backward_slice(channel: u32) -> BackwardSlice {
     let p16 = p8 * g.z;
     let p32 = p16 * g.w;
     return BackwardSlice(
-        x_max,
-        signed,
-        bb_scales(x_max, signed),
-        g,
-        bb_stages(g),
+        bb_quantizer(x_max_buf[0], signed, g),
         select(1.0, gates[4u + channel], params.prune_channels > 0u),
         select(1.0 / 3.0, 2.0 / 3.0, signed),
         array<f32, 5>(1.0 - p4, p4 - p8, p8 - p16, p16 - p32, p32),
@@ -260,20 +243,20 @@ fn backward_slice(channel: u32) -> BackwardSlice {
 // dL/dx of one element with upstream gradient `grad`; its terms of the slice's partial sums are
 // added to `acc`.
 fn backward_element(b: BackwardSlice, grad: f32, x_i: f32, acc: ptr<function, array<f32, PARTIALS>>) -> f32 {
-    let g = b.g;
+    let g = b.quantizer.gates;
     let gz = grad * b.z;
-    let d = bb_decompose(x_i, b.x_max, b.s, b.signed, b.stages);
+    let d = bb_decompose_with(b.quantizer, x_i);
     var kappa = 0.0;
     if d.region == 2u {
         kappa = 1.0;
-    } else if d.region == 0u && b.signed {
+    } else if d.region == 0u && b.quantizer.signed {
         kappa = -1.0;
     }
     var step_term = 0.0;
     // A constant trip count lets drivers unroll the loop and keep `d` in registers; with
     // `k < stages` as the bound llvmpipe indexes the arrays in memory (1.6x slower).
     for (var k = 0u; k < 5u; k++) {
-        if k < b.stages {
+        if k < b.quantizer.stages {
             step_term += b.weight[k] * (d.k[k] - d.quotient[k]) * STAGE_TO_S2[k];
         }
     }

@@ -10,6 +10,8 @@ pub const WORKGROUP: u32 = 256;
 pub const PER_THREAD: u32 = 4;
 /// Elements per reduction slice: one workgroup reduces one slice of one channel.
 pub const SLICE_LEN: u32 = 2048;
+// The vec4 entries start every slice at a multiple of 4 elements.
+const _: () = assert!(SLICE_LEN.is_multiple_of(4));
 
 /// `ChannelParams.flags`: apply a ReLU after the affine map.
 pub(crate) const FLAG_RELU: u32 = 1;
@@ -128,7 +130,7 @@ impl ChannelLayout {
         };
         Ok(ChannelPlan {
             elementwise: gpu.grid(op, len.div_ceil(WORKGROUP * PER_THREAD))?,
-            quads: hw.is_multiple_of(4) && SLICE_LEN.is_multiple_of(4),
+            quads: hw.is_multiple_of(4),
             elementwise_quads: gpu.grid(op, (len / 4).div_ceil(WORKGROUP * PER_THREAD))?,
             slices: gpu.grid(op, num_slices)?,
             channel_threads: gpu.grid(op, channels.div_ceil(WORKGROUP))?,

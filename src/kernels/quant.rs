@@ -23,6 +23,8 @@ pub const PER_THREAD: u32 = 8;
 pub const SLICE_LEN: u32 = WORKGROUP * PER_THREAD;
 /// Elements per backward slice: one workgroup reduces one slice of one channel.
 pub const BACKWARD_SLICE_LEN: u32 = WORKGROUP * 32;
+// The vec4 backward starts every slice at a multiple of 4 elements.
+const _: () = assert!(BACKWARD_SLICE_LEN.is_multiple_of(4));
 /// Partial sums per slice: dx_max, dg4, dg8, dg16, dg32, dz2.
 pub const PARTIALS: u32 = 6;
 
