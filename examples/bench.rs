@@ -272,14 +272,16 @@ fn run() -> Result<()> {
         let y = filled(&gpu, "y", s.output().len())?;
         let dx = gpu.zeros("dx", &[s.input().len()])?;
         let dw = gpu.zeros("dw", &[s.weight_len()])?;
-        let scratch = gpu.zeros("scratch", &[conv::backward_weight_scratch_len(&gpu, &s)])?;
+        let scratch_len = conv::backward_weight_scratch_len(&gpu, &s)
+            .max(conv::backward_data_scratch_len(&gpu, &s));
+        let scratch = gpu.zeros("scratch", &[scratch_len])?;
         let flops = 2.0 * s.macs() as f64;
         let passes: [(&str, Record); 3] = [
             ("forward", &|e| {
                 conv::conv2d_forward(&gpu, e, variant, &s, &x, &w, &y)
             }),
             ("backward_data", &|e| {
-                conv::conv2d_backward_data(&gpu, e, variant, &s, &y, &w, &dx, false)
+                conv::conv2d_backward_data(&gpu, e, variant, &s, &y, &w, &dx, &scratch, false)
             }),
             ("backward_weight", &|e| {
                 conv::conv2d_backward_weight(&gpu, e, variant, &s, &x, &y, &dw, &scratch)

@@ -8,10 +8,11 @@
 // MODE 1, correlation: rows are destination channels of group z, columns destination positions
 // (image, y, x), the reduction runs over taps (ci, u, v) of the group's source channels.
 // Forward: source x, destination position (i, j) at source (i·sh − pad_h, j·sw − pad_w), weight
-// A[o][ci·kh·kw + u·kw + v]. Backward data (FLIP): source dy, destination dx, padding
-// kh−1−pad_h (kw−1−pad_w) and the weight read transposed and rotated by 180°; with stride > 1
-// (DILATE) dy is read as dilated by the stride, so the taps that fall between strides read zero
-// (a gather that spends (1 − 1/(sh·sw)) of its steps on zeros: correct first, not fast).
+// A[o][ci·kh·kw + u·kw + v]. Backward data: source dy, destination dx, padding kh−1−pad_h
+// (kw−1−pad_w) and A the weight transposed and rotated by 180° (flip_weights writes that copy);
+// with stride > 1 (DILATE) dy is read as dilated by the stride, so the taps that fall between
+// strides read zero (a gather that spends (1 − 1/(sh·sw)) of its steps on zeros: correct first,
+// not fast).
 // MODE 2, weight gradient: rows are output channels o of the group, columns taps (ci, u, v), the
 // reduction runs over the positions (i, j) of each image of a split: A = dy, B = x at
 // (i·sh + u − pad_h, j·sw + v − pad_w). Each split writes its own partial dw; sum_splits adds the
@@ -38,8 +39,7 @@ fn wgrad_column(z: u32, col: u32) -> Column {
 }
 
 fn conv_a(z: u32, row: u32, p: u32) -> u32 {
-    let kk = P.kh * P.kw;
-    return z * P.a_stride + select(row * P.k + p, ((p / kk) * P.m + row) * kk + kk - 1u - p % kk, FLIP);
+    return z * P.a_stride + row * P.k + p;
 }
 
 fn wgrad_a(z: u32, image: u32, row: u32, p: u32) -> u32 {

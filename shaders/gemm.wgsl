@@ -17,7 +17,8 @@
 //
 // The operand views (A, B, the reduction cursor and the output index) depend on MODE:
 //   0: row-major GEMM, A stored [m,k] or [k,m] (TRANS_A), B stored [k,n] or [n,k] (TRANS_B);
-//   1: convolution as a correlation (forward; with FLIP the backward-data pass), conv.wgsl;
+//   1: convolution as a correlation (forward, and backward data over the rotated weights),
+//      conv.wgsl;
 //   2: convolution weight gradient, split over images, conv.wgsl.
 // tile_params.wgsl, prepended, holds TileParams, the bindings P, a, b, c and sum_splits (shared
 // with the GPU engine). The launcher's shader appends the vec4 views (or stand-ins: VEC_A,
@@ -35,7 +36,6 @@ const CHUNK: u32 = 8u;
 override MODE: u32 = 0u;
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
-override FLIP: bool = false;
 // MODE 1 only: the source is dilated by (P.dil_h, P.dil_w) (strided backward data).
 override DILATE: bool = false;
 override TM: u32 = 32u;
@@ -175,7 +175,7 @@ fn a_block(z: u32, s: u32, row: u32, p: u32, live: bool) -> vec4<f32> {
 // Whether the A fragment holds whole rows (A contiguous along the reduction, loaded as vec4):
 // then lane l of a subgroup loads rows 8i + l, steps k0 .. k0+7, of the chunk.
 fn a_by_row() -> bool {
-    return VEC_A && ((MODE == 0u && !TRANS_A) || (MODE == 1u && !FLIP) || MODE == 2u);
+    return VEC_A && ((MODE == 0u && !TRANS_A) || MODE >= 1u);
 }
 
 // A(row, p .. p+3) through the vec4 view (k is a multiple of 4), zero past the end.

@@ -10,8 +10,8 @@
 
 use super::gemm::{check_tensor, launch_tiles, tile_key, CpuTile, TileParams, Variant, CHUNK};
 use super::gemm::{
-    PORTABLE_A4B4_SHADER, PORTABLE_A4_SHADER, PORTABLE_B4_SHADER, PORTABLE_SHADER,
-    SUBGROUP_A4B4_SHADER, SUBGROUP_A4_SHADER, SUBGROUP_B4_SHADER, SUBGROUP_SHADER,
+    PORTABLE_A4B4_SHADER, PORTABLE_A4_SHADER, PORTABLE_SHADER, SUBGROUP_A4B4_SHADER,
+    SUBGROUP_A4_SHADER, SUBGROUP_SHADER,
 };
 use super::tiles_gpu::{self, Pass};
 use crate::gpu::{Binding, Encoder, Engine, Gpu, PipelineKey, Tensor};
@@ -19,69 +19,64 @@ use crate::spec::Conv2dShape;
 use crate::{Error, Result};
 
 /// Forward (`MODE` 1), subgroup variant.
-pub static SUBGROUP_FORWARD: PipelineKey = tile_key!(&SUBGROUP_SHADER, 1, 0, 0, 0);
+pub static SUBGROUP_FORWARD: PipelineKey = tile_key!(&SUBGROUP_SHADER, 1, 0, 0);
 /// Forward, portable variant.
-pub static PORTABLE_FORWARD: PipelineKey = tile_key!(&PORTABLE_SHADER, 1, 0, 0, 0);
+pub static PORTABLE_FORWARD: PipelineKey = tile_key!(&PORTABLE_SHADER, 1, 0, 0);
 /// Forward reading the weights through a vec4 view (`c_in/groups·kh·kw` a multiple of 4),
 /// subgroup.
-pub static SUBGROUP_FORWARD_VEC: PipelineKey = tile_key!(&SUBGROUP_A4_SHADER, 1, 0, 0, 0);
+pub static SUBGROUP_FORWARD_VEC: PipelineKey = tile_key!(&SUBGROUP_A4_SHADER, 1, 0, 0);
 /// Forward with the vec4 weight view, portable variant.
-pub static PORTABLE_FORWARD_VEC: PipelineKey = tile_key!(&PORTABLE_A4_SHADER, 1, 0, 0, 0);
+pub static PORTABLE_FORWARD_VEC: PipelineKey = tile_key!(&PORTABLE_A4_SHADER, 1, 0, 0);
 /// Forward with vec4 views of the weights and of `x` (`c_in/groups·kh·kw % 4 == 0`,
 /// `w_out % 8 == 0`, `w % 4 == 0`, horizontal stride 1), subgroup variant.
-pub static SUBGROUP_FORWARD_VEC2: PipelineKey = tile_key!(&SUBGROUP_A4B4_SHADER, 1, 0, 0, 0);
+pub static SUBGROUP_FORWARD_VEC2: PipelineKey = tile_key!(&SUBGROUP_A4B4_SHADER, 1, 0, 0);
 /// Forward with vec4 views of the weights and of `x`, portable variant.
-pub static PORTABLE_FORWARD_VEC2: PipelineKey = tile_key!(&PORTABLE_A4B4_SHADER, 1, 0, 0, 0);
-/// Backward data (`MODE` 1 with `FLIP`), subgroup variant.
-pub static SUBGROUP_BACKWARD_DATA: PipelineKey = tile_key!(&SUBGROUP_SHADER, 1, 0, 0, 1);
-/// Backward data, portable variant.
-pub static PORTABLE_BACKWARD_DATA: PipelineKey = tile_key!(&PORTABLE_SHADER, 1, 0, 0, 1);
-/// Strided backward data (`DILATE`: `dy` read as dilated by the stride), subgroup variant.
-pub static SUBGROUP_BACKWARD_DATA_STRIDED: PipelineKey = tile_key!(&SUBGROUP_SHADER, 1, 0, 0, 1, 1);
+pub static PORTABLE_FORWARD_VEC2: PipelineKey = tile_key!(&PORTABLE_A4B4_SHADER, 1, 0, 0);
+/// Strided backward data: the forward correlation over `dy` read as dilated by the stride
+/// (`DILATE`), subgroup variant. Unstrided backward data runs the forward pipelines.
+pub static SUBGROUP_BACKWARD_DATA_STRIDED: PipelineKey = tile_key!(&SUBGROUP_SHADER, 1, 0, 0, 1);
 /// Strided backward data, portable variant.
-pub static PORTABLE_BACKWARD_DATA_STRIDED: PipelineKey = tile_key!(&PORTABLE_SHADER, 1, 0, 0, 1, 1);
-/// Backward data with a vec4 view of `dy` (`w % 8 == 0`, `w_out % 4 == 0`), subgroup variant.
-pub static SUBGROUP_BACKWARD_DATA_VEC: PipelineKey = tile_key!(&SUBGROUP_B4_SHADER, 1, 0, 0, 1);
-/// Backward data with a vec4 view of `dy`, portable variant.
-pub static PORTABLE_BACKWARD_DATA_VEC: PipelineKey = tile_key!(&PORTABLE_B4_SHADER, 1, 0, 0, 1);
+pub static PORTABLE_BACKWARD_DATA_STRIDED: PipelineKey = tile_key!(&PORTABLE_SHADER, 1, 0, 0, 1);
 /// Backward weight, per-split partial sums (`MODE` 2), subgroup variant.
-pub static SUBGROUP_BACKWARD_WEIGHT: PipelineKey = tile_key!(&SUBGROUP_SHADER, 2, 0, 0, 0);
+pub static SUBGROUP_BACKWARD_WEIGHT: PipelineKey = tile_key!(&SUBGROUP_SHADER, 2, 0, 0);
 /// Backward weight, per-split partial sums, portable variant.
-pub static PORTABLE_BACKWARD_WEIGHT: PipelineKey = tile_key!(&PORTABLE_SHADER, 2, 0, 0, 0);
+pub static PORTABLE_BACKWARD_WEIGHT: PipelineKey = tile_key!(&PORTABLE_SHADER, 2, 0, 0);
 /// Backward weight reading `dy` through a vec4 view (`h_out·w_out` a multiple of 4), subgroup.
-pub static SUBGROUP_BACKWARD_WEIGHT_VEC: PipelineKey = tile_key!(&SUBGROUP_A4_SHADER, 2, 0, 0, 0);
+pub static SUBGROUP_BACKWARD_WEIGHT_VEC: PipelineKey = tile_key!(&SUBGROUP_A4_SHADER, 2, 0, 0);
 /// Backward weight with the vec4 view of `dy`, portable variant.
-pub static PORTABLE_BACKWARD_WEIGHT_VEC: PipelineKey = tile_key!(&PORTABLE_A4_SHADER, 2, 0, 0, 0);
+pub static PORTABLE_BACKWARD_WEIGHT_VEC: PipelineKey = tile_key!(&PORTABLE_A4_SHADER, 2, 0, 0);
 /// Backward weight with vec4 views of `dy` and `x` (`h_out·w_out % 4 == 0`, `w_out % 8 == 0`,
 /// `w % 4 == 0`, horizontal stride 1), subgroup variant.
-pub static SUBGROUP_BACKWARD_WEIGHT_VEC2: PipelineKey =
-    tile_key!(&SUBGROUP_A4B4_SHADER, 2, 0, 0, 0);
+pub static SUBGROUP_BACKWARD_WEIGHT_VEC2: PipelineKey = tile_key!(&SUBGROUP_A4B4_SHADER, 2, 0, 0);
 /// Backward weight with vec4 views of `dy` and `x`, portable variant.
-pub static PORTABLE_BACKWARD_WEIGHT_VEC2: PipelineKey =
-    tile_key!(&PORTABLE_A4B4_SHADER, 2, 0, 0, 0);
+pub static PORTABLE_BACKWARD_WEIGHT_VEC2: PipelineKey = tile_key!(&PORTABLE_A4B4_SHADER, 2, 0, 0);
 /// Fixed-order sum of the backward-weight splits (no subgroup operations).
 pub static SUM_SPLITS: PipelineKey = PipelineKey {
     shader: &PORTABLE_SHADER,
     entry: "sum_splits",
     constants: &[],
 };
-/// Threads per workgroup of `sum_splits` (fixed in `shaders/tile_params.wgsl`).
+/// Threads per workgroup of `sum_splits` and `flip_weights` (fixed in
+/// `shaders/tile_params.wgsl`).
 pub const SUM_WORKGROUP: u32 = 64;
+/// The weights of the backward-data correlation, transposed and rotated by 180° (no subgroup
+/// operations).
+pub static FLIP_WEIGHTS: PipelineKey = PipelineKey {
+    shader: &PORTABLE_SHADER,
+    entry: "flip_weights",
+    constants: &[],
+};
 
 /// Every convolution pipeline.
-pub static PIPELINES: [&PipelineKey; 19] = [
+pub static PIPELINES: [&PipelineKey; 16] = [
     &SUBGROUP_FORWARD,
     &PORTABLE_FORWARD,
     &SUBGROUP_FORWARD_VEC,
     &PORTABLE_FORWARD_VEC,
     &SUBGROUP_FORWARD_VEC2,
     &PORTABLE_FORWARD_VEC2,
-    &SUBGROUP_BACKWARD_DATA,
-    &PORTABLE_BACKWARD_DATA,
     &SUBGROUP_BACKWARD_DATA_STRIDED,
     &PORTABLE_BACKWARD_DATA_STRIDED,
-    &SUBGROUP_BACKWARD_DATA_VEC,
-    &PORTABLE_BACKWARD_DATA_VEC,
     &SUBGROUP_BACKWARD_WEIGHT,
     &PORTABLE_BACKWARD_WEIGHT,
     &SUBGROUP_BACKWARD_WEIGHT_VEC,
@@ -89,6 +84,7 @@ pub static PIPELINES: [&PipelineKey; 19] = [
     &SUBGROUP_BACKWARD_WEIGHT_VEC2,
     &PORTABLE_BACKWARD_WEIGHT_VEC2,
     &SUM_SPLITS,
+    &FLIP_WEIGHTS,
 ];
 
 /// Whether a correlation can read its source through a vec4 view: each lane's `TILE_N` = 8
@@ -214,22 +210,42 @@ pub fn conv2d_forward(
     if gpu.engine() == Engine::Gpu {
         return tiles_gpu::launch(gpu, encoder, OP, Pass::Forward, params, [weight, x, y]);
     }
-    let key = if params.k > 0 && params.k.is_multiple_of(4) && source_rows_aligned(&params) {
+    let key = correlation_key(variant, &params);
+    launch_tiles(gpu, encoder, OP, key, params, [weight, x, y])
+}
+
+/// The CPU engine's pipeline for an undilated correlation whose weights are rows of
+/// `params.k` taps: vec4 views of the weights where rows start 16-byte aligned, and of the
+/// source too where [`source_rows_aligned`].
+fn correlation_key(variant: Variant, params: &TileParams) -> &'static PipelineKey {
+    let rows_aligned = params.k > 0 && params.k.is_multiple_of(4);
+    if rows_aligned && source_rows_aligned(params) {
         variant.pick(&SUBGROUP_FORWARD_VEC2, &PORTABLE_FORWARD_VEC2)
-    } else if params.k > 0 && params.k.is_multiple_of(4) {
+    } else if rows_aligned {
         variant.pick(&SUBGROUP_FORWARD_VEC, &PORTABLE_FORWARD_VEC)
     } else {
         variant.pick(&SUBGROUP_FORWARD, &PORTABLE_FORWARD)
-    };
-    launch_tiles(gpu, encoder, OP, key, params, [weight, x, y])
+    }
+}
+
+/// Elements of the scratch tensor [`conv2d_backward_data`] needs: the weight length on the CPU
+/// engine, which correlates `dy` with a transposed, rotated copy of the weights written there,
+/// and 0 on the GPU engine, which stages them rotated in workgroup memory (any tensor, even an
+/// empty one, will do).
+pub fn backward_data_scratch_len(gpu: &Gpu, s: &Conv2dShape) -> usize {
+    match gpu.engine() {
+        Engine::Cpu => s.weight_len(),
+        Engine::Gpu => 0,
+    }
 }
 
 /// Records `dx = dL/dx` of [`conv2d_forward`] from `dy = dL/dy` `[n, c_out, h_out, w_out]`:
 /// `dx[n,c,y,x] = Σ_o Σ_u Σ_v dy[n, o, (y−u+pad_h)/sh, (x−v+pad_w)/sw] · w[o, c mod cg, u, v]`
 /// over the output channels `o` of `c`'s group and the output positions that exist (the
 /// divisions exact), summed over `(o, u, v)` with `u` and `v` descending. `dx` is
-/// `[n, c_in, h, w]`; with `accumulate` the sum is added to it (`dx += …`). Errors as
-/// [`conv2d_forward`].
+/// `[n, c_in, h, w]`; with `accumulate` the sum is added to it (`dx += …`). `scratch` holds at
+/// least [`backward_data_scratch_len`] elements; its contents are overwritten. Errors as
+/// [`conv2d_forward`], and [`Error::Shape`] for a scratch tensor that is too small.
 ///
 /// With a stride above 1 this is a gather over every tap, of which the ones between strides
 /// read zero: it spends `sh·sw` times the multiply-adds of the useful ones.
@@ -242,10 +258,12 @@ pub fn conv2d_backward_data(
     dy: &Tensor,
     weight: &Tensor,
     dx: &Tensor,
+    scratch: &Tensor,
     accumulate: bool,
 ) -> Result<()> {
     const OP: &str = "conv2d backward data";
     check_tensors(gpu, OP, variant, s, dx, weight, dy)?;
+    check_scratch(OP, scratch, backward_data_scratch_len(gpu, s))?;
     if dx.is_empty() {
         return Ok(());
     }
@@ -271,17 +289,59 @@ pub fn conv2d_backward_data(
         };
         return tiles_gpu::launch(gpu, encoder, OP, pass, params, tensors);
     }
+    // The CPU engine reads the weights as the forward pass does, from a copy laid out
+    // [groups][cg][c_out / groups][kh][kw] and rotated: vec4 rows instead of a strided gather.
+    if s.weight_len() > 0 {
+        flip_weights(gpu, encoder, OP, s, weight, scratch)?;
+    }
     let key = if strided {
         variant.pick(
             &SUBGROUP_BACKWARD_DATA_STRIDED,
             &PORTABLE_BACKWARD_DATA_STRIDED,
         )
-    } else if source_rows_aligned(&params) {
-        variant.pick(&SUBGROUP_BACKWARD_DATA_VEC, &PORTABLE_BACKWARD_DATA_VEC)
     } else {
-        variant.pick(&SUBGROUP_BACKWARD_DATA, &PORTABLE_BACKWARD_DATA)
+        correlation_key(variant, &params)
     };
-    launch_tiles(gpu, encoder, OP, key, params, [weight, dy, dx])
+    launch_tiles(gpu, encoder, OP, key, params, [scratch, dy, dx])
+}
+
+/// Fails with [`Error::Shape`] when `scratch` holds fewer than `needed` elements.
+fn check_scratch(op: &'static str, scratch: &Tensor, needed: usize) -> Result<()> {
+    if scratch.len() < needed {
+        return Err(Error::Shape {
+            op,
+            expected: format!("a scratch tensor of at least {needed} elements"),
+            actual: format!("{:?}", scratch.shape()),
+        });
+    }
+    Ok(())
+}
+
+/// Records `flipped[g][c][o][u][v] = weight[g·(c_out/groups) + o][c][kh−1−u][kw−1−v]`: each
+/// group's weights transposed and rotated by 180°, the backward-data correlation's A operand.
+fn flip_weights(
+    gpu: &Gpu,
+    encoder: &mut Encoder,
+    op: &'static str,
+    s: &Conv2dShape,
+    weight: &Tensor,
+    flipped: &Tensor,
+) -> Result<()> {
+    let params = TileParams {
+        m: s.c_out_per_group() as u32,
+        n: s.c_in_per_group() as u32,
+        k: (s.kernel[0] * s.kernel[1]) as u32,
+        batches: s.groups as u32,
+        ..TileParams::default()
+    };
+    let grid = gpu.grid(op, (s.weight_len() as u32).div_ceil(SUM_WORKGROUP))?;
+    let uniform = gpu.constant_uniform(&params);
+    let bindings = [
+        (0, Binding::whole(&uniform)),
+        (1, weight.binding()),
+        (3, flipped.binding()),
+    ];
+    gpu.dispatch(encoder, &FLIP_WEIGHTS, &bindings, grid)
 }
 
 /// How the backward-weight pass splits the images: `(splits, images per split)`.
@@ -359,14 +419,7 @@ pub fn conv2d_backward_weight(
     }
     let (h_out, w_out) = output_size(OP, s)?;
     let (splits, per_split) = backward_weight_splits(gpu, s);
-    let needed = backward_weight_scratch_len(gpu, s);
-    if scratch.len() < needed {
-        return Err(Error::Shape {
-            op: OP,
-            expected: format!("a scratch tensor of at least {needed} elements"),
-            actual: format!("{:?}", scratch.shape()),
-        });
-    }
+    check_scratch(OP, scratch, backward_weight_scratch_len(gpu, s))?;
     // Batch entry z = split · groups + group: rows the group's output channels, columns its taps.
     let cols = s.fan_in();
     let params = TileParams {

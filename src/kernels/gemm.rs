@@ -6,7 +6,7 @@
 //! [`CHUNK`] lanes), the portable one loads it in every lane. [`Variant::best`] picks one for a
 //! device; both give results equal up to rounding, each deterministic.
 //!
-//! Each variant also comes with vec4 views of A and/or B (`*_A4_SHADER`, `*_B4_SHADER`,
+//! Each variant also comes with vec4 views of A or of both operands (`*_A4_SHADER`,
 //! `*_A4B4_SHADER`): the launchers use them when the rows they read start 16-byte aligned
 //! (dimensions multiples of 4), which on CPU adapters makes the loads several times cheaper.
 
@@ -215,15 +215,6 @@ pub static SUBGROUP_A4B4_SHADER: Shader = engine_shader!(
     on,
     wgpu::Features::SUBGROUP
 );
-/// Subgroup variant reading B through a vec4 view (convolutions with `dst_w % 8 == 0` and
-/// `src_w % 4 == 0`).
-pub static SUBGROUP_B4_SHADER: Shader = engine_shader!(
-    "gemm_subgroup_b4",
-    subgroup_variant,
-    off,
-    on,
-    wgpu::Features::SUBGROUP
-);
 /// The tile engine with the portable variant's entry point (scalar loads).
 pub static PORTABLE_SHADER: Shader = engine_shader!(
     "gemm_portable",
@@ -245,15 +236,6 @@ pub static PORTABLE_A4B4_SHADER: Shader = engine_shader!(
     "gemm_portable_a4b4",
     portable_variant,
     on,
-    on,
-    wgpu::Features::empty()
-);
-
-/// Portable variant reading B through a vec4 view.
-pub static PORTABLE_B4_SHADER: Shader = engine_shader!(
-    "gemm_portable_b4",
-    portable_variant,
-    off,
     on,
     wgpu::Features::empty()
 );
@@ -313,8 +295,12 @@ impl CpuTile {
     pub const LARGE_PRODUCT: u64 = 1 << 27;
 
     /// The smallest shape that covers `m` rows (16, 32 or, for products of at least
-    /// [`CpuTile::LARGE_PRODUCT`] multiply-adds `m·n·k`, 64 per tile) and, for at most 64
-    /// columns, a workgroup of [`CHUNK`] lanes (64 columns) instead of 512 columns.
+    /// [`CpuTile::LARGE_PRODUCT`] multiply-adds `m·n·k`, 64 per tile), and a workgroup of
+    /// [`CHUNK`] lanes (64 columns) where that leaves fewer columns of the last tile idle than
+    /// 512-column tiles do: a weight gradient's `c_in·kh·kw` columns (1,152 for 128 channels
+    /// of 3×3) would leave a quarter of the last 512-column tiles idle, and ran 1.3–1.5× faster
+    /// on 64-column tiles (BENCHMARKS.md). Ties keep 512 columns: 8-lane workgroups were slower
+    /// for short reductions over 1,024 columns.
     pub fn choose(m: u32, n: u32, k: u32) -> Self {
         let large = u64::from(m) * u64::from(n) * u64::from(k) >= Self::LARGE_PRODUCT;
         let rows = match m {
@@ -323,7 +309,8 @@ impl CpuTile {
             _ if large => TILE_M,
             _ => 32,
         };
-        let lanes = if n <= CHUNK * TILE_N {
+        let waste = |cols: u32| n.div_ceil(cols) * cols - n;
+        let lanes = if waste(CHUNK * TILE_N) < waste(TILE_COLS) {
             CHUNK
         } else {
             WORKGROUP
@@ -392,13 +379,13 @@ impl CpuTile {
 /// ([`KernelConfig::max_reduction`](crate::gpu::KernelConfig::max_reduction) is `None`).
 pub const MAX_REDUCTION: usize = crate::gpu::config::MAX_REDUCTION;
 
-/// A pipeline of the tile engine: the shader, the operand view (`MODE`), transposes, flip and
+/// A pipeline of the tile engine: the shader, the operand view (`MODE`), transposes and
 /// (strided backward data) the dilated source.
 macro_rules! tile_key {
-    ($shader:expr, $mode:expr, $trans_a:expr, $trans_b:expr, $flip:expr) => {
-        $crate::kernels::gemm::tile_key!($shader, $mode, $trans_a, $trans_b, $flip, 0)
+    ($shader:expr, $mode:expr, $trans_a:expr, $trans_b:expr) => {
+        $crate::kernels::gemm::tile_key!($shader, $mode, $trans_a, $trans_b, 0)
     };
-    ($shader:expr, $mode:expr, $trans_a:expr, $trans_b:expr, $flip:expr, $dilate:expr) => {
+    ($shader:expr, $mode:expr, $trans_a:expr, $trans_b:expr, $dilate:expr) => {
         PipelineKey {
             shader: $shader,
             entry: "tiles",
@@ -406,7 +393,6 @@ macro_rules! tile_key {
                 ("MODE", $mode),
                 ("TRANS_A", $trans_a),
                 ("TRANS_B", $trans_b),
-                ("FLIP", $flip),
                 ("DILATE", $dilate),
                 ("TM", $crate::kernels::gemm::TILE_M),
                 ("TN", $crate::kernels::gemm::TILE_N),
@@ -419,32 +405,32 @@ pub(crate) use tile_key;
 
 /// GEMM pipelines of the subgroup variant, indexed by `2·trans_a + trans_b`.
 pub static SUBGROUP_GEMM: [PipelineKey; 4] = [
-    tile_key!(&SUBGROUP_SHADER, 0, 0, 0, 0),
-    tile_key!(&SUBGROUP_SHADER, 0, 0, 1, 0),
-    tile_key!(&SUBGROUP_SHADER, 0, 1, 0, 0),
-    tile_key!(&SUBGROUP_SHADER, 0, 1, 1, 0),
+    tile_key!(&SUBGROUP_SHADER, 0, 0, 0),
+    tile_key!(&SUBGROUP_SHADER, 0, 0, 1),
+    tile_key!(&SUBGROUP_SHADER, 0, 1, 0),
+    tile_key!(&SUBGROUP_SHADER, 0, 1, 1),
 ];
 /// GEMM pipelines of the portable variant, indexed by `2·trans_a + trans_b`.
 pub static PORTABLE_GEMM: [PipelineKey; 4] = [
-    tile_key!(&PORTABLE_SHADER, 0, 0, 0, 0),
-    tile_key!(&PORTABLE_SHADER, 0, 0, 1, 0),
-    tile_key!(&PORTABLE_SHADER, 0, 1, 0, 0),
-    tile_key!(&PORTABLE_SHADER, 0, 1, 1, 0),
+    tile_key!(&PORTABLE_SHADER, 0, 0, 0),
+    tile_key!(&PORTABLE_SHADER, 0, 0, 1),
+    tile_key!(&PORTABLE_SHADER, 0, 1, 0),
+    tile_key!(&PORTABLE_SHADER, 0, 1, 1),
 ];
 
 /// GEMM pipelines of the subgroup variant with vec4 views of A and B.
 pub static SUBGROUP_GEMM_VEC: [PipelineKey; 4] = [
-    tile_key!(&SUBGROUP_A4B4_SHADER, 0, 0, 0, 0),
-    tile_key!(&SUBGROUP_A4B4_SHADER, 0, 0, 1, 0),
-    tile_key!(&SUBGROUP_A4B4_SHADER, 0, 1, 0, 0),
-    tile_key!(&SUBGROUP_A4B4_SHADER, 0, 1, 1, 0),
+    tile_key!(&SUBGROUP_A4B4_SHADER, 0, 0, 0),
+    tile_key!(&SUBGROUP_A4B4_SHADER, 0, 0, 1),
+    tile_key!(&SUBGROUP_A4B4_SHADER, 0, 1, 0),
+    tile_key!(&SUBGROUP_A4B4_SHADER, 0, 1, 1),
 ];
 /// GEMM pipelines of the portable variant with vec4 views of A and B.
 pub static PORTABLE_GEMM_VEC: [PipelineKey; 4] = [
-    tile_key!(&PORTABLE_A4B4_SHADER, 0, 0, 0, 0),
-    tile_key!(&PORTABLE_A4B4_SHADER, 0, 0, 1, 0),
-    tile_key!(&PORTABLE_A4B4_SHADER, 0, 1, 0, 0),
-    tile_key!(&PORTABLE_A4B4_SHADER, 0, 1, 1, 0),
+    tile_key!(&PORTABLE_A4B4_SHADER, 0, 0, 0),
+    tile_key!(&PORTABLE_A4B4_SHADER, 0, 0, 1),
+    tile_key!(&PORTABLE_A4B4_SHADER, 0, 1, 0),
+    tile_key!(&PORTABLE_A4B4_SHADER, 0, 1, 1),
 ];
 
 /// Every GEMM pipeline, in every [`CpuTile`] shape.

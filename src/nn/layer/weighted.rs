@@ -37,7 +37,9 @@ pub(in crate::nn) struct WeightSide {
     folded: Option<(Tensor, Tensor)>,
     weight_q: Tensor,
     weight_q_grad: Tensor,
-    /// Backward-weight scratch of the convolution (empty for linear layers).
+    /// Scratch of the convolution's backward passes, which use it in turn: the weight
+    /// gradient's per-split partial sums, then the backward data's rotated weights (empty for
+    /// linear layers).
     scratch: Tensor,
 }
 
@@ -80,7 +82,8 @@ impl WeightSide {
             false => None,
         };
         let scratch_len = match spec.conv_shape(max_batch) {
-            Some(s) => conv::backward_weight_scratch_len(gpu, &s),
+            Some(s) => conv::backward_weight_scratch_len(gpu, &s)
+                .max(conv::backward_data_scratch_len(gpu, &s)),
             None => 0,
         };
         let (weight, weight_grad) = param("weight", &wshape)?;
@@ -385,7 +388,10 @@ impl Product<'_> {
             (_, Some(s)) => {
                 conv::conv2d_backward_weight(gpu, enc, variant, &s, x, dy, dw, &self.side.scratch)?;
                 if let Some((dx, accumulate)) = dx {
-                    conv::conv2d_backward_data(gpu, enc, variant, &s, dy, w, dx, accumulate)?;
+                    let scratch = &self.side.scratch;
+                    conv::conv2d_backward_data(
+                        gpu, enc, variant, &s, dy, w, dx, scratch, accumulate,
+                    )?;
                 }
                 Ok(())
             }
