@@ -33,6 +33,10 @@ const BN_MOMENTUM: f32 = 0.1;
 // share its buffer with dgamma).
 @group(0) @binding(13) var<storage, read_write> sum_g: array<f32>;
 @group(0) @binding(14) var<storage, read_write> sum_gy: array<f32>;
+// vec4 views of x (y_fp) and out (dy_fp) for the *_vec4 entries, where h·w is a multiple of 4:
+// the four elements of a vec4 share a channel.
+@group(0) @binding(15) var<storage, read> x4: array<vec4<f32>>;
+@group(0) @binding(16) var<storage, read_write> out4: array<vec4<f32>>;
 
 fn running_std(c: u32) -> f32 {
     return sqrt(running_var[c] + BN_EPS);
@@ -73,11 +77,7 @@ fn fold_weight_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workg
 @compute @workgroup_size(256)
 fn stats_partials(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let slice = workgroup_index(wg, nwg);
-    let valid = slice < cp.num_slices;
-    var sl = Slice(0u, 0u, 0u);
-    if valid {
-        sl = slice_range(slice);
-    }
+    let sl = stats_slice(slice);
     var acc = vec2<f32>(0.0);
     for (var j = sl.start + t; j < sl.end; j += WG) {
         acc.x += x[channel_element(sl.channel, j)];
@@ -90,9 +90,40 @@ fn stats_partials(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
         acc.x += d * d;
     }
     let ssd = workgroup_sum(t, acc).x;
-    if t == 0u && valid {
+    if t == 0u && slice < cp.num_slices {
         partials[slice] = vec2<f32>(sum, ssd);
     }
+}
+
+// stats_partials through the vec4 view (slices start at multiples of 4 elements).
+@compute @workgroup_size(256)
+fn stats_partials_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let slice = workgroup_index(wg, nwg);
+    let sl = stats_slice(slice);
+    var acc = vec2<f32>(0.0);
+    for (var j = sl.start + 4u * t; j < sl.end; j += 4u * WG) {
+        let v = x4[channel_element(sl.channel, j) / 4u];
+        acc.x += v.x + v.y + v.z + v.w;
+    }
+    let sum = workgroup_sum(t, acc).x;
+    let mean = sum / f32(max(sl.end - sl.start, 1u));
+    acc = vec2<f32>(0.0);
+    for (var j = sl.start + 4u * t; j < sl.end; j += 4u * WG) {
+        let d = x4[channel_element(sl.channel, j) / 4u] - vec4<f32>(mean);
+        acc.x += d.x * d.x + d.y * d.y + d.z * d.z + d.w * d.w;
+    }
+    let ssd = workgroup_sum(t, acc).x;
+    if t == 0u && slice < cp.num_slices {
+        partials[slice] = vec2<f32>(sum, ssd);
+    }
+}
+
+// The elements of a slice, empty past the last one (every thread still reaches the barriers).
+fn stats_slice(slice: u32) -> Slice {
+    if slice < cp.num_slices {
+        return slice_range(slice);
+    }
+    return Slice(0u, 0u, 0u);
 }
 
 // Level 2, one thread per channel: mean = (sum of slice sums) / m; the squared deviations
@@ -145,6 +176,25 @@ fn update_running(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     }
 }
 
+// The backward through the batch statistics of channel c: dL/dy_fp = d_mean / m +
+// d_std · (y_fp − mean) / (m · sigma_b), and the bias part of dgamma.
+struct StatsGrad {
+    mean: f32,
+    sigma_b: f32,
+    d_mean: f32,
+    d_std: f32,
+    dgamma_bias: f32,
+}
+
+fn stats_grad(c: u32) -> StatsGrad {
+    let mean = stats[c];
+    let sigma_b = stats[cp.channels + c];
+    let g = sum_g[c];
+    let d_mean = -(gamma[c] / sigma_b) * g;
+    let d_std = -(sum_gy[c] * running_std(c) - gamma[c] * mean * g) / (sigma_b * sigma_b);
+    return StatsGrad(mean, sigma_b, d_mean, d_std, -(mean / sigma_b) * g);
+}
+
 // dL/dy_fp per element; the first element of each channel also writes the bias part of dgamma.
 @compute @workgroup_size(256)
 fn backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
@@ -154,14 +204,28 @@ fn backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
         let i = base + k * WG;
         if i < cp.len {
             let c = channel_of(i);
-            let mean = stats[c];
-            let sigma_b = stats[cp.channels + c];
-            let g = sum_g[c];
-            let d_mean = -(gamma[c] / sigma_b) * g;
-            let d_std = -(sum_gy[c] * running_std(c) - gamma[c] * mean * g) / (sigma_b * sigma_b);
-            out[i] = d_mean / m + d_std * (x[i] - mean) / (m * sigma_b);
+            let s = stats_grad(c);
+            out[i] = s.d_mean / m + s.d_std * (x[i] - s.mean) / (m * s.sigma_b);
             if i < cp.channels * cp.hw && i % cp.hw == 0u {
-                dgamma[c] = -(mean / sigma_b) * g;
+                dgamma[c] = s.dgamma_bias;
+            }
+        }
+    }
+}
+
+// backward through the vec4 views: one channel per four elements.
+@compute @workgroup_size(256)
+fn backward_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let base = element_base(wg, nwg, t);
+    let m = f32(cp.m);
+    for (var k = 0u; k < PER_THREAD; k++) {
+        let i = base + k * WG;
+        if 4u * i < cp.len {
+            let c = channel_of(4u * i);
+            let s = stats_grad(c);
+            out4[i] = vec4<f32>(s.d_mean / m) + s.d_std * (x4[i] - vec4<f32>(s.mean)) / (m * s.sigma_b);
+            if 4u * i < cp.channels * cp.hw && (4u * i) % cp.hw == 0u {
+                dgamma[c] = s.dgamma_bias;
             }
         }
     }

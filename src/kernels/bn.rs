@@ -59,6 +59,12 @@ pipeline!(
     "Batch statistics, level 1: per-slice sum and squared deviations."
 );
 pipeline!(
+    STATS_PARTIALS_VEC4,
+    "stats_partials_vec4",
+    &[],
+    "[`STATS_PARTIALS`] through a vec4 view, for `h·w` a multiple of 4."
+);
+pipeline!(
     STATS_FINALIZE,
     "stats_finalize",
     &[],
@@ -82,16 +88,24 @@ pipeline!(
     ELEMENTWISE,
     "`dL/dy_fp` and the bias part of `dγ`."
 );
+pipeline!(
+    BACKWARD_VEC4,
+    "backward_vec4",
+    ELEMENTWISE,
+    "[`BACKWARD`] through vec4 views, for `h·w` a multiple of 4."
+);
 
 /// Every pipeline of this module.
-pub static PIPELINES: [&PipelineKey; 7] = [
+pub static PIPELINES: [&PipelineKey; 9] = [
     &FOLD_WEIGHT,
     &FOLD_WEIGHT_BACKWARD,
     &STATS_PARTIALS,
+    &STATS_PARTIALS_VEC4,
     &STATS_FINALIZE,
     &EVAL_AFFINE,
     &UPDATE_RUNNING,
     &BACKWARD,
+    &BACKWARD_VEC4,
 ];
 
 /// Per-channel parameters and running statistics of one BN layer, each `[c]`. γ and β may be
@@ -283,8 +297,13 @@ impl FoldedBn {
         y_fp.expect_len(OP, self.activations.len())?;
         let uniform = Binding::whole(&self.act_plan.uniform);
         let partials = Binding::from(&self.partials);
-        let bindings = [(0, uniform), (1, partials), (6, y_fp)];
-        gpu.dispatch(encoder, &STATS_PARTIALS, &bindings, self.act_plan.slices)?;
+        // Where h·w is a multiple of 4, the same buffer through the vec4 view.
+        let (key, slot) = match self.act_plan.quads {
+            true => (&STATS_PARTIALS_VEC4, 15),
+            false => (&STATS_PARTIALS, 6),
+        };
+        let bindings = [(0, uniform), (1, partials), (slot, y_fp)];
+        gpu.dispatch(encoder, key, &bindings, self.act_plan.slices)?;
         let bindings = [
             (0, uniform),
             (1, partials),
@@ -350,18 +369,23 @@ impl FoldedBn {
         }
         args.y_fp.expect_len(OP, self.activations.len())?;
         args.dy_fp.expect_len(OP, self.activations.len())?;
+        // Where h·w is a multiple of 4, y_fp and dy_fp through the vec4 views.
+        let (key, [y_slot, dy_slot], grid) = match self.act_plan.quads {
+            true => (&BACKWARD_VEC4, [15, 16], self.act_plan.elementwise_quads),
+            false => (&BACKWARD, [6, 8], self.act_plan.elementwise),
+        };
         let bindings = [
             (0, Binding::whole(&self.act_plan.uniform)),
             (2, bn.gamma),
             (5, bn.running_var),
-            (6, args.y_fp),
-            (8, args.dy_fp),
+            (y_slot, args.y_fp),
+            (dy_slot, args.dy_fp),
             (9, args.dgamma),
             (10, Binding::from(&self.stats)),
             (13, args.sum_g),
             (14, args.sum_gy),
         ];
-        gpu.dispatch(encoder, &BACKWARD, &bindings, self.act_plan.elementwise)?;
+        gpu.dispatch(encoder, key, &bindings, grid)?;
         Ok(())
     }
 }
