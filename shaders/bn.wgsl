@@ -33,8 +33,8 @@ const BN_MOMENTUM: f32 = 0.1;
 // share its buffer with dgamma).
 @group(0) @binding(13) var<storage, read_write> sum_g: array<f32>;
 @group(0) @binding(14) var<storage, read_write> sum_gy: array<f32>;
-// vec4 views of x (y_fp) and out (dy_fp) for the *_vec4 entries, where h·w is a multiple of 4:
-// the four elements of a vec4 share a channel.
+// vec4 views of x (y_fp) and out (dy_fp) for backward_vec4, where h·w is a multiple of 4: the
+// four elements of a vec4 share a channel.
 @group(0) @binding(15) var<storage, read> x4: array<vec4<f32>>;
 @group(0) @binding(16) var<storage, read_write> out4: array<vec4<f32>>;
 
@@ -77,7 +77,11 @@ fn fold_weight_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workg
 @compute @workgroup_size(256)
 fn stats_partials(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let slice = workgroup_index(wg, nwg);
-    let sl = stats_slice(slice);
+    let valid = slice < cp.num_slices;
+    var sl = Slice(0u, 0u, 0u);
+    if valid {
+        sl = slice_range(slice);
+    }
     var acc = vec2<f32>(0.0);
     for (var j = sl.start + t; j < sl.end; j += WG) {
         acc.x += x[channel_element(sl.channel, j)];
@@ -90,40 +94,9 @@ fn stats_partials(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
         acc.x += d * d;
     }
     let ssd = workgroup_sum(t, acc).x;
-    if t == 0u && slice < cp.num_slices {
+    if t == 0u && valid {
         partials[slice] = vec2<f32>(sum, ssd);
     }
-}
-
-// stats_partials through the vec4 view (slices start at multiples of 4 elements).
-@compute @workgroup_size(256)
-fn stats_partials_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let slice = workgroup_index(wg, nwg);
-    let sl = stats_slice(slice);
-    var acc = vec2<f32>(0.0);
-    for (var j = sl.start + 4u * t; j < sl.end; j += 4u * WG) {
-        let v = x4[channel_element(sl.channel, j) / 4u];
-        acc.x += v.x + v.y + v.z + v.w;
-    }
-    let sum = workgroup_sum(t, acc).x;
-    let mean = sum / f32(max(sl.end - sl.start, 1u));
-    acc = vec2<f32>(0.0);
-    for (var j = sl.start + 4u * t; j < sl.end; j += 4u * WG) {
-        let d = x4[channel_element(sl.channel, j) / 4u] - vec4<f32>(mean);
-        acc.x += d.x * d.x + d.y * d.y + d.z * d.z + d.w * d.w;
-    }
-    let ssd = workgroup_sum(t, acc).x;
-    if t == 0u && slice < cp.num_slices {
-        partials[slice] = vec2<f32>(sum, ssd);
-    }
-}
-
-// The elements of a slice, empty past the last one (every thread still reaches the barriers).
-fn stats_slice(slice: u32) -> Slice {
-    if slice < cp.num_slices {
-        return slice_range(slice);
-    }
-    return Slice(0u, 0u, 0u);
 }
 
 // Level 2, one thread per channel: mean = (sum of slice sums) / m; the squared deviations

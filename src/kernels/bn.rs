@@ -59,12 +59,6 @@ pipeline!(
     "Batch statistics, level 1: per-slice sum and squared deviations."
 );
 pipeline!(
-    STATS_PARTIALS_VEC4,
-    "stats_partials_vec4",
-    &[],
-    "[`STATS_PARTIALS`] through a vec4 view, for `h·w` a multiple of 4."
-);
-pipeline!(
     STATS_FINALIZE,
     "stats_finalize",
     &[],
@@ -96,11 +90,10 @@ pipeline!(
 );
 
 /// Every pipeline of this module.
-pub static PIPELINES: [&PipelineKey; 9] = [
+pub static PIPELINES: [&PipelineKey; 8] = [
     &FOLD_WEIGHT,
     &FOLD_WEIGHT_BACKWARD,
     &STATS_PARTIALS,
-    &STATS_PARTIALS_VEC4,
     &STATS_FINALIZE,
     &EVAL_AFFINE,
     &UPDATE_RUNNING,
@@ -297,13 +290,10 @@ impl FoldedBn {
         y_fp.expect_len(OP, self.activations.len())?;
         let uniform = Binding::whole(&self.act_plan.uniform);
         let partials = Binding::from(&self.partials);
-        // Where h·w is a multiple of 4, the same buffer through the vec4 view.
-        let (key, slot) = match self.act_plan.quads {
-            true => (&STATS_PARTIALS_VEC4, 15),
-            false => (&STATS_PARTIALS, 6),
-        };
-        let bindings = [(0, uniform), (1, partials), (slot, y_fp)];
-        gpu.dispatch(encoder, key, &bindings, self.act_plan.slices)?;
+        // Scalar loads: the vec4 view's grouping of the partial sums doubled the gap to the
+        // reference in VGG-7's two-image step test (BENCHMARKS.md, third 2026-12-06 session).
+        let bindings = [(0, uniform), (1, partials), (6, y_fp)];
+        gpu.dispatch(encoder, &STATS_PARTIALS, &bindings, self.act_plan.slices)?;
         let bindings = [
             (0, uniform),
             (1, partials),
