@@ -272,9 +272,7 @@ fn run() -> Result<()> {
         let y = filled(&gpu, "y", s.output().len())?;
         let dx = gpu.zeros("dx", &[s.input().len()])?;
         let dw = gpu.zeros("dw", &[s.weight_len()])?;
-        let scratch_len = conv::backward_weight_scratch_len(&gpu, &s)
-            .max(conv::backward_data_scratch_len(&gpu, &s));
-        let scratch = gpu.zeros("scratch", &[scratch_len])?;
+        let scratch = gpu.zeros("scratch", &[conv::backward_scratch_len(&gpu, &s)])?;
         let flops = 2.0 * s.macs() as f64;
         let passes: [(&str, Record); 3] = [
             ("forward", &|e| {

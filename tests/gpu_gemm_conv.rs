@@ -273,8 +273,9 @@ fn check_conv(g: &Gpu, variant: Variant, s: &Conv2dShape, seed: u64) {
     let dx0 = uniform(seed + 3, s.input().len(), -1.0, 1.0);
     let dx = upload(g, &dx0);
     let dw = g.zeros("dw", &[s.weight_len()]).unwrap();
-    let scratch_len = backward_weight_scratch_len(g, s).max(backward_data_scratch_len(g, s));
-    let scratch = g.zeros("scratch", &[scratch_len]).unwrap();
+    let scratch = g
+        .zeros("scratch", &[conv::backward_scratch_len(g, s)])
+        .unwrap();
     run(g, |e| {
         conv::conv2d_forward(g, e, variant, s, &tx, &tw, &y)?;
         conv::conv2d_backward_data(g, e, variant, s, &tdy, &tw, &dx, &scratch, true)?;

@@ -239,6 +239,12 @@ pub fn backward_data_scratch_len(gpu: &Gpu, s: &Conv2dShape) -> usize {
     }
 }
 
+/// Elements of one scratch tensor that [`conv2d_backward_weight`] and
+/// [`conv2d_backward_data`] can share when recorded one after the other (each overwrites it).
+pub fn backward_scratch_len(gpu: &Gpu, s: &Conv2dShape) -> usize {
+    backward_weight_scratch_len(gpu, s).max(backward_data_scratch_len(gpu, s))
+}
+
 /// Records `dx = dL/dx` of [`conv2d_forward`] from `dy = dL/dy` `[n, c_out, h_out, w_out]`:
 /// `dx[n,c,y,x] = Σ_o Σ_u Σ_v dy[n, o, (y−u+pad_h)/sh, (x−v+pad_w)/sw] · w[o, c mod cg, u, v]`
 /// over the output channels `o` of `c`'s group and the output positions that exist (the

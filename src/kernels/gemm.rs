@@ -298,7 +298,7 @@ impl CpuTile {
     /// [`CpuTile::LARGE_PRODUCT`] multiply-adds `m·n·k`, 64 per tile), and a workgroup of
     /// [`CHUNK`] lanes (64 columns) where that leaves fewer columns of the last tile idle than
     /// 512-column tiles do: a weight gradient's `c_in·kh·kw` columns (1,152 for 128 channels
-    /// of 3×3) would leave a quarter of the last 512-column tiles idle, and ran 1.3–1.5× faster
+    /// of 3×3) would leave a quarter of the last 512-column tiles idle, and ran 1.2–1.45× faster
     /// on 64-column tiles (BENCHMARKS.md). Ties keep 512 columns: 8-lane workgroups were slower
     /// for short reductions over 1,024 columns.
     pub fn choose(m: u32, n: u32, k: u32) -> Self {

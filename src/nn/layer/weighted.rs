@@ -82,8 +82,7 @@ impl WeightSide {
             false => None,
         };
         let scratch_len = match spec.conv_shape(max_batch) {
-            Some(s) => conv::backward_weight_scratch_len(gpu, &s)
-                .max(conv::backward_data_scratch_len(gpu, &s)),
+            Some(s) => conv::backward_scratch_len(gpu, &s),
             None => 0,
         };
         let (weight, weight_grad) = param("weight", &wshape)?;
