@@ -10,7 +10,8 @@
 // The subgroup variant loads A once per subgroup and shares it with subgroupBroadcast; the
 // portable variant loads it in every lane. Where the shader has vec4 views of the operands
 // (VEC_A, VEC_B: 16-byte aligned rows, chosen by the launcher), A rows contiguous along the
-// reduction are loaded as vec4 (lane l holds rows 8i + l of the chunk) and GEMM B rows too. No
+// reduction are loaded as vec4 (lane l holds rows 8i + l of the chunk) and GEMM B rows too;
+// convolutions whose kernel rows have three taps load one source window per row (ROWS3). No
 // workgroup memory, no barriers (both are slow on CPU adapters; see BENCHMARKS.md). Partial
 // tiles clamp their loads to valid rows and columns and skip the stores; reduction steps past
 // the end read A as zero.
@@ -27,20 +28,34 @@
 
 // Largest tile the accumulator arrays hold; TM and TN (multiples of 4) choose the tile.
 const MAX_TM: u32 = 64u;
-const MAX_TN: u32 = 8u;
-const MAX_TM4: u32 = 16u;
-const MAX_TN4: u32 = 2u;
+const MAX_TN: u32 = 12u;
+const MAX_TN4: u32 = 3u;
 // Reduction steps per chunk: the lanes of a subgroup that load A.
 const CHUNK: u32 = 8u;
+// Steps per chunk of a ROWS3 correlation (four kernel rows of three taps), and the most of any.
+const ROW_CHUNK: u32 = 12u;
+// The A fragment: per 8 rows of the row layout, one vec4 per 4 steps of the chunk.
+alias Frag = array<vec4<f32>, 24>;
 
 override MODE: u32 = 0u;
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 // MODE 1 only: the source is dilated by (P.dil_h, P.dil_w) (strided backward data).
 override DILATE: bool = false;
+// Kernel rows of three taps (kw == 3) with both vec4 views: one window of four vec4 source
+// loads serves the three taps of a row. MODE 1 (k % 12 == 0): the reduction runs in chunks of
+// ROW_CHUNK steps, four whole kernel rows (load_kernel_row). MODE 2 (TN = 12): each lane's
+// columns are four whole kernel rows (load_wgrad_row).
+override ROWS3: bool = false;
 override TM: u32 = 32u;
+// 8, or 12 for a MODE 2 ROWS3 pipeline only.
 override TN: u32 = 8u;
 override WG: u32 = 64u;
+
+// Whether chunks hold ROW_CHUNK steps (a ROWS3 correlation) instead of CHUNK.
+fn row_chunks() -> bool {
+    return ROWS3 && MODE == 1u;
+}
 
 // Per-column state: the base index into B and, for convolutions, the two coordinates whose
 // sums with the cursor decide whether a tap falls in the zero padding.
@@ -190,8 +205,8 @@ fn a_step(z: u32, s: u32, row: u32, p: u32) -> vec4<f32> {
 }
 
 // A(row0 + r, p) for every row of the tile, zero when the step is past the end of the segment.
-fn a_rows(z: u32, s: u32, row0: u32, p: u32) -> array<vec4<f32>, MAX_TM4> {
-    var v: array<vec4<f32>, MAX_TM4>;
+fn a_rows(z: u32, s: u32, row0: u32, p: u32) -> Frag {
+    var v: Frag;
     let pc = min(p, P.k - 1u);
     let live = p < P.k;
     v[0] = a_block(z, s, row0, pc, live);
@@ -222,8 +237,8 @@ fn b_block(cols: ptr<function, array<Column, MAX_TN>>, j: u32, cur: Cursor) -> v
     );
 }
 
-// B(p, col) of the lane's columns for the CHUNK steps of a chunk.
-alias Bq = array<array<vec4<f32>, MAX_TN4>, CHUNK>;
+// B(p, col) of the lane's columns for the steps of a chunk.
+alias Bq = array<array<vec4<f32>, MAX_TN4>, ROW_CHUNK>;
 
 fn load_bq(bq: ptr<function, Bq>, q: u32, cols: ptr<function, array<Column, MAX_TN>>, cur: Cursor) -> Cursor {
     (*bq)[q][0] = b_block(cols, 0u, cur);
@@ -283,14 +298,6 @@ fn load_b_cols(bq: ptr<function, Bq>, cols: ptr<function, array<Column, MAX_TN>>
     }
 }
 
-// Element i of the 12 in e0, e1, e2 for i = j + shift (shift < 4).
-fn pick(e0: vec4<f32>, e1: vec4<f32>, e2: vec4<f32>, j: u32, shift: u32) -> f32 {
-    let e = array<f32, 12>(e0.x, e0.y, e0.z, e0.w, e1.x, e1.y, e1.z, e1.w, e2.x, e2.y, e2.z, e2.w);
-    let lo = select(e[j], e[j + 1u], shift == 1u);
-    let hi = select(e[j + 2u], e[j + 3u], shift == 3u);
-    return select(lo, hi, shift >= 2u);
-}
-
 // Whether a tap reads the source (not the zero padding, nor, when DILATE, a zero between the
 // rows or columns of the dilated source); coordinates wrap below zero.
 fn conv_inside(col: Column, cur: Cursor) -> bool {
@@ -314,29 +321,47 @@ fn vec4_index(start: u32) -> u32 {
     return bitcast<u32>(bitcast<i32>(start) >> 2u);
 }
 
-// Column j of the weight gradient's B for the 8 steps of a chunk from the vec4 view: the steps
-// are 8 consecutive positions of one output row (dst_w % 8 == 0), so each column reads 8
-// consecutive source elements.
+// Column j of the weight gradient's B for the 8 steps of a chunk, which are 8 consecutive
+// positions of one output row (dst_w % 8 == 0), from a window e of source elements: step q reads
+// element v + q + shift (tap v of the window's kernel row); zero where it falls in the padding
+// (`x`: the source column of step 0, tap 0).
+fn put_wgrad_col(bq: ptr<function, Bq>, j: u32, e: array<vec4<f32>, 4>, v: u32, shift: u32, row_in: bool, x: u32) {
+    let jj = j / 4u;
+    let c = j % 4u;
+    (*bq)[0][jj][c] = select(0.0, pick16(e, v, shift), row_in && x + v < P.src_w);
+    (*bq)[1][jj][c] = select(0.0, pick16(e, v + 1u, shift), row_in && x + v + 1u < P.src_w);
+    (*bq)[2][jj][c] = select(0.0, pick16(e, v + 2u, shift), row_in && x + v + 2u < P.src_w);
+    (*bq)[3][jj][c] = select(0.0, pick16(e, v + 3u, shift), row_in && x + v + 3u < P.src_w);
+    (*bq)[4][jj][c] = select(0.0, pick16(e, v + 4u, shift), row_in && x + v + 4u < P.src_w);
+    (*bq)[5][jj][c] = select(0.0, pick16(e, v + 5u, shift), row_in && x + v + 5u < P.src_w);
+    (*bq)[6][jj][c] = select(0.0, pick16(e, v + 6u, shift), row_in && x + v + 6u < P.src_w);
+    (*bq)[7][jj][c] = select(0.0, pick16(e, v + 7u, shift), row_in && x + v + 7u < P.src_w);
+}
+
+// Column j of the weight gradient's B for the chunk from the vec4 view: its 8 consecutive
+// source elements, three vec4 loads.
 fn load_wgrad_col(bq: ptr<function, Bq>, j: u32, cols: ptr<function, array<Column, MAX_TN>>, cur: Cursor) {
     let col = (*cols)[j];
     let start = col.base + cur.off;
+    let i = vec4_index(start);
+    let e = array<vec4<f32>, 4>(load_b4(i), load_b4(i + 1u), load_b4(i + 2u), vec4<f32>(0.0));
+    put_wgrad_col(bq, j, e, 0u, start & 3u, col.dy + cur.ty < P.src_h, col.dx + cur.tx);
+}
+
+// Columns 3r .. 3r+2 (ROWS3, MODE 2): the three taps of one kernel row, whose 8 steps read 10
+// consecutive source elements: one window of four vec4 loads, where the columns one by one take
+// nine.
+fn load_wgrad_row(bq: ptr<function, Bq>, r: u32, cols: ptr<function, array<Column, MAX_TN>>, cur: Cursor) {
+    let col = (*cols)[3u * r];
+    let start = col.base + cur.off;
     let shift = start & 3u;
     let i = vec4_index(start);
-    let e0 = load_b4(i);
-    let e1 = load_b4(i + 1u);
-    let e2 = load_b4(i + 2u);
+    let e = array<vec4<f32>, 4>(load_b4(i), load_b4(i + 1u), load_b4(i + 2u), load_b4(i + 3u));
     let row_in = col.dy + cur.ty < P.src_h;
     let x = col.dx + cur.tx;
-    let jj = j / 4u;
-    let c = j % 4u;
-    (*bq)[0][jj][c] = select(0.0, pick(e0, e1, e2, 0u, shift), row_in && x < P.src_w);
-    (*bq)[1][jj][c] = select(0.0, pick(e0, e1, e2, 1u, shift), row_in && x + 1u < P.src_w);
-    (*bq)[2][jj][c] = select(0.0, pick(e0, e1, e2, 2u, shift), row_in && x + 2u < P.src_w);
-    (*bq)[3][jj][c] = select(0.0, pick(e0, e1, e2, 3u, shift), row_in && x + 3u < P.src_w);
-    (*bq)[4][jj][c] = select(0.0, pick(e0, e1, e2, 4u, shift), row_in && x + 4u < P.src_w);
-    (*bq)[5][jj][c] = select(0.0, pick(e0, e1, e2, 5u, shift), row_in && x + 5u < P.src_w);
-    (*bq)[6][jj][c] = select(0.0, pick(e0, e1, e2, 6u, shift), row_in && x + 6u < P.src_w);
-    (*bq)[7][jj][c] = select(0.0, pick(e0, e1, e2, 7u, shift), row_in && x + 7u < P.src_w);
+    put_wgrad_col(bq, 3u * r, e, 0u, shift, row_in, x);
+    put_wgrad_col(bq, 3u * r + 1u, e, 1u, shift, row_in, x);
+    put_wgrad_col(bq, 3u * r + 2u, e, 2u, shift, row_in, x);
 }
 
 // One step of the convolution's B from the vec4 view: the lane's 8 columns are 8 consecutive
@@ -348,26 +373,82 @@ fn load_conv_b(bq: ptr<function, Bq>, q: u32, cols: ptr<function, array<Column, 
     let shift = start & 3u;
     // start may lie before the tensor (a tap in the padding): divide as a signed value.
     let i = vec4_index(start);
-    let e0 = load_b4(i);
-    let e1 = load_b4(i + 1u);
-    let e2 = load_b4(i + 2u);
+    let e = array<vec4<f32>, 4>(load_b4(i), load_b4(i + 1u), load_b4(i + 2u), vec4<f32>(0.0));
     (*bq)[q][0] = vec4<f32>(
-        select(0.0, pick(e0, e1, e2, 0u, shift), conv_inside((*cols)[0], cur)),
-        select(0.0, pick(e0, e1, e2, 1u, shift), conv_inside((*cols)[1], cur)),
-        select(0.0, pick(e0, e1, e2, 2u, shift), conv_inside((*cols)[2], cur)),
-        select(0.0, pick(e0, e1, e2, 3u, shift), conv_inside((*cols)[3], cur)),
+        select(0.0, pick16(e, 0u, shift), conv_inside((*cols)[0], cur)),
+        select(0.0, pick16(e, 1u, shift), conv_inside((*cols)[1], cur)),
+        select(0.0, pick16(e, 2u, shift), conv_inside((*cols)[2], cur)),
+        select(0.0, pick16(e, 3u, shift), conv_inside((*cols)[3], cur)),
     );
     (*bq)[q][1] = vec4<f32>(
-        select(0.0, pick(e0, e1, e2, 4u, shift), conv_inside((*cols)[4], cur)),
-        select(0.0, pick(e0, e1, e2, 5u, shift), conv_inside((*cols)[5], cur)),
-        select(0.0, pick(e0, e1, e2, 6u, shift), conv_inside((*cols)[6], cur)),
-        select(0.0, pick(e0, e1, e2, 7u, shift), conv_inside((*cols)[7], cur)),
+        select(0.0, pick16(e, 4u, shift), conv_inside((*cols)[4], cur)),
+        select(0.0, pick16(e, 5u, shift), conv_inside((*cols)[5], cur)),
+        select(0.0, pick16(e, 6u, shift), conv_inside((*cols)[6], cur)),
+        select(0.0, pick16(e, 7u, shift), conv_inside((*cols)[7], cur)),
     );
     return cursor_next(cur);
 }
 
+// Element first + shift of the 16 in e (first + shift < 16).
+fn pick16(e: array<vec4<f32>, 4>, first: u32, shift: u32) -> f32 {
+    let f = array<f32, 16>(
+        e[0].x, e[0].y, e[0].z, e[0].w, e[1].x, e[1].y, e[1].z, e[1].w,
+        e[2].x, e[2].y, e[2].z, e[2].w, e[3].x, e[3].y, e[3].z, e[3].w,
+    );
+    let lo = select(f[first], f[first + 1u], shift == 1u);
+    let hi = select(f[first + 2u], f[first + 3u], shift == 3u);
+    return select(lo, hi, shift >= 2u);
+}
+
+// Tap v of columns j .. j+3 from the window e of a source row that starts `shift` elements
+// into it; zero where the tap falls in the padding (`x`: the source column of column 0, tap 0).
+fn tap_block(e: array<vec4<f32>, 4>, j: u32, v: u32, shift: u32, row_in: bool, x: u32) -> vec4<f32> {
+    return vec4<f32>(
+        select(0.0, pick16(e, j + v, shift), row_in && x + j + v < P.src_w),
+        select(0.0, pick16(e, j + v + 1u, shift), row_in && x + j + v + 1u < P.src_w),
+        select(0.0, pick16(e, j + v + 2u, shift), row_in && x + j + v + 2u < P.src_w),
+        select(0.0, pick16(e, j + v + 3u, shift), row_in && x + j + v + 3u < P.src_w),
+    );
+}
+
+// Steps q .. q+2 (ROWS3): the three taps v of kernel row (cur.ci, cur.ty). The lane's 8
+// columns are consecutive positions of one destination row (as in load_conv_b), so the row's 24
+// taps read 10 consecutive source elements: one window of four vec4 loads, where the taps one
+// by one take nine.
+fn load_kernel_row(bq: ptr<function, Bq>, q: u32, cols: ptr<function, array<Column, MAX_TN>>, cur: Cursor) -> Cursor {
+    let col = (*cols)[0];
+    let start = col.base + cur.off;
+    let shift = start & 3u;
+    let i = vec4_index(start);
+    let e = array<vec4<f32>, 4>(load_b4(i), load_b4(i + 1u), load_b4(i + 2u), load_b4(i + 3u));
+    let row_in = col.dy + cur.ty < P.src_h;
+    (*bq)[q][0] = tap_block(e, 0u, 0u, shift, row_in, col.dx);
+    (*bq)[q][1] = tap_block(e, 4u, 0u, shift, row_in, col.dx);
+    (*bq)[q + 1u][0] = tap_block(e, 0u, 1u, shift, row_in, col.dx);
+    (*bq)[q + 1u][1] = tap_block(e, 4u, 1u, shift, row_in, col.dx);
+    (*bq)[q + 2u][0] = tap_block(e, 0u, 2u, shift, row_in, col.dx);
+    (*bq)[q + 2u][1] = tap_block(e, 4u, 2u, shift, row_in, col.dx);
+    // The next kernel row: (ci, u + 1), or (ci + 1, 0).
+    var n = cur;
+    n.p += 3u;
+    n.ty += 1u;
+    n.off += P.src_w;
+    if n.ty == P.kh {
+        n.ty = 0u;
+        n.ci += 1u;
+        n.off = n.ci * P.src_h * P.src_w;
+    }
+    return n;
+}
+
 // B of the whole chunk; returns the cursor past it.
 fn load_chunk_b(bq: ptr<function, Bq>, cols: ptr<function, array<Column, MAX_TN>>, cur: Cursor, k0: u32) -> Cursor {
+    if row_chunks() {
+        var c = load_kernel_row(bq, 0u, cols, cur);
+        c = load_kernel_row(bq, 3u, cols, c);
+        c = load_kernel_row(bq, 6u, cols, c);
+        return load_kernel_row(bq, 9u, cols, c);
+    }
     if VEC_B && MODE == 0u {
         if TRANS_B {
             load_b_cols(bq, cols, k0);
@@ -386,14 +467,21 @@ fn load_chunk_b(bq: ptr<function, Bq>, cols: ptr<function, array<Column, MAX_TN>
         return n;
     }
     if VEC_B && MODE == 2u {
-        load_wgrad_col(bq, 0u, cols, cur);
-        load_wgrad_col(bq, 1u, cols, cur);
-        load_wgrad_col(bq, 2u, cols, cur);
-        load_wgrad_col(bq, 3u, cols, cur);
-        load_wgrad_col(bq, 4u, cols, cur);
-        load_wgrad_col(bq, 5u, cols, cur);
-        load_wgrad_col(bq, 6u, cols, cur);
-        load_wgrad_col(bq, 7u, cols, cur);
+        if ROWS3 {
+            load_wgrad_row(bq, 0u, cols, cur);
+            load_wgrad_row(bq, 1u, cols, cur);
+            load_wgrad_row(bq, 2u, cols, cur);
+            load_wgrad_row(bq, 3u, cols, cur);
+        } else {
+            load_wgrad_col(bq, 0u, cols, cur);
+            load_wgrad_col(bq, 1u, cols, cur);
+            load_wgrad_col(bq, 2u, cols, cur);
+            load_wgrad_col(bq, 3u, cols, cur);
+            load_wgrad_col(bq, 4u, cols, cur);
+            load_wgrad_col(bq, 5u, cols, cur);
+            load_wgrad_col(bq, 6u, cols, cur);
+            load_wgrad_col(bq, 7u, cols, cur);
+        }
         var c = cur;
         c = cursor_next(c);
         c = cursor_next(c);
@@ -424,113 +512,135 @@ fn load_chunk_b(bq: ptr<function, Bq>, cols: ptr<function, array<Column, MAX_TN>
     return load_bq(bq, 7u, cols, c);
 }
 
-// Row r of the lane's tile over the whole chunk: a(q) = A(r, k0 + q). The row's accumulators
-// stay in registers for the CHUNK steps.
-fn mac_row(acc: ptr<function, Acc>, r: u32, lo: vec4<f32>, hi: vec4<f32>, bq: ptr<function, Bq>) {
+// Row r of the lane's tile over the whole chunk: a[q / 4][q % 4] = A(r, k0 + q). The row's
+// accumulators stay in registers for the chunk's steps.
+fn mac_row(acc: ptr<function, Acc>, r: u32, a: array<vec4<f32>, 3>, bq: ptr<function, Bq>) {
     var s0 = (*acc)[r][0];
-    s0 += lo.x * (*bq)[0][0];
-    s0 += lo.y * (*bq)[1][0];
-    s0 += lo.z * (*bq)[2][0];
-    s0 += lo.w * (*bq)[3][0];
-    s0 += hi.x * (*bq)[4][0];
-    s0 += hi.y * (*bq)[5][0];
-    s0 += hi.z * (*bq)[6][0];
-    s0 += hi.w * (*bq)[7][0];
+    s0 += a[0].x * (*bq)[0][0];
+    s0 += a[0].y * (*bq)[1][0];
+    s0 += a[0].z * (*bq)[2][0];
+    s0 += a[0].w * (*bq)[3][0];
+    s0 += a[1].x * (*bq)[4][0];
+    s0 += a[1].y * (*bq)[5][0];
+    s0 += a[1].z * (*bq)[6][0];
+    s0 += a[1].w * (*bq)[7][0];
+    if row_chunks() {
+        s0 += a[2].x * (*bq)[8][0];
+        s0 += a[2].y * (*bq)[9][0];
+        s0 += a[2].z * (*bq)[10][0];
+        s0 += a[2].w * (*bq)[11][0];
+    }
     (*acc)[r][0] = s0;
     if TN > 4u {
         var s1 = (*acc)[r][1];
-        s1 += lo.x * (*bq)[0][1];
-        s1 += lo.y * (*bq)[1][1];
-        s1 += lo.z * (*bq)[2][1];
-        s1 += lo.w * (*bq)[3][1];
-        s1 += hi.x * (*bq)[4][1];
-        s1 += hi.y * (*bq)[5][1];
-        s1 += hi.z * (*bq)[6][1];
-        s1 += hi.w * (*bq)[7][1];
+        s1 += a[0].x * (*bq)[0][1];
+        s1 += a[0].y * (*bq)[1][1];
+        s1 += a[0].z * (*bq)[2][1];
+        s1 += a[0].w * (*bq)[3][1];
+        s1 += a[1].x * (*bq)[4][1];
+        s1 += a[1].y * (*bq)[5][1];
+        s1 += a[1].z * (*bq)[6][1];
+        s1 += a[1].w * (*bq)[7][1];
+        if row_chunks() {
+            s1 += a[2].x * (*bq)[8][1];
+            s1 += a[2].y * (*bq)[9][1];
+            s1 += a[2].z * (*bq)[10][1];
+            s1 += a[2].w * (*bq)[11][1];
+        }
         (*acc)[r][1] = s1;
+    }
+    if TN > 8u {
+        // MODE 2 only: chunks of CHUNK steps.
+        var s2 = (*acc)[r][2];
+        s2 += a[0].x * (*bq)[0][2];
+        s2 += a[0].y * (*bq)[1][2];
+        s2 += a[0].z * (*bq)[2][2];
+        s2 += a[0].w * (*bq)[3][2];
+        s2 += a[1].x * (*bq)[4][2];
+        s2 += a[1].y * (*bq)[5][2];
+        s2 += a[1].z * (*bq)[6][2];
+        s2 += a[1].w * (*bq)[7][2];
+        (*acc)[r][2] = s2;
     }
 }
 
-// Rows 4·blk .. 4·blk+3 over the whole chunk; av[q] holds their A values of step k0 + q.
+// Rows 4·blk .. 4·blk+3 over a chunk of CHUNK steps; av[q] holds their A values of step k0 + q.
 fn mac_block(acc: ptr<function, Acc>, blk: u32, av: array<vec4<f32>, CHUNK>, bq: ptr<function, Bq>) {
     let r = 4u * blk;
-    mac_row(acc, r, vec4<f32>(av[0].x, av[1].x, av[2].x, av[3].x), vec4<f32>(av[4].x, av[5].x, av[6].x, av[7].x), bq);
-    mac_row(acc, r + 1u, vec4<f32>(av[0].y, av[1].y, av[2].y, av[3].y), vec4<f32>(av[4].y, av[5].y, av[6].y, av[7].y), bq);
-    mac_row(acc, r + 2u, vec4<f32>(av[0].z, av[1].z, av[2].z, av[3].z), vec4<f32>(av[4].z, av[5].z, av[6].z, av[7].z), bq);
-    mac_row(acc, r + 3u, vec4<f32>(av[0].w, av[1].w, av[2].w, av[3].w), vec4<f32>(av[4].w, av[5].w, av[6].w, av[7].w), bq);
+    let z = vec4<f32>(0.0);
+    mac_row(acc, r, array(vec4(av[0].x, av[1].x, av[2].x, av[3].x), vec4(av[4].x, av[5].x, av[6].x, av[7].x), z), bq);
+    mac_row(acc, r + 1u, array(vec4(av[0].y, av[1].y, av[2].y, av[3].y), vec4(av[4].y, av[5].y, av[6].y, av[7].y), z), bq);
+    mac_row(acc, r + 2u, array(vec4(av[0].z, av[1].z, av[2].z, av[3].z), vec4(av[4].z, av[5].z, av[6].z, av[7].z), z), bq);
+    mac_row(acc, r + 3u, array(vec4(av[0].w, av[1].w, av[2].w, av[3].w), vec4(av[4].w, av[5].w, av[6].w, av[7].w), z), bq);
 }
 
-// One chunk of CHUNK reduction steps for the lane's whole tile.
-fn mac_row_pair(acc: ptr<function, Acc>, r: u32, a: array<vec4<f32>, 2>, bq: ptr<function, Bq>) {
-    mac_row(acc, r, a[0], a[1], bq);
-}
-
-fn mac_chunk(acc: ptr<function, Acc>, frag: ptr<function, array<vec4<f32>, MAX_TM4>>, bq: ptr<function, Bq>, z: u32, s: u32, row0: u32, k0: u32) {
+// One chunk of reduction steps for the lane's whole tile.
+fn mac_chunk(acc: ptr<function, Acc>, frag: ptr<function, Frag>, bq: ptr<function, Bq>, z: u32, s: u32, row0: u32, k0: u32) {
     if a_by_row() {
-        { mac_row_pair(acc, 0u, chunk_row(frag, z, s, row0, k0, 0u), bq); }
-        if TM > 1u { mac_row_pair(acc, 1u, chunk_row(frag, z, s, row0, k0, 1u), bq); }
-        if TM > 2u { mac_row_pair(acc, 2u, chunk_row(frag, z, s, row0, k0, 2u), bq); }
-        if TM > 3u { mac_row_pair(acc, 3u, chunk_row(frag, z, s, row0, k0, 3u), bq); }
-        if TM > 4u { mac_row_pair(acc, 4u, chunk_row(frag, z, s, row0, k0, 4u), bq); }
-        if TM > 5u { mac_row_pair(acc, 5u, chunk_row(frag, z, s, row0, k0, 5u), bq); }
-        if TM > 6u { mac_row_pair(acc, 6u, chunk_row(frag, z, s, row0, k0, 6u), bq); }
-        if TM > 7u { mac_row_pair(acc, 7u, chunk_row(frag, z, s, row0, k0, 7u), bq); }
-        if TM > 8u { mac_row_pair(acc, 8u, chunk_row(frag, z, s, row0, k0, 8u), bq); }
-        if TM > 9u { mac_row_pair(acc, 9u, chunk_row(frag, z, s, row0, k0, 9u), bq); }
-        if TM > 10u { mac_row_pair(acc, 10u, chunk_row(frag, z, s, row0, k0, 10u), bq); }
-        if TM > 11u { mac_row_pair(acc, 11u, chunk_row(frag, z, s, row0, k0, 11u), bq); }
-        if TM > 12u { mac_row_pair(acc, 12u, chunk_row(frag, z, s, row0, k0, 12u), bq); }
-        if TM > 13u { mac_row_pair(acc, 13u, chunk_row(frag, z, s, row0, k0, 13u), bq); }
-        if TM > 14u { mac_row_pair(acc, 14u, chunk_row(frag, z, s, row0, k0, 14u), bq); }
-        if TM > 15u { mac_row_pair(acc, 15u, chunk_row(frag, z, s, row0, k0, 15u), bq); }
-        if TM > 16u { mac_row_pair(acc, 16u, chunk_row(frag, z, s, row0, k0, 16u), bq); }
-        if TM > 17u { mac_row_pair(acc, 17u, chunk_row(frag, z, s, row0, k0, 17u), bq); }
-        if TM > 18u { mac_row_pair(acc, 18u, chunk_row(frag, z, s, row0, k0, 18u), bq); }
-        if TM > 19u { mac_row_pair(acc, 19u, chunk_row(frag, z, s, row0, k0, 19u), bq); }
-        if TM > 20u { mac_row_pair(acc, 20u, chunk_row(frag, z, s, row0, k0, 20u), bq); }
-        if TM > 21u { mac_row_pair(acc, 21u, chunk_row(frag, z, s, row0, k0, 21u), bq); }
-        if TM > 22u { mac_row_pair(acc, 22u, chunk_row(frag, z, s, row0, k0, 22u), bq); }
-        if TM > 23u { mac_row_pair(acc, 23u, chunk_row(frag, z, s, row0, k0, 23u), bq); }
-        if TM > 24u { mac_row_pair(acc, 24u, chunk_row(frag, z, s, row0, k0, 24u), bq); }
-        if TM > 25u { mac_row_pair(acc, 25u, chunk_row(frag, z, s, row0, k0, 25u), bq); }
-        if TM > 26u { mac_row_pair(acc, 26u, chunk_row(frag, z, s, row0, k0, 26u), bq); }
-        if TM > 27u { mac_row_pair(acc, 27u, chunk_row(frag, z, s, row0, k0, 27u), bq); }
-        if TM > 28u { mac_row_pair(acc, 28u, chunk_row(frag, z, s, row0, k0, 28u), bq); }
-        if TM > 29u { mac_row_pair(acc, 29u, chunk_row(frag, z, s, row0, k0, 29u), bq); }
-        if TM > 30u { mac_row_pair(acc, 30u, chunk_row(frag, z, s, row0, k0, 30u), bq); }
-        if TM > 31u { mac_row_pair(acc, 31u, chunk_row(frag, z, s, row0, k0, 31u), bq); }
-        if TM > 32u { mac_row_pair(acc, 32u, chunk_row(frag, z, s, row0, k0, 32u), bq); }
-        if TM > 33u { mac_row_pair(acc, 33u, chunk_row(frag, z, s, row0, k0, 33u), bq); }
-        if TM > 34u { mac_row_pair(acc, 34u, chunk_row(frag, z, s, row0, k0, 34u), bq); }
-        if TM > 35u { mac_row_pair(acc, 35u, chunk_row(frag, z, s, row0, k0, 35u), bq); }
-        if TM > 36u { mac_row_pair(acc, 36u, chunk_row(frag, z, s, row0, k0, 36u), bq); }
-        if TM > 37u { mac_row_pair(acc, 37u, chunk_row(frag, z, s, row0, k0, 37u), bq); }
-        if TM > 38u { mac_row_pair(acc, 38u, chunk_row(frag, z, s, row0, k0, 38u), bq); }
-        if TM > 39u { mac_row_pair(acc, 39u, chunk_row(frag, z, s, row0, k0, 39u), bq); }
-        if TM > 40u { mac_row_pair(acc, 40u, chunk_row(frag, z, s, row0, k0, 40u), bq); }
-        if TM > 41u { mac_row_pair(acc, 41u, chunk_row(frag, z, s, row0, k0, 41u), bq); }
-        if TM > 42u { mac_row_pair(acc, 42u, chunk_row(frag, z, s, row0, k0, 42u), bq); }
-        if TM > 43u { mac_row_pair(acc, 43u, chunk_row(frag, z, s, row0, k0, 43u), bq); }
-        if TM > 44u { mac_row_pair(acc, 44u, chunk_row(frag, z, s, row0, k0, 44u), bq); }
-        if TM > 45u { mac_row_pair(acc, 45u, chunk_row(frag, z, s, row0, k0, 45u), bq); }
-        if TM > 46u { mac_row_pair(acc, 46u, chunk_row(frag, z, s, row0, k0, 46u), bq); }
-        if TM > 47u { mac_row_pair(acc, 47u, chunk_row(frag, z, s, row0, k0, 47u), bq); }
-        if TM > 48u { mac_row_pair(acc, 48u, chunk_row(frag, z, s, row0, k0, 48u), bq); }
-        if TM > 49u { mac_row_pair(acc, 49u, chunk_row(frag, z, s, row0, k0, 49u), bq); }
-        if TM > 50u { mac_row_pair(acc, 50u, chunk_row(frag, z, s, row0, k0, 50u), bq); }
-        if TM > 51u { mac_row_pair(acc, 51u, chunk_row(frag, z, s, row0, k0, 51u), bq); }
-        if TM > 52u { mac_row_pair(acc, 52u, chunk_row(frag, z, s, row0, k0, 52u), bq); }
-        if TM > 53u { mac_row_pair(acc, 53u, chunk_row(frag, z, s, row0, k0, 53u), bq); }
-        if TM > 54u { mac_row_pair(acc, 54u, chunk_row(frag, z, s, row0, k0, 54u), bq); }
-        if TM > 55u { mac_row_pair(acc, 55u, chunk_row(frag, z, s, row0, k0, 55u), bq); }
-        if TM > 56u { mac_row_pair(acc, 56u, chunk_row(frag, z, s, row0, k0, 56u), bq); }
-        if TM > 57u { mac_row_pair(acc, 57u, chunk_row(frag, z, s, row0, k0, 57u), bq); }
-        if TM > 58u { mac_row_pair(acc, 58u, chunk_row(frag, z, s, row0, k0, 58u), bq); }
-        if TM > 59u { mac_row_pair(acc, 59u, chunk_row(frag, z, s, row0, k0, 59u), bq); }
-        if TM > 60u { mac_row_pair(acc, 60u, chunk_row(frag, z, s, row0, k0, 60u), bq); }
-        if TM > 61u { mac_row_pair(acc, 61u, chunk_row(frag, z, s, row0, k0, 61u), bq); }
-        if TM > 62u { mac_row_pair(acc, 62u, chunk_row(frag, z, s, row0, k0, 62u), bq); }
-        if TM > 63u { mac_row_pair(acc, 63u, chunk_row(frag, z, s, row0, k0, 63u), bq); }
+        { mac_row(acc, 0u, chunk_row(frag, z, s, row0, k0, 0u), bq); }
+        if TM > 1u { mac_row(acc, 1u, chunk_row(frag, z, s, row0, k0, 1u), bq); }
+        if TM > 2u { mac_row(acc, 2u, chunk_row(frag, z, s, row0, k0, 2u), bq); }
+        if TM > 3u { mac_row(acc, 3u, chunk_row(frag, z, s, row0, k0, 3u), bq); }
+        if TM > 4u { mac_row(acc, 4u, chunk_row(frag, z, s, row0, k0, 4u), bq); }
+        if TM > 5u { mac_row(acc, 5u, chunk_row(frag, z, s, row0, k0, 5u), bq); }
+        if TM > 6u { mac_row(acc, 6u, chunk_row(frag, z, s, row0, k0, 6u), bq); }
+        if TM > 7u { mac_row(acc, 7u, chunk_row(frag, z, s, row0, k0, 7u), bq); }
+        if TM > 8u { mac_row(acc, 8u, chunk_row(frag, z, s, row0, k0, 8u), bq); }
+        if TM > 9u { mac_row(acc, 9u, chunk_row(frag, z, s, row0, k0, 9u), bq); }
+        if TM > 10u { mac_row(acc, 10u, chunk_row(frag, z, s, row0, k0, 10u), bq); }
+        if TM > 11u { mac_row(acc, 11u, chunk_row(frag, z, s, row0, k0, 11u), bq); }
+        if TM > 12u { mac_row(acc, 12u, chunk_row(frag, z, s, row0, k0, 12u), bq); }
+        if TM > 13u { mac_row(acc, 13u, chunk_row(frag, z, s, row0, k0, 13u), bq); }
+        if TM > 14u { mac_row(acc, 14u, chunk_row(frag, z, s, row0, k0, 14u), bq); }
+        if TM > 15u { mac_row(acc, 15u, chunk_row(frag, z, s, row0, k0, 15u), bq); }
+        if TM > 16u { mac_row(acc, 16u, chunk_row(frag, z, s, row0, k0, 16u), bq); }
+        if TM > 17u { mac_row(acc, 17u, chunk_row(frag, z, s, row0, k0, 17u), bq); }
+        if TM > 18u { mac_row(acc, 18u, chunk_row(frag, z, s, row0, k0, 18u), bq); }
+        if TM > 19u { mac_row(acc, 19u, chunk_row(frag, z, s, row0, k0, 19u), bq); }
+        if TM > 20u { mac_row(acc, 20u, chunk_row(frag, z, s, row0, k0, 20u), bq); }
+        if TM > 21u { mac_row(acc, 21u, chunk_row(frag, z, s, row0, k0, 21u), bq); }
+        if TM > 22u { mac_row(acc, 22u, chunk_row(frag, z, s, row0, k0, 22u), bq); }
+        if TM > 23u { mac_row(acc, 23u, chunk_row(frag, z, s, row0, k0, 23u), bq); }
+        if TM > 24u { mac_row(acc, 24u, chunk_row(frag, z, s, row0, k0, 24u), bq); }
+        if TM > 25u { mac_row(acc, 25u, chunk_row(frag, z, s, row0, k0, 25u), bq); }
+        if TM > 26u { mac_row(acc, 26u, chunk_row(frag, z, s, row0, k0, 26u), bq); }
+        if TM > 27u { mac_row(acc, 27u, chunk_row(frag, z, s, row0, k0, 27u), bq); }
+        if TM > 28u { mac_row(acc, 28u, chunk_row(frag, z, s, row0, k0, 28u), bq); }
+        if TM > 29u { mac_row(acc, 29u, chunk_row(frag, z, s, row0, k0, 29u), bq); }
+        if TM > 30u { mac_row(acc, 30u, chunk_row(frag, z, s, row0, k0, 30u), bq); }
+        if TM > 31u { mac_row(acc, 31u, chunk_row(frag, z, s, row0, k0, 31u), bq); }
+        if TM > 32u { mac_row(acc, 32u, chunk_row(frag, z, s, row0, k0, 32u), bq); }
+        if TM > 33u { mac_row(acc, 33u, chunk_row(frag, z, s, row0, k0, 33u), bq); }
+        if TM > 34u { mac_row(acc, 34u, chunk_row(frag, z, s, row0, k0, 34u), bq); }
+        if TM > 35u { mac_row(acc, 35u, chunk_row(frag, z, s, row0, k0, 35u), bq); }
+        if TM > 36u { mac_row(acc, 36u, chunk_row(frag, z, s, row0, k0, 36u), bq); }
+        if TM > 37u { mac_row(acc, 37u, chunk_row(frag, z, s, row0, k0, 37u), bq); }
+        if TM > 38u { mac_row(acc, 38u, chunk_row(frag, z, s, row0, k0, 38u), bq); }
+        if TM > 39u { mac_row(acc, 39u, chunk_row(frag, z, s, row0, k0, 39u), bq); }
+        if TM > 40u { mac_row(acc, 40u, chunk_row(frag, z, s, row0, k0, 40u), bq); }
+        if TM > 41u { mac_row(acc, 41u, chunk_row(frag, z, s, row0, k0, 41u), bq); }
+        if TM > 42u { mac_row(acc, 42u, chunk_row(frag, z, s, row0, k0, 42u), bq); }
+        if TM > 43u { mac_row(acc, 43u, chunk_row(frag, z, s, row0, k0, 43u), bq); }
+        if TM > 44u { mac_row(acc, 44u, chunk_row(frag, z, s, row0, k0, 44u), bq); }
+        if TM > 45u { mac_row(acc, 45u, chunk_row(frag, z, s, row0, k0, 45u), bq); }
+        if TM > 46u { mac_row(acc, 46u, chunk_row(frag, z, s, row0, k0, 46u), bq); }
+        if TM > 47u { mac_row(acc, 47u, chunk_row(frag, z, s, row0, k0, 47u), bq); }
+        if TM > 48u { mac_row(acc, 48u, chunk_row(frag, z, s, row0, k0, 48u), bq); }
+        if TM > 49u { mac_row(acc, 49u, chunk_row(frag, z, s, row0, k0, 49u), bq); }
+        if TM > 50u { mac_row(acc, 50u, chunk_row(frag, z, s, row0, k0, 50u), bq); }
+        if TM > 51u { mac_row(acc, 51u, chunk_row(frag, z, s, row0, k0, 51u), bq); }
+        if TM > 52u { mac_row(acc, 52u, chunk_row(frag, z, s, row0, k0, 52u), bq); }
+        if TM > 53u { mac_row(acc, 53u, chunk_row(frag, z, s, row0, k0, 53u), bq); }
+        if TM > 54u { mac_row(acc, 54u, chunk_row(frag, z, s, row0, k0, 54u), bq); }
+        if TM > 55u { mac_row(acc, 55u, chunk_row(frag, z, s, row0, k0, 55u), bq); }
+        if TM > 56u { mac_row(acc, 56u, chunk_row(frag, z, s, row0, k0, 56u), bq); }
+        if TM > 57u { mac_row(acc, 57u, chunk_row(frag, z, s, row0, k0, 57u), bq); }
+        if TM > 58u { mac_row(acc, 58u, chunk_row(frag, z, s, row0, k0, 58u), bq); }
+        if TM > 59u { mac_row(acc, 59u, chunk_row(frag, z, s, row0, k0, 59u), bq); }
+        if TM > 60u { mac_row(acc, 60u, chunk_row(frag, z, s, row0, k0, 60u), bq); }
+        if TM > 61u { mac_row(acc, 61u, chunk_row(frag, z, s, row0, k0, 61u), bq); }
+        if TM > 62u { mac_row(acc, 62u, chunk_row(frag, z, s, row0, k0, 62u), bq); }
+        if TM > 63u { mac_row(acc, 63u, chunk_row(frag, z, s, row0, k0, 63u), bq); }
         return;
     }
     mac_block(acc, 0u, chunk_block(frag, z, s, row0, k0, 0u), bq);
@@ -567,6 +677,7 @@ fn store_vec(row: u32, j: u32, v: vec4<f32>, col0: u32, cols: ptr<function, arra
 fn store_row(acc: ptr<function, Acc>, r: u32, row0: u32, col0: u32, cols: ptr<function, array<Column, MAX_TN>>) {
     store_vec(row0 + r, 0u, (*acc)[r][0], col0, cols);
     if TN > 4u { store_vec(row0 + r, 4u, (*acc)[r][1], col0, cols); }
+    if TN > 8u { store_vec(row0 + r, 8u, (*acc)[r][2], col0, cols); }
 }
 
 fn store_rows(acc: ptr<function, Acc>, r: u32, row0: u32, col0: u32, cols: ptr<function, array<Column, MAX_TN>>) {
@@ -592,7 +703,7 @@ fn run_tiles(tile: u32, lid: u32, lane: u32) {
     let segs = segments(z);
     for (var s = segs.x; s < segs.y; s++) {
         var cur = cursor_start(s);
-        for (var k0 = 0u; k0 < P.k; k0 += CHUNK) {
+        for (var k0 = 0u; k0 < P.k; k0 += select(CHUNK, ROW_CHUNK, row_chunks())) {
             var frag = chunk_fragment(z, s, row0, k0, lane);
             var bq: Bq;
             cur = load_chunk_b(&bq, &cols, cur, k0);

@@ -326,24 +326,33 @@ fn cpu_engine_narrow_tiles_match_reference() {
     ];
     let mut seen = std::collections::HashSet::new();
     for (i, (m, n, k, trans_a, trans_b, variant)) in gemms.into_iter().enumerate() {
-        seen.insert(gemm::CpuTile::for_product(&g, m as u32, n as u32, k as u32));
+        seen.insert(gemm::CpuTile::for_product(
+            &g,
+            m as u32,
+            n as u32,
+            k as u32,
+            gemm::TILE_N,
+        ));
         let shape = GemmShape::new(m, n, k, trans_a, trans_b);
         check_gemm(&g, variant, shape, 900 + i as u64);
     }
     assert_eq!(seen.len(), gemm::CpuTile::ALL.len() - 1, "{seen:?}");
     // Products below CpuTile::LARGE_PRODUCT multiply-adds stop at 32 rows (a 64-row pipeline
     // takes llvmpipe longer to compile than such a product runs).
-    let rows = |m, n, k| gemm::CpuTile::choose(m, n, k).rows;
+    let rows = |m, n, k| gemm::CpuTile::choose(m, n, k, gemm::TILE_N).rows;
     assert_eq!(rows(45, 9, 21), 32);
     assert_eq!(rows(128, 512, 1024), 32);
     assert_eq!(rows(64, 128 * 64, 800), 64);
     // Columns go to 8-lane workgroups where they leave fewer columns of the last tile idle.
-    let lanes = |n| gemm::CpuTile::choose(16, n, 8).lanes;
+    let lanes = |n| gemm::CpuTile::choose(16, n, 8, gemm::TILE_N).lanes;
     assert_eq!(
         [lanes(64), lanes(130), lanes(500), lanes(1152)],
         [8, 8, 64, 8]
     );
     assert_eq!([lanes(1024), lanes(4608)], [64, 64]);
+    // Weight gradients over 3-tap kernel rows: 12 columns per lane, 96 or 768 per tile.
+    let lanes = |n| gemm::CpuTile::choose(16, n, 8, gemm::ROW_LANE_COLS).lanes;
+    assert_eq!([lanes(1152), lanes(2304), lanes(700)], [8, 64, 64]);
     let shape = Conv2dShape::square;
     // Forward 16×64, backward data 16×64, backward weight 16×8.
     check_conv(&g, best, &shape(2, 3, 16, 16, 5, 3, 1), 950);
@@ -410,6 +419,10 @@ fn general_conv_shapes() -> Vec<Conv2dShape> {
         conv(2, 4, [9, 16], 12, [3, 3], [2, 1], [1, 1], 1),
         // vec4 views with two groups (dy read as vec4 in backward data).
         conv(2, 8, [8, 16], 6, [3, 3], [1, 1], [1, 1], 2),
+        // Kernel rows of three taps (ROWS3) that are not 3×3: 1×3 (every row a new channel) in
+        // all three passes; 5×3 forward and weight gradient.
+        conv(2, 4, [5, 16], 8, [1, 3], [1, 1], [0, 1], 1),
+        conv(1, 4, [7, 8], 5, [5, 3], [1, 1], [2, 1], 1),
     ]
 }
 
@@ -530,7 +543,9 @@ fn host_tile_constants_match_the_shader() {
         let module = naga::front::wgsl::parse_str(shader.source).expect("parses");
         assert_eq!(wgsl_const(&module, "CHUNK"), gemm::CHUNK);
         assert!(gemm::TILE_M.is_multiple_of(4) && gemm::TILE_M <= wgsl_const(&module, "MAX_TM"));
-        assert!(gemm::TILE_N.is_multiple_of(4) && gemm::TILE_N <= wgsl_const(&module, "MAX_TN"));
+        for tn in [gemm::TILE_N, gemm::ROW_LANE_COLS] {
+            assert!(tn.is_multiple_of(4) && tn <= wgsl_const(&module, "MAX_TN"));
+        }
         let sum = module
             .entry_points
             .iter()

@@ -32,11 +32,17 @@ pub static PORTABLE_FORWARD_VEC: PipelineKey = tile_key!(&PORTABLE_A4_SHADER, 1,
 pub static SUBGROUP_FORWARD_VEC2: PipelineKey = tile_key!(&SUBGROUP_A4B4_SHADER, 1, 0, 0);
 /// Forward with vec4 views of the weights and of `x`, portable variant.
 pub static PORTABLE_FORWARD_VEC2: PipelineKey = tile_key!(&PORTABLE_A4B4_SHADER, 1, 0, 0);
+/// Forward with both vec4 views where kernel rows have three taps (`kw == 3`, `k % 12 == 0`):
+/// chunks of four whole kernel rows, each row's source window loaded once for its three taps
+/// (`ROWS3`), subgroup variant.
+pub static SUBGROUP_FORWARD_ROWS3: PipelineKey = tile_key!(&SUBGROUP_A4B4_SHADER, 1, 0, 0, 0, 1);
+/// Forward over 3-tap kernel rows, portable variant.
+pub static PORTABLE_FORWARD_ROWS3: PipelineKey = tile_key!(&PORTABLE_A4B4_SHADER, 1, 0, 0, 0, 1);
 /// Strided backward data: the forward correlation over `dy` read as dilated by the stride
 /// (`DILATE`), subgroup variant. Unstrided backward data runs the forward pipelines.
-pub static SUBGROUP_BACKWARD_DATA_STRIDED: PipelineKey = tile_key!(&SUBGROUP_SHADER, 1, 0, 0, 1);
+pub static SUBGROUP_BACKWARD_DATA_STRIDED: PipelineKey = tile_key!(&SUBGROUP_SHADER, 1, 0, 0, 1, 0);
 /// Strided backward data, portable variant.
-pub static PORTABLE_BACKWARD_DATA_STRIDED: PipelineKey = tile_key!(&PORTABLE_SHADER, 1, 0, 0, 1);
+pub static PORTABLE_BACKWARD_DATA_STRIDED: PipelineKey = tile_key!(&PORTABLE_SHADER, 1, 0, 0, 1, 0);
 /// Backward weight, per-split partial sums (`MODE` 2), subgroup variant.
 pub static SUBGROUP_BACKWARD_WEIGHT: PipelineKey = tile_key!(&SUBGROUP_SHADER, 2, 0, 0);
 /// Backward weight, per-split partial sums, portable variant.
@@ -50,6 +56,14 @@ pub static PORTABLE_BACKWARD_WEIGHT_VEC: PipelineKey = tile_key!(&PORTABLE_A4_SH
 pub static SUBGROUP_BACKWARD_WEIGHT_VEC2: PipelineKey = tile_key!(&SUBGROUP_A4B4_SHADER, 2, 0, 0);
 /// Backward weight with vec4 views of `dy` and `x`, portable variant.
 pub static PORTABLE_BACKWARD_WEIGHT_VEC2: PipelineKey = tile_key!(&PORTABLE_A4B4_SHADER, 2, 0, 0);
+/// Backward weight with vec4 views where kernel rows have three taps (`kw == 3`): each lane
+/// owns 12 columns, four whole kernel rows, and loads each row's source window once for its
+/// three taps (`ROWS3`), subgroup variant.
+pub static SUBGROUP_BACKWARD_WEIGHT_ROWS3: PipelineKey =
+    tile_key!(&SUBGROUP_A4B4_SHADER, 2, 0, 0, 0, 1);
+/// Backward weight over 3-tap kernel rows, portable variant.
+pub static PORTABLE_BACKWARD_WEIGHT_ROWS3: PipelineKey =
+    tile_key!(&PORTABLE_A4B4_SHADER, 2, 0, 0, 0, 1);
 /// Fixed-order sum of the backward-weight splits (no subgroup operations).
 pub static SUM_SPLITS: PipelineKey = PipelineKey {
     shader: &PORTABLE_SHADER,
@@ -68,13 +82,15 @@ pub static FLIP_WEIGHTS: PipelineKey = PipelineKey {
 };
 
 /// Every convolution pipeline.
-pub static PIPELINES: [&PipelineKey; 16] = [
+pub static PIPELINES: [&PipelineKey; 20] = [
     &SUBGROUP_FORWARD,
     &PORTABLE_FORWARD,
     &SUBGROUP_FORWARD_VEC,
     &PORTABLE_FORWARD_VEC,
     &SUBGROUP_FORWARD_VEC2,
     &PORTABLE_FORWARD_VEC2,
+    &SUBGROUP_FORWARD_ROWS3,
+    &PORTABLE_FORWARD_ROWS3,
     &SUBGROUP_BACKWARD_DATA_STRIDED,
     &PORTABLE_BACKWARD_DATA_STRIDED,
     &SUBGROUP_BACKWARD_WEIGHT,
@@ -83,6 +99,8 @@ pub static PIPELINES: [&PipelineKey; 16] = [
     &PORTABLE_BACKWARD_WEIGHT_VEC,
     &SUBGROUP_BACKWARD_WEIGHT_VEC2,
     &PORTABLE_BACKWARD_WEIGHT_VEC2,
+    &SUBGROUP_BACKWARD_WEIGHT_ROWS3,
+    &PORTABLE_BACKWARD_WEIGHT_ROWS3,
     &SUM_SPLITS,
     &FLIP_WEIGHTS,
 ];
@@ -216,10 +234,14 @@ pub fn conv2d_forward(
 
 /// The CPU engine's pipeline for an undilated correlation whose weights are rows of
 /// `params.k` taps: vec4 views of the weights where rows start 16-byte aligned, and of the
-/// source too where [`source_rows_aligned`].
+/// source too where [`source_rows_aligned`], then in chunks of whole kernel rows where those
+/// have three taps (`k` is then a multiple of 12).
 fn correlation_key(variant: Variant, params: &TileParams) -> &'static PipelineKey {
     let rows_aligned = params.k > 0 && params.k.is_multiple_of(4);
-    if rows_aligned && source_rows_aligned(params) {
+    if rows_aligned && source_rows_aligned(params) && params.kw == 3 {
+        debug_assert!(params.k.is_multiple_of(12));
+        variant.pick(&SUBGROUP_FORWARD_ROWS3, &PORTABLE_FORWARD_ROWS3)
+    } else if rows_aligned && source_rows_aligned(params) {
         variant.pick(&SUBGROUP_FORWARD_VEC2, &PORTABLE_FORWARD_VEC2)
     } else if rows_aligned {
         variant.pick(&SUBGROUP_FORWARD_VEC, &PORTABLE_FORWARD_VEC)
@@ -364,8 +386,10 @@ pub fn backward_weight_splits(gpu: &Gpu, s: &Conv2dShape) -> (usize, usize) {
         return tiles_gpu::backward_weight_splits(gpu, m, cols, groups, positions, s.n);
     }
     let positions = (s.h_out() * s.w_out()) as u32;
-    let tile = CpuTile::for_product(gpu, m as u32, cols as u32, positions);
-    let tiles = groups * tile.count(m, cols);
+    // Both variants' pipelines carry the same tile constants.
+    let tn = super::gemm::lane_cols(backward_weight_key(Variant::Portable, s));
+    let tile = CpuTile::for_product(gpu, m as u32, cols as u32, positions, tn);
+    let tiles = groups * tile.count(m, cols, tn);
     let limits = gpu.limits();
     let binding = limits
         .max_storage_buffer_binding_size
@@ -388,6 +412,32 @@ pub fn backward_weight_splits(gpu: &Gpu, s: &Conv2dShape) -> (usize, usize) {
         .max(1);
     let per_split = s.n.div_ceil(wanted).max(1);
     (s.n.div_ceil(per_split).max(1), per_split)
+}
+
+/// The CPU engine's weight-gradient pipeline. `dy` is `[n, c_out, h_out·w_out]`, rows 16-byte
+/// aligned when `h_out·w_out` is a multiple of 4: read as vec4. Each chunk of 8 positions lies in
+/// one output row when `w_out % 8 == 0`, and reads 8 consecutive elements of `x` with stride 1:
+/// `x` is read as vec4 too, and where kernel rows have three taps, a lane's columns are whole
+/// rows.
+fn backward_weight_key(variant: Variant, s: &Conv2dShape) -> &'static PipelineKey {
+    let positions = s.h_out() * s.w_out();
+    let dy_rows = s.n > 0 && positions.is_multiple_of(4);
+    let x_rows = s.w_out().is_multiple_of(8) && s.w.is_multiple_of(4) && s.stride[1] == 1;
+    if dy_rows && x_rows && s.kernel[1] == 3 {
+        variant.pick(
+            &SUBGROUP_BACKWARD_WEIGHT_ROWS3,
+            &PORTABLE_BACKWARD_WEIGHT_ROWS3,
+        )
+    } else if dy_rows && x_rows {
+        variant.pick(
+            &SUBGROUP_BACKWARD_WEIGHT_VEC2,
+            &PORTABLE_BACKWARD_WEIGHT_VEC2,
+        )
+    } else if dy_rows {
+        variant.pick(&SUBGROUP_BACKWARD_WEIGHT_VEC, &PORTABLE_BACKWARD_WEIGHT_VEC)
+    } else {
+        variant.pick(&SUBGROUP_BACKWARD_WEIGHT, &PORTABLE_BACKWARD_WEIGHT)
+    }
 }
 
 /// Elements of the scratch tensor [`conv2d_backward_weight`] needs: `splits` times the weight
@@ -438,20 +488,7 @@ pub fn conv2d_backward_weight(
         images_per_split: per_split as u32,
         ..correlation(s, s.c_out, [s.c_in, s.h, s.w], [h_out, w_out])
     };
-    // dy is [n, c_out, h_out·w_out], rows 16-byte aligned when h_out·w_out is a multiple of 4.
-    // Each chunk of 8 positions lies in one output row when w_out % 8 == 0, and reads 8
-    // consecutive elements of x with stride 1: x is read as vec4.
-    let x_rows = w_out.is_multiple_of(8) && s.w.is_multiple_of(4) && s.stride[1] == 1;
-    let key = if s.n > 0 && params.k.is_multiple_of(4) && x_rows {
-        variant.pick(
-            &SUBGROUP_BACKWARD_WEIGHT_VEC2,
-            &PORTABLE_BACKWARD_WEIGHT_VEC2,
-        )
-    } else if s.n > 0 && params.k.is_multiple_of(4) {
-        variant.pick(&SUBGROUP_BACKWARD_WEIGHT_VEC, &PORTABLE_BACKWARD_WEIGHT_VEC)
-    } else {
-        variant.pick(&SUBGROUP_BACKWARD_WEIGHT, &PORTABLE_BACKWARD_WEIGHT)
-    };
+    let key = backward_weight_key(variant, s);
     let target = if splits == 1 { dw } else { scratch };
     let sum = if gpu.engine() == Engine::Gpu {
         let pass = Pass::BackwardWeight;

@@ -21,41 +21,49 @@ macro_rules! subgroup_variant {
     () => {
         r#"
 // Subgroup variant. Row layout (a_by_row): lane l loads rows 8i + l of the tile, steps k0 .. k0+7
-// of the chunk, as two vec4 per row; row r is read from lane r % 8. Otherwise lane l loads step
+// of the chunk (k0 .. k0+11 in ROW_CHUNK chunks), as a vec4 per 4 steps; row r is read from lane r % 8. Otherwise lane l loads step
 // k0 + l of the chunk for all TM rows; step q reads them from lane q.
-fn chunk_fragment(z: u32, s: u32, row0: u32, k0: u32, lane: u32) -> array<vec4<f32>, MAX_TM4> {
+fn chunk_fragment(z: u32, s: u32, row0: u32, k0: u32, lane: u32) -> Frag {
     if a_by_row() {
         let l = lane % CHUNK;
-        var v: array<vec4<f32>, MAX_TM4>;
+        var v: Frag;
         v[0] = a_vec(z, s, row0 + 0u + l, k0);
         v[1] = a_vec(z, s, row0 + 0u + l, k0 + 4u);
+        if row_chunks() { v[2] = a_vec(z, s, row0 + 0u + l, k0 + 8u); }
         if TM > 8u {
-            v[2] = a_vec(z, s, row0 + 8u + l, k0);
-            v[3] = a_vec(z, s, row0 + 8u + l, k0 + 4u);
+            v[3] = a_vec(z, s, row0 + 8u + l, k0);
+            v[4] = a_vec(z, s, row0 + 8u + l, k0 + 4u);
+            if row_chunks() { v[5] = a_vec(z, s, row0 + 8u + l, k0 + 8u); }
         }
         if TM > 16u {
-            v[4] = a_vec(z, s, row0 + 16u + l, k0);
-            v[5] = a_vec(z, s, row0 + 16u + l, k0 + 4u);
+            v[6] = a_vec(z, s, row0 + 16u + l, k0);
+            v[7] = a_vec(z, s, row0 + 16u + l, k0 + 4u);
+            if row_chunks() { v[8] = a_vec(z, s, row0 + 16u + l, k0 + 8u); }
         }
         if TM > 24u {
-            v[6] = a_vec(z, s, row0 + 24u + l, k0);
-            v[7] = a_vec(z, s, row0 + 24u + l, k0 + 4u);
+            v[9] = a_vec(z, s, row0 + 24u + l, k0);
+            v[10] = a_vec(z, s, row0 + 24u + l, k0 + 4u);
+            if row_chunks() { v[11] = a_vec(z, s, row0 + 24u + l, k0 + 8u); }
         }
         if TM > 32u {
-            v[8] = a_vec(z, s, row0 + 32u + l, k0);
-            v[9] = a_vec(z, s, row0 + 32u + l, k0 + 4u);
+            v[12] = a_vec(z, s, row0 + 32u + l, k0);
+            v[13] = a_vec(z, s, row0 + 32u + l, k0 + 4u);
+            if row_chunks() { v[14] = a_vec(z, s, row0 + 32u + l, k0 + 8u); }
         }
         if TM > 40u {
-            v[10] = a_vec(z, s, row0 + 40u + l, k0);
-            v[11] = a_vec(z, s, row0 + 40u + l, k0 + 4u);
+            v[15] = a_vec(z, s, row0 + 40u + l, k0);
+            v[16] = a_vec(z, s, row0 + 40u + l, k0 + 4u);
+            if row_chunks() { v[17] = a_vec(z, s, row0 + 40u + l, k0 + 8u); }
         }
         if TM > 48u {
-            v[12] = a_vec(z, s, row0 + 48u + l, k0);
-            v[13] = a_vec(z, s, row0 + 48u + l, k0 + 4u);
+            v[18] = a_vec(z, s, row0 + 48u + l, k0);
+            v[19] = a_vec(z, s, row0 + 48u + l, k0 + 4u);
+            if row_chunks() { v[20] = a_vec(z, s, row0 + 48u + l, k0 + 8u); }
         }
         if TM > 56u {
-            v[14] = a_vec(z, s, row0 + 56u + l, k0);
-            v[15] = a_vec(z, s, row0 + 56u + l, k0 + 4u);
+            v[21] = a_vec(z, s, row0 + 56u + l, k0);
+            v[22] = a_vec(z, s, row0 + 56u + l, k0 + 4u);
+            if row_chunks() { v[23] = a_vec(z, s, row0 + 56u + l, k0 + 8u); }
         }
         return v;
     }
@@ -75,14 +83,16 @@ fn broadcast(x: vec4<f32>, l: u32) -> vec4<f32> {
     }
 }
 
-// A(row0 + r, k0 .. k0+7) in the row layout.
-fn chunk_row(frag: ptr<function, array<vec4<f32>, MAX_TM4>>, z: u32, s: u32, row0: u32, k0: u32, r: u32) -> array<vec4<f32>, 2> {
-    let i = 2u * (r / 8u);
-    return array<vec4<f32>, 2>(broadcast((*frag)[i], r % 8u), broadcast((*frag)[i + 1u], r % 8u));
+// A(row0 + r, k0 .. k0+7), or k0 .. k0+11 in ROW_CHUNK chunks, in the row layout.
+fn chunk_row(frag: ptr<function, Frag>, z: u32, s: u32, row0: u32, k0: u32, r: u32) -> array<vec4<f32>, 3> {
+    let i = 3u * (r / 8u);
+    let l = r % 8u;
+    let tail = select(vec4<f32>(0.0), broadcast((*frag)[i + 2u], l), row_chunks());
+    return array<vec4<f32>, 3>(broadcast((*frag)[i], l), broadcast((*frag)[i + 1u], l), tail);
 }
 
 // A(4·blk .. 4·blk+3, k0 + q) for the CHUNK steps q of the chunk, from lane q.
-fn chunk_block(frag: ptr<function, array<vec4<f32>, MAX_TM4>>, z: u32, s: u32, row0: u32, k0: u32, blk: u32) -> array<vec4<f32>, CHUNK> {
+fn chunk_block(frag: ptr<function, Frag>, z: u32, s: u32, row0: u32, k0: u32, blk: u32) -> array<vec4<f32>, CHUNK> {
     let x = (*frag)[blk];
     return array<vec4<f32>, CHUNK>(
         subgroupBroadcast(x, 0u),
@@ -109,15 +119,17 @@ macro_rules! portable_variant {
     () => {
         r#"
 // Portable variant: every lane loads the A values of the chunk itself.
-fn chunk_fragment(z: u32, s: u32, row0: u32, k0: u32, lane: u32) -> array<vec4<f32>, MAX_TM4> {
-    return array<vec4<f32>, MAX_TM4>();
+fn chunk_fragment(z: u32, s: u32, row0: u32, k0: u32, lane: u32) -> Frag {
+    return Frag();
 }
 
-fn chunk_row(frag: ptr<function, array<vec4<f32>, MAX_TM4>>, z: u32, s: u32, row0: u32, k0: u32, r: u32) -> array<vec4<f32>, 2> {
-    return array<vec4<f32>, 2>(a_vec(z, s, row0 + r, k0), a_vec(z, s, row0 + r, k0 + 4u));
+fn chunk_row(frag: ptr<function, Frag>, z: u32, s: u32, row0: u32, k0: u32, r: u32) -> array<vec4<f32>, 3> {
+    let row = row0 + r;
+    let tail = select(vec4<f32>(0.0), a_vec(z, s, row, k0 + 8u), row_chunks());
+    return array<vec4<f32>, 3>(a_vec(z, s, row, k0), a_vec(z, s, row, k0 + 4u), tail);
 }
 
-fn chunk_block(frag: ptr<function, array<vec4<f32>, MAX_TM4>>, z: u32, s: u32, row0: u32, k0: u32, blk: u32) -> array<vec4<f32>, CHUNK> {
+fn chunk_block(frag: ptr<function, Frag>, z: u32, s: u32, row0: u32, k0: u32, blk: u32) -> array<vec4<f32>, CHUNK> {
     let row = row0 + 4u * blk;
     return array<vec4<f32>, CHUNK>(
         a_step(z, s, row, k0),
@@ -249,12 +261,11 @@ fn vec_views(shader: &Shader) -> (bool, bool) {
 pub const CHUNK: u32 = 8;
 /// Rows per workgroup tile (`override TM`, a multiple of 4, at most `MAX_TM` = 64).
 pub const TILE_M: u32 = 64;
-/// Columns per lane (`override TN`, at most `MAX_TN` = 8).
+/// Columns per lane (`override TN`; the shader holds up to `MAX_TN` = 12, for
+/// [`ROW_LANE_COLS`]).
 pub const TILE_N: u32 = 8;
 /// Lanes per workgroup (`override WG`).
 pub const WORKGROUP: u32 = 64;
-/// Columns per workgroup tile.
-pub const TILE_COLS: u32 = WORKGROUP * TILE_N;
 
 /// A tile shape of the CPU engine: `rows` (`TM`) × `lanes · TILE_N` columns, one workgroup of
 /// `lanes` invocations. The static keys carry [`CpuTile::FULL`]; narrow products (few output
@@ -301,7 +312,8 @@ impl CpuTile {
     /// of 3×3) would leave a quarter of the last 512-column tiles idle, and ran 1.2–1.45× faster
     /// on 64-column tiles (BENCHMARKS.md). Ties keep 512 columns: 8-lane workgroups were slower
     /// for short reductions over 1,024 columns.
-    pub fn choose(m: u32, n: u32, k: u32) -> Self {
+    /// `lane_cols` is the pipeline's columns per lane ([`lane_cols`]).
+    pub fn choose(m: u32, n: u32, k: u32, lane_cols: u32) -> Self {
         let large = u64::from(m) * u64::from(n) * u64::from(k) >= Self::LARGE_PRODUCT;
         let rows = match m {
             0..=16 => 16,
@@ -310,7 +322,7 @@ impl CpuTile {
             _ => 32,
         };
         let waste = |cols: u32| n.div_ceil(cols) * cols - n;
-        let lanes = if waste(CHUNK * TILE_N) < waste(TILE_COLS) {
+        let lanes = if waste(CHUNK * lane_cols) < waste(WORKGROUP * lane_cols) {
             CHUNK
         } else {
             WORKGROUP
@@ -321,22 +333,23 @@ impl CpuTile {
     /// The tile for an `m × n` product over `k` steps (per image for a weight gradient) on
     /// `gpu`: [`CpuTile::choose`], or [`CpuTile::FULL`] where the kernel configuration turns
     /// narrow tiles off.
-    pub fn for_product(gpu: &Gpu, m: u32, n: u32, k: u32) -> Self {
+    pub fn for_product(gpu: &Gpu, m: u32, n: u32, k: u32, lane_cols: u32) -> Self {
         if gpu.kernel_config().narrow_cpu_tiles {
-            Self::choose(m, n, k)
+            Self::choose(m, n, k, lane_cols)
         } else {
             Self::FULL
         }
     }
 
-    /// Output columns per tile.
-    pub fn cols(self) -> u32 {
-        self.lanes * TILE_N
+    /// Output columns per tile of a pipeline with `lane_cols` columns per lane.
+    pub fn cols(self, lane_cols: u32) -> u32 {
+        self.lanes * lane_cols
     }
 
     /// Tiles covering an `m × n` output (at least one).
-    pub fn count(self, m: usize, n: usize) -> usize {
-        m.div_ceil(self.rows as usize).max(1) * n.div_ceil(self.cols() as usize).max(1)
+    pub fn count(self, m: usize, n: usize, lane_cols: u32) -> usize {
+        let cols = self.cols(lane_cols) as usize;
+        m.div_ceil(self.rows as usize).max(1) * n.div_ceil(cols).max(1)
     }
 
     /// `key` (a CPU-engine `tiles` pipeline, whose constants carry [`CpuTile::FULL`]) with this
@@ -379,13 +392,26 @@ impl CpuTile {
 /// ([`KernelConfig::max_reduction`](crate::gpu::KernelConfig::max_reduction) is `None`).
 pub const MAX_REDUCTION: usize = crate::gpu::config::MAX_REDUCTION;
 
-/// A pipeline of the tile engine: the shader, the operand view (`MODE`), transposes and
-/// (strided backward data) the dilated source.
+/// Columns per lane (`TN`) of a tile-engine pipeline: [`TILE_N`], or [`ROW_LANE_COLS`] for a
+/// weight gradient over kernel rows of three taps.
+pub fn lane_cols(key: &PipelineKey) -> u32 {
+    key.constants
+        .iter()
+        .find(|&&(name, _)| name == "TN")
+        .map_or(TILE_N, |&(_, tn)| tn)
+}
+
+/// Columns per lane of a weight gradient with `ROWS3`: four kernel rows of three taps.
+pub const ROW_LANE_COLS: u32 = 12;
+
+/// A pipeline of the tile engine: the shader, the operand view (`MODE`), transposes, (strided
+/// backward data) the dilated source and `ROWS3` (kernel rows of three taps: see gemm.wgsl),
+/// which gives a weight gradient [`ROW_LANE_COLS`] columns per lane.
 macro_rules! tile_key {
     ($shader:expr, $mode:expr, $trans_a:expr, $trans_b:expr) => {
-        $crate::kernels::gemm::tile_key!($shader, $mode, $trans_a, $trans_b, 0)
+        $crate::kernels::gemm::tile_key!($shader, $mode, $trans_a, $trans_b, 0, 0)
     };
-    ($shader:expr, $mode:expr, $trans_a:expr, $trans_b:expr, $dilate:expr) => {
+    ($shader:expr, $mode:expr, $trans_a:expr, $trans_b:expr, $dilate:expr, $rows3:expr) => {
         PipelineKey {
             shader: $shader,
             entry: "tiles",
@@ -394,8 +420,16 @@ macro_rules! tile_key {
                 ("TRANS_A", $trans_a),
                 ("TRANS_B", $trans_b),
                 ("DILATE", $dilate),
+                ("ROWS3", $rows3),
                 ("TM", $crate::kernels::gemm::TILE_M),
-                ("TN", $crate::kernels::gemm::TILE_N),
+                (
+                    "TN",
+                    if $rows3 == 1 && $mode == 2 {
+                        $crate::kernels::gemm::ROW_LANE_COLS
+                    } else {
+                        $crate::kernels::gemm::TILE_N
+                    },
+                ),
                 ("WG", $crate::kernels::gemm::WORKGROUP),
             ],
         }
@@ -597,9 +631,10 @@ pub(crate) fn launch_tiles(
             });
         }
     }
-    let tile = CpuTile::for_product(gpu, params.m, params.n, params.k);
+    let tn = lane_cols(key);
+    let tile = CpuTile::for_product(gpu, params.m, params.n, params.k, tn);
     let key = tile.key(key);
-    params.tiles_n = params.n.div_ceil(tile.cols());
+    params.tiles_n = params.n.div_ceil(tile.cols(tn));
     let tiles = u64::from(params.m.div_ceil(tile.rows)) * u64::from(params.tiles_n);
     let grid = gpu.grid_for_count(op, tiles * u64::from(params.batches))?;
     params.tiles = tiles as u32;
