@@ -57,11 +57,12 @@ fn row_chunks() -> bool {
     return ROWS3 && MODE == 1u;
 }
 
+// The lane's accumulators: acc[j][r] holds row r, columns 4j..4j+3 (column blocks outermost, so
+// that pipelines of TN = 8 use two contiguous blocks of the array and leave the third alone).
+alias Acc = array<array<vec4<f32>, MAX_TM>, MAX_TN4>;
+
 // Per-column state: the base index into B and, for convolutions, the two coordinates whose
 // sums with the cursor decide whether a tap falls in the zero padding.
-// The lane's accumulators: row r, columns 4j..4j+3.
-alias Acc = array<array<vec4<f32>, MAX_TN4>, MAX_TM>;
-
 struct Column {
     base: u32,
     dy: u32,
@@ -515,7 +516,7 @@ fn load_chunk_b(bq: ptr<function, Bq>, cols: ptr<function, array<Column, MAX_TN>
 // Row r of the lane's tile over the whole chunk: a[q / 4][q % 4] = A(r, k0 + q). The row's
 // accumulators stay in registers for the chunk's steps.
 fn mac_row(acc: ptr<function, Acc>, r: u32, a: array<vec4<f32>, 3>, bq: ptr<function, Bq>) {
-    var s0 = (*acc)[r][0];
+    var s0 = (*acc)[0][r];
     s0 += a[0].x * (*bq)[0][0];
     s0 += a[0].y * (*bq)[1][0];
     s0 += a[0].z * (*bq)[2][0];
@@ -530,9 +531,9 @@ fn mac_row(acc: ptr<function, Acc>, r: u32, a: array<vec4<f32>, 3>, bq: ptr<func
         s0 += a[2].z * (*bq)[10][0];
         s0 += a[2].w * (*bq)[11][0];
     }
-    (*acc)[r][0] = s0;
+    (*acc)[0][r] = s0;
     if TN > 4u {
-        var s1 = (*acc)[r][1];
+        var s1 = (*acc)[1][r];
         s1 += a[0].x * (*bq)[0][1];
         s1 += a[0].y * (*bq)[1][1];
         s1 += a[0].z * (*bq)[2][1];
@@ -547,11 +548,11 @@ fn mac_row(acc: ptr<function, Acc>, r: u32, a: array<vec4<f32>, 3>, bq: ptr<func
             s1 += a[2].z * (*bq)[10][1];
             s1 += a[2].w * (*bq)[11][1];
         }
-        (*acc)[r][1] = s1;
+        (*acc)[1][r] = s1;
     }
     if TN > 8u {
         // MODE 2 only: chunks of CHUNK steps.
-        var s2 = (*acc)[r][2];
+        var s2 = (*acc)[2][r];
         s2 += a[0].x * (*bq)[0][2];
         s2 += a[0].y * (*bq)[1][2];
         s2 += a[0].z * (*bq)[2][2];
@@ -560,7 +561,7 @@ fn mac_row(acc: ptr<function, Acc>, r: u32, a: array<vec4<f32>, 3>, bq: ptr<func
         s2 += a[1].y * (*bq)[5][2];
         s2 += a[1].z * (*bq)[6][2];
         s2 += a[1].w * (*bq)[7][2];
-        (*acc)[r][2] = s2;
+        (*acc)[2][r] = s2;
     }
 }
 
@@ -675,9 +676,9 @@ fn store_vec(row: u32, j: u32, v: vec4<f32>, col0: u32, cols: ptr<function, arra
 }
 
 fn store_row(acc: ptr<function, Acc>, r: u32, row0: u32, col0: u32, cols: ptr<function, array<Column, MAX_TN>>) {
-    store_vec(row0 + r, 0u, (*acc)[r][0], col0, cols);
-    if TN > 4u { store_vec(row0 + r, 4u, (*acc)[r][1], col0, cols); }
-    if TN > 8u { store_vec(row0 + r, 8u, (*acc)[r][2], col0, cols); }
+    store_vec(row0 + r, 0u, (*acc)[0][r], col0, cols);
+    if TN > 4u { store_vec(row0 + r, 4u, (*acc)[1][r], col0, cols); }
+    if TN > 8u { store_vec(row0 + r, 8u, (*acc)[2][r], col0, cols); }
 }
 
 fn store_rows(acc: ptr<function, Acc>, r: u32, row0: u32, col0: u32, cols: ptr<function, array<Column, MAX_TN>>) {
