@@ -307,12 +307,12 @@ impl CpuTile {
 
     /// The smallest shape that covers `m` rows (16, 32 or, for products of at least
     /// [`CpuTile::LARGE_PRODUCT`] multiply-adds `m·n·k`, 64 per tile), and a workgroup of
-    /// [`CHUNK`] lanes (64 columns) where that leaves fewer columns of the last tile idle than
-    /// 512-column tiles do: a weight gradient's `c_in·kh·kw` columns (1,152 for 128 channels
+    /// [`CHUNK`] lanes where that leaves fewer columns of the last tile idle than 64 lanes do,
+    /// for a pipeline of `lane_cols` columns per lane ([`lane_cols`]; 64 or 512 columns per
+    /// tile with [`TILE_N`]): a weight gradient's `c_in·kh·kw` columns (1,152 for 128 channels
     /// of 3×3) would leave a quarter of the last 512-column tiles idle, and ran 1.2–1.45× faster
-    /// on 64-column tiles (BENCHMARKS.md). Ties keep 512 columns: 8-lane workgroups were slower
-    /// for short reductions over 1,024 columns.
-    /// `lane_cols` is the pipeline's columns per lane ([`lane_cols`]).
+    /// on 64-column tiles (BENCHMARKS.md). Ties keep 64 lanes (8-lane workgroups were slower
+    /// for short reductions over 1,024 columns), except for [`ROW_LANE_COLS`] (below).
     pub fn choose(m: u32, n: u32, k: u32, lane_cols: u32) -> Self {
         let large = u64::from(m) * u64::from(n) * u64::from(k) >= Self::LARGE_PRODUCT;
         let rows = match m {
@@ -322,7 +322,12 @@ impl CpuTile {
             _ => 32,
         };
         let waste = |cols: u32| n.div_ceil(cols) * cols - n;
-        let lanes = if waste(CHUNK * lane_cols) < waste(WORKGROUP * lane_cols) {
+        // Weight gradients over 3-tap kernel rows always take 8 lanes (96 columns): as fast as
+        // 768-column tiles where both fit (VGG-7's 2,304 and 4,608 columns), and one pipeline
+        // fewer per row count for llvmpipe to compile.
+        let lanes = if lane_cols == ROW_LANE_COLS
+            || waste(CHUNK * lane_cols) < waste(WORKGROUP * lane_cols)
+        {
             CHUNK
         } else {
             WORKGROUP
