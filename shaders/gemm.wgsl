@@ -516,53 +516,29 @@ fn load_chunk_b(bq: ptr<function, Bq>, cols: ptr<function, array<Column, MAX_TN>
 // Row r of the lane's tile over the whole chunk: a[q / 4][q % 4] = A(r, k0 + q). The row's
 // accumulators stay in registers for the chunk's steps.
 fn mac_row(acc: ptr<function, Acc>, r: u32, a: array<vec4<f32>, 3>, bq: ptr<function, Bq>) {
-    var s0 = (*acc)[0][r];
-    s0 += a[0].x * (*bq)[0][0];
-    s0 += a[0].y * (*bq)[1][0];
-    s0 += a[0].z * (*bq)[2][0];
-    s0 += a[0].w * (*bq)[3][0];
-    s0 += a[1].x * (*bq)[4][0];
-    s0 += a[1].y * (*bq)[5][0];
-    s0 += a[1].z * (*bq)[6][0];
-    s0 += a[1].w * (*bq)[7][0];
+    (*acc)[0][r] = mac_cols((*acc)[0][r], a, bq, 0u);
+    if TN > 4u { (*acc)[1][r] = mac_cols((*acc)[1][r], a, bq, 1u); }
+    if TN > 8u { (*acc)[2][r] = mac_cols((*acc)[2][r], a, bq, 2u); }
+}
+
+// Columns 4j .. 4j+3 of one row: s plus the chunk's steps.
+fn mac_cols(s: vec4<f32>, a: array<vec4<f32>, 3>, bq: ptr<function, Bq>, j: u32) -> vec4<f32> {
+    var t = s;
+    t += a[0].x * (*bq)[0][j];
+    t += a[0].y * (*bq)[1][j];
+    t += a[0].z * (*bq)[2][j];
+    t += a[0].w * (*bq)[3][j];
+    t += a[1].x * (*bq)[4][j];
+    t += a[1].y * (*bq)[5][j];
+    t += a[1].z * (*bq)[6][j];
+    t += a[1].w * (*bq)[7][j];
     if row_chunks() {
-        s0 += a[2].x * (*bq)[8][0];
-        s0 += a[2].y * (*bq)[9][0];
-        s0 += a[2].z * (*bq)[10][0];
-        s0 += a[2].w * (*bq)[11][0];
+        t += a[2].x * (*bq)[8][j];
+        t += a[2].y * (*bq)[9][j];
+        t += a[2].z * (*bq)[10][j];
+        t += a[2].w * (*bq)[11][j];
     }
-    (*acc)[0][r] = s0;
-    if TN > 4u {
-        var s1 = (*acc)[1][r];
-        s1 += a[0].x * (*bq)[0][1];
-        s1 += a[0].y * (*bq)[1][1];
-        s1 += a[0].z * (*bq)[2][1];
-        s1 += a[0].w * (*bq)[3][1];
-        s1 += a[1].x * (*bq)[4][1];
-        s1 += a[1].y * (*bq)[5][1];
-        s1 += a[1].z * (*bq)[6][1];
-        s1 += a[1].w * (*bq)[7][1];
-        if row_chunks() {
-            s1 += a[2].x * (*bq)[8][1];
-            s1 += a[2].y * (*bq)[9][1];
-            s1 += a[2].z * (*bq)[10][1];
-            s1 += a[2].w * (*bq)[11][1];
-        }
-        (*acc)[1][r] = s1;
-    }
-    if TN > 8u {
-        // MODE 2 only: chunks of CHUNK steps.
-        var s2 = (*acc)[2][r];
-        s2 += a[0].x * (*bq)[0][2];
-        s2 += a[0].y * (*bq)[1][2];
-        s2 += a[0].z * (*bq)[2][2];
-        s2 += a[0].w * (*bq)[3][2];
-        s2 += a[1].x * (*bq)[4][2];
-        s2 += a[1].y * (*bq)[5][2];
-        s2 += a[1].z * (*bq)[6][2];
-        s2 += a[1].w * (*bq)[7][2];
-        (*acc)[2][r] = s2;
-    }
+    return t;
 }
 
 // Rows 4·blk .. 4·blk+3 over a chunk of CHUNK steps; av[q] holds their A values of step k0 + q.
