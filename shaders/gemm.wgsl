@@ -47,6 +47,10 @@ override DILATE: bool = false;
 // ROW_CHUNK steps, four whole kernel rows (load_kernel_row). MODE 2 (TN = 12): each lane's
 // columns are four whole kernel rows (load_wgrad_row).
 override ROWS3: bool = false;
+// MODE 1 with VEC_A, never with ROWS3: rows of A start anywhere (k % 4 != 0, e.g. a first
+// layer's 27 taps), so the row layout loads the three vec4 around a row's 8 steps and shifts
+// them into place (a_window) instead of one scalar load per row and step.
+override A_UNALIGNED: bool = false;
 override TM: u32 = 32u;
 // 8, or 12 for a MODE 2 ROWS3 pipeline only.
 override TN: u32 = 8u;
@@ -200,6 +204,35 @@ fn a_vec(z: u32, s: u32, row: u32, p: u32) -> vec4<f32> {
     return select(vec4<f32>(0.0), load_a4(i / 4u), p < P.k);
 }
 
+// A(row, k0 .. k0+7) where rows of A start anywhere (A_UNALIGNED): the three vec4 around the 8
+// steps, shifted into place; zero past the end of the reduction (loads there may cross into
+// the next row or past the tensor: their elements are replaced, never used).
+fn a_window(z: u32, s: u32, row: u32, k0: u32) -> array<vec4<f32>, 2> {
+    let start = a_index(z, s, min(row, P.m - 1u), k0);
+    let i = start / 4u;
+    let shift = start & 3u;
+    let e = array<vec4<f32>, 4>(load_a4(i), load_a4(i + 1u), load_a4(i + 2u), vec4<f32>(0.0));
+    return array<vec4<f32>, 2>(
+        vec4<f32>(a_pick(e, k0, 0u, shift), a_pick(e, k0, 1u, shift), a_pick(e, k0, 2u, shift), a_pick(e, k0, 3u, shift)),
+        vec4<f32>(a_pick(e, k0, 4u, shift), a_pick(e, k0, 5u, shift), a_pick(e, k0, 6u, shift), a_pick(e, k0, 7u, shift)),
+    );
+}
+
+// Step k0 + q of a_window's elements e, zero past the end of the reduction.
+fn a_pick(e: array<vec4<f32>, 4>, k0: u32, q: u32, shift: u32) -> f32 {
+    return select(0.0, pick16(e, q, shift), k0 + q < P.k);
+}
+
+// A(row, k0 .. k0+7) in the row layout, and k0+8 .. k0+11 in ROW_CHUNK chunks (else zero).
+fn a_row_steps(z: u32, s: u32, row: u32, k0: u32) -> array<vec4<f32>, 3> {
+    let tail = select(vec4<f32>(0.0), a_vec(z, s, row, k0 + 8u), row_chunks());
+    if A_UNALIGNED {
+        let w = a_window(z, s, row, k0);
+        return array<vec4<f32>, 3>(w[0], w[1], tail);
+    }
+    return array<vec4<f32>, 3>(a_vec(z, s, row, k0), a_vec(z, s, row, k0 + 4u), tail);
+}
+
 // A(row .. row+3, p), zero when the step is past the end of the segment.
 fn a_step(z: u32, s: u32, row: u32, p: u32) -> vec4<f32> {
     return a_block(z, s, row, min(p, P.k - 1u), p < P.k);
@@ -300,13 +333,14 @@ fn load_b_cols(bq: ptr<function, Bq>, cols: ptr<function, array<Column, MAX_TN>>
 }
 
 // Whether a tap reads the source (not the zero padding, nor, when DILATE, a zero between the
-// rows or columns of the dilated source); coordinates wrap below zero.
+// rows or columns of the dilated source, nor a step past the end of the reduction, which would
+// read the next image: its weight is zero, but 0 · NaN is not); coordinates wrap below zero.
 fn conv_inside(col: Column, cur: Cursor) -> bool {
     let y = col.dy + cur.ty;
     let x = col.dx + cur.tx;
     let plain = y < P.src_h && x < P.src_w;
     let dilated = y % P.dil_h == 0u && y / P.dil_h < P.src_h && x % P.dil_w == 0u && x / P.dil_w < P.src_w;
-    return select(plain, dilated, DILATE);
+    return select(plain, dilated, DILATE) && cur.p < P.k;
 }
 
 // Index into `b` of a tap inside the source: the column base plus the cursor's offset, or with

@@ -423,6 +423,12 @@ fn general_conv_shapes() -> Vec<Conv2dShape> {
         // all three passes; 5×3 forward and weight gradient.
         conv(2, 4, [5, 16], 8, [1, 3], [1, 1], [0, 1], 1),
         conv(1, 4, [7, 8], 5, [5, 3], [1, 1], [2, 1], 1),
+        // Weight rows not 16-byte aligned, read through the vec4 view (A_UNALIGNED) in the
+        // forward: 27 taps over 12 channels (rows of every shift), 25 taps of one channel, and
+        // two groups of 27 (the second group's weights start unaligned) with a vertical stride.
+        conv(2, 3, [8, 16], 12, [3, 3], [1, 1], [1, 1], 1),
+        conv(2, 1, [12, 12], 4, [5, 5], [1, 1], [0, 0], 1),
+        conv(1, 6, [5, 16], 4, [3, 3], [2, 1], [1, 1], 2),
     ]
 }
 
@@ -431,6 +437,32 @@ fn general_conv_matches_reference() {
     for (g, variant) in setups() {
         for (i, s) in general_conv_shapes().iter().enumerate() {
             check_conv(&g, variant, s, 400 + i as u64);
+        }
+    }
+}
+
+/// The reduction's last chunk runs past the taps (27 in chunks of 8): those steps read the
+/// next image's first channel with a zero weight. A NaN there must not reach this image
+/// (0 · NaN is NaN), on the vec4 paths (rows of 16) and the scalar one (rows of 12).
+#[test]
+fn a_nan_in_one_image_stays_in_it() {
+    for (g, variant) in setups() {
+        for w in [16, 12] {
+            let s = conv(2, 3, [6, w], 4, [3, 3], [1, 1], [1, 1], 1);
+            let mut x = uniform(70, s.input().len(), -1.0, 1.0);
+            let image = s.input().len() / 2;
+            x[image..image + 6 * w].fill(f32::NAN);
+            let weights = uniform(71, s.weight_len(), -1.0, 1.0);
+            let (tx, tw) = (upload(&g, &x), upload(&g, &weights));
+            let y = g.zeros("y", &[s.output().len()]).unwrap();
+            run(&g, |e| {
+                conv::conv2d_forward(&g, e, variant, &s, &tx, &tw, &y)
+            });
+            let out = g.read_blocking(&[&y]).unwrap().remove(0);
+            let first = s.output().len() / 2;
+            let expected = reference::conv2d_forward(&s, &x, &weights, None);
+            let what = format!("{} engine {variant:?} {s:?}", g.engine());
+            assert_close(&out[..first], &expected[..first], REL, &what);
         }
     }
 }

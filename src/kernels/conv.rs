@@ -38,6 +38,15 @@ pub static PORTABLE_FORWARD_VEC2: PipelineKey = tile_key!(&PORTABLE_A4B4_SHADER,
 pub static SUBGROUP_FORWARD_ROWS3: PipelineKey = tile_key!(&SUBGROUP_A4B4_SHADER, 1, 0, 0, 0, 1);
 /// Forward over 3-tap kernel rows, portable variant.
 pub static PORTABLE_FORWARD_ROWS3: PipelineKey = tile_key!(&PORTABLE_A4B4_SHADER, 1, 0, 0, 0, 1);
+/// Forward with both vec4 views where the weights' rows do not start 16-byte aligned
+/// (`c_in/groups·kh·kw % 4 != 0`, e.g. a first layer's 27 taps; the weight length a multiple
+/// of 4): each row's 8 steps of a chunk from three vec4 shifted into place (`A_UNALIGNED`),
+/// subgroup variant.
+pub static SUBGROUP_FORWARD_UNALIGNED: PipelineKey =
+    tile_key!(&SUBGROUP_A4B4_SHADER, 1, 0, 0, 0, 0, 1);
+/// Forward with unaligned weight rows, portable variant.
+pub static PORTABLE_FORWARD_UNALIGNED: PipelineKey =
+    tile_key!(&PORTABLE_A4B4_SHADER, 1, 0, 0, 0, 0, 1);
 /// Strided backward data: the forward correlation over `dy` read as dilated by the stride
 /// (`DILATE`), subgroup variant. Unstrided backward data runs the forward pipelines.
 pub static SUBGROUP_BACKWARD_DATA_STRIDED: PipelineKey = tile_key!(&SUBGROUP_SHADER, 1, 0, 0, 1, 0);
@@ -82,7 +91,7 @@ pub static FLIP_WEIGHTS: PipelineKey = PipelineKey {
 };
 
 /// Every convolution pipeline.
-pub static PIPELINES: [&PipelineKey; 20] = [
+pub static PIPELINES: [&PipelineKey; 22] = [
     &SUBGROUP_FORWARD,
     &PORTABLE_FORWARD,
     &SUBGROUP_FORWARD_VEC,
@@ -91,6 +100,8 @@ pub static PIPELINES: [&PipelineKey; 20] = [
     &PORTABLE_FORWARD_VEC2,
     &SUBGROUP_FORWARD_ROWS3,
     &PORTABLE_FORWARD_ROWS3,
+    &SUBGROUP_FORWARD_UNALIGNED,
+    &PORTABLE_FORWARD_UNALIGNED,
     &SUBGROUP_BACKWARD_DATA_STRIDED,
     &PORTABLE_BACKWARD_DATA_STRIDED,
     &SUBGROUP_BACKWARD_WEIGHT,
@@ -235,10 +246,14 @@ pub fn conv2d_forward(
 /// The CPU engine's pipeline for an undilated correlation whose weights are rows of
 /// `params.k` taps: vec4 views of the weights where rows start 16-byte aligned, and of the
 /// source too where [`source_rows_aligned`], then in chunks of whole kernel rows where those
-/// have three taps (`k` is then a multiple of 12).
+/// have three taps (`k` is then a multiple of 12). Unaligned rows take both views too where the
+/// source allows and the weights' vec4 view reaches their last element (length a multiple of 4).
 fn correlation_key(variant: Variant, params: &TileParams) -> &'static PipelineKey {
     let rows_aligned = params.k > 0 && params.k.is_multiple_of(4);
-    if rows_aligned && source_rows_aligned(params) && params.kw == 3 {
+    let weights_len = u64::from(params.a_stride) * u64::from(params.batches);
+    if !rows_aligned && source_rows_aligned(params) && weights_len.is_multiple_of(4) {
+        variant.pick(&SUBGROUP_FORWARD_UNALIGNED, &PORTABLE_FORWARD_UNALIGNED)
+    } else if rows_aligned && source_rows_aligned(params) && params.kw == 3 {
         debug_assert!(params.k.is_multiple_of(12));
         variant.pick(&SUBGROUP_FORWARD_ROWS3, &PORTABLE_FORWARD_ROWS3)
     } else if rows_aligned && source_rows_aligned(params) {

@@ -27,47 +27,24 @@ fn chunk_fragment(z: u32, s: u32, row0: u32, k0: u32, lane: u32) -> Frag {
     if a_by_row() {
         let l = lane % CHUNK;
         var v: Frag;
-        v[0] = a_vec(z, s, row0 + 0u + l, k0);
-        v[1] = a_vec(z, s, row0 + 0u + l, k0 + 4u);
-        if row_chunks() { v[2] = a_vec(z, s, row0 + 0u + l, k0 + 8u); }
-        if TM > 8u {
-            v[3] = a_vec(z, s, row0 + 8u + l, k0);
-            v[4] = a_vec(z, s, row0 + 8u + l, k0 + 4u);
-            if row_chunks() { v[5] = a_vec(z, s, row0 + 8u + l, k0 + 8u); }
-        }
-        if TM > 16u {
-            v[6] = a_vec(z, s, row0 + 16u + l, k0);
-            v[7] = a_vec(z, s, row0 + 16u + l, k0 + 4u);
-            if row_chunks() { v[8] = a_vec(z, s, row0 + 16u + l, k0 + 8u); }
-        }
-        if TM > 24u {
-            v[9] = a_vec(z, s, row0 + 24u + l, k0);
-            v[10] = a_vec(z, s, row0 + 24u + l, k0 + 4u);
-            if row_chunks() { v[11] = a_vec(z, s, row0 + 24u + l, k0 + 8u); }
-        }
-        if TM > 32u {
-            v[12] = a_vec(z, s, row0 + 32u + l, k0);
-            v[13] = a_vec(z, s, row0 + 32u + l, k0 + 4u);
-            if row_chunks() { v[14] = a_vec(z, s, row0 + 32u + l, k0 + 8u); }
-        }
-        if TM > 40u {
-            v[15] = a_vec(z, s, row0 + 40u + l, k0);
-            v[16] = a_vec(z, s, row0 + 40u + l, k0 + 4u);
-            if row_chunks() { v[17] = a_vec(z, s, row0 + 40u + l, k0 + 8u); }
-        }
-        if TM > 48u {
-            v[18] = a_vec(z, s, row0 + 48u + l, k0);
-            v[19] = a_vec(z, s, row0 + 48u + l, k0 + 4u);
-            if row_chunks() { v[20] = a_vec(z, s, row0 + 48u + l, k0 + 8u); }
-        }
-        if TM > 56u {
-            v[21] = a_vec(z, s, row0 + 56u + l, k0);
-            v[22] = a_vec(z, s, row0 + 56u + l, k0 + 4u);
-            if row_chunks() { v[23] = a_vec(z, s, row0 + 56u + l, k0 + 8u); }
-        }
+        put_row_steps(&v, 0u, a_row_steps(z, s, row0 + l, k0));
+        if TM > 8u { put_row_steps(&v, 1u, a_row_steps(z, s, row0 + 8u + l, k0)); }
+        if TM > 16u { put_row_steps(&v, 2u, a_row_steps(z, s, row0 + 16u + l, k0)); }
+        if TM > 24u { put_row_steps(&v, 3u, a_row_steps(z, s, row0 + 24u + l, k0)); }
+        if TM > 32u { put_row_steps(&v, 4u, a_row_steps(z, s, row0 + 32u + l, k0)); }
+        if TM > 40u { put_row_steps(&v, 5u, a_row_steps(z, s, row0 + 40u + l, k0)); }
+        if TM > 48u { put_row_steps(&v, 6u, a_row_steps(z, s, row0 + 48u + l, k0)); }
+        if TM > 56u { put_row_steps(&v, 7u, a_row_steps(z, s, row0 + 56u + l, k0)); }
         return v;
     }
     return a_rows(z, s, row0, k0 + lane % CHUNK);
+}
+
+// The lane's row of group g (rows 8g + l) in the fragment's row layout.
+fn put_row_steps(v: ptr<function, Frag>, g: u32, a: array<vec4<f32>, 3>) {
+    (*v)[3u * g] = a[0];
+    (*v)[3u * g + 1u] = a[1];
+    (*v)[3u * g + 2u] = a[2];
 }
 
 fn broadcast(x: vec4<f32>, l: u32) -> vec4<f32> {
@@ -124,9 +101,7 @@ fn chunk_fragment(z: u32, s: u32, row0: u32, k0: u32, lane: u32) -> Frag {
 }
 
 fn chunk_row(frag: ptr<function, Frag>, z: u32, s: u32, row0: u32, k0: u32, r: u32) -> array<vec4<f32>, 3> {
-    let row = row0 + r;
-    let tail = select(vec4<f32>(0.0), a_vec(z, s, row, k0 + 8u), row_chunks());
-    return array<vec4<f32>, 3>(a_vec(z, s, row, k0), a_vec(z, s, row, k0 + 4u), tail);
+    return a_row_steps(z, s, row0 + r, k0);
 }
 
 fn chunk_block(frag: ptr<function, Frag>, z: u32, s: u32, row0: u32, k0: u32, blk: u32) -> array<vec4<f32>, CHUNK> {
@@ -410,13 +385,17 @@ pub fn lane_cols(key: &PipelineKey) -> u32 {
 pub const ROW_LANE_COLS: u32 = 12;
 
 /// A pipeline of the tile engine: the shader, the operand view (`MODE`), transposes, (strided
-/// backward data) the dilated source and `ROWS3` (kernel rows of three taps: see gemm.wgsl),
-/// which gives a weight gradient [`ROW_LANE_COLS`] columns per lane.
+/// backward data) the dilated source, `ROWS3` (kernel rows of three taps: see gemm.wgsl), which
+/// gives a weight gradient [`ROW_LANE_COLS`] columns per lane, and `A_UNALIGNED` (rows of A
+/// read through the vec4 view wherever they start).
 macro_rules! tile_key {
     ($shader:expr, $mode:expr, $trans_a:expr, $trans_b:expr) => {
         $crate::kernels::gemm::tile_key!($shader, $mode, $trans_a, $trans_b, 0, 0)
     };
     ($shader:expr, $mode:expr, $trans_a:expr, $trans_b:expr, $dilate:expr, $rows3:expr) => {
+        $crate::kernels::gemm::tile_key!($shader, $mode, $trans_a, $trans_b, $dilate, $rows3, 0)
+    };
+    ($shader:expr, $mode:expr, $trans_a:expr, $trans_b:expr, $dilate:expr, $rows3:expr, $a_unaligned:expr) => {
         PipelineKey {
             shader: $shader,
             entry: "tiles",
@@ -426,6 +405,7 @@ macro_rules! tile_key {
                 ("TRANS_B", $trans_b),
                 ("DILATE", $dilate),
                 ("ROWS3", $rows3),
+                ("A_UNALIGNED", $a_unaligned),
                 ("TM", $crate::kernels::gemm::TILE_M),
                 (
                     "TN",
