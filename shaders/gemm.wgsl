@@ -11,7 +11,8 @@
 // portable variant loads it in every lane. Where the shader has vec4 views of the operands
 // (VEC_A, VEC_B: 16-byte aligned rows, chosen by the launcher), A rows contiguous along the
 // reduction are loaded as vec4 (lane l holds rows 8i + l of the chunk) and GEMM B rows too;
-// convolutions whose kernel rows have three taps load one source window per row (ROWS3). No
+// convolutions whose kernel rows have three taps load one source window per row (ROWS3), and
+// backward data over a large padding visits only the taps inside the source (TAP_MAJOR). No
 // workgroup memory, no barriers (both are slow on CPU adapters; see BENCHMARKS.md). Partial
 // tiles clamp their loads to valid rows and columns and skip the stores; reduction steps past
 // the end read A as zero.
@@ -51,6 +52,15 @@ override ROWS3: bool = false;
 // layer's 27 taps), so the row layout loads the three vec4 around a row's 8 steps and shifts
 // them into place (a_window) instead of one scalar load per row and step.
 override A_UNALIGNED: bool = false;
+// MODE 1 with VEC_A and VEC_B, never with ROWS3, A_UNALIGNED or DILATE (backward data of a
+// padded convolution whose reduction channels are a multiple of CHUNK): A is laid out tap-major
+// [row][u][v][channel] and the source channels-last [image][y][x][channel]; the tile's columns
+// are images of one destination position (P.n / (dst_h · dst_w) per position, a multiple of the
+// tile's columns), so the kernel taps that read the source rather than the zero padding are the
+// same for the whole workgroup and the reduction visits only those (tile_taps): a correlation
+// over a small source with a large padding (LeNet-5 conv2's backward data, 55 % of its taps in
+// the padding) skips the rest.
+override TAP_MAJOR: bool = false;
 override TM: u32 = 32u;
 // 8, or 12 for a MODE 2 ROWS3 pipeline only.
 override TN: u32 = 8u;
@@ -161,13 +171,56 @@ fn cursor_next(cur: Cursor) -> Cursor {
     return n;
 }
 
-// Segments of the reduction for batch entry z: MODE 2 walks the images of its split.
-fn segments(z: u32) -> vec2<u32> {
+// Segments of the reduction for batch entry z: MODE 2 walks the images of its split,
+// TAP_MAJOR the kernel rows u of the tile's taps (taps: u in [x, y), v in [z, w)).
+fn segments(z: u32, taps: vec4<u32>) -> vec2<u32> {
     if MODE == 2u {
         let first = (z / P.groups) * P.images_per_split;
         return vec2<u32>(first, min(first + P.images_per_split, P.images));
     }
+    if TAP_MAJOR {
+        return taps.xy;
+    }
     return vec2<u32>(0u, 1u);
+}
+
+// The reduction steps [x, y) of segment s: all of them, or with TAP_MAJOR the channels of the
+// kernel row's taps v in [taps.z, taps.w) (contiguous in the tap-major A).
+fn segment_steps(s: u32, taps: vec4<u32>) -> vec2<u32> {
+    if TAP_MAJOR {
+        let channels = tap_channels();
+        return vec2<u32>((s * P.kw + taps.z) * channels, (s * P.kw + taps.w) * channels);
+    }
+    return vec2<u32>(0u, P.k);
+}
+
+// TAP_MAJOR: source channels per tap (a multiple of CHUNK, so that a chunk lies in one tap),
+// and destination columns per position (images, padded to whole tiles).
+fn tap_channels() -> u32 {
+    return P.k / max(P.kh * P.kw, 1u);
+}
+fn tap_position_cols() -> u32 {
+    return max(P.n / max(P.dst_h * P.dst_w, 1u), 1u);
+}
+
+// TAP_MAJOR: the taps (u in [x, y), v in [z, w)) of the destination position of the tile whose
+// first column is col0 that read the source, not the zero padding.
+fn tile_taps(col0: u32) -> vec4<u32> {
+    if !TAP_MAJOR {
+        return vec4<u32>(0u);
+    }
+    let pos = col0 / tap_position_cols();
+    let rows = tap_range((pos / P.dst_w) * P.stride_h - P.pad_h, P.src_h, P.kh);
+    let cols = tap_range((pos % P.dst_w) * P.stride_w - P.pad_w, P.src_w, P.kw);
+    return vec4<u32>(rows, cols);
+}
+
+// Taps t < taps with 0 <= origin + t < size (origin a wrapping u32, below zero in the padding).
+fn tap_range(origin: u32, size: u32, taps: u32) -> vec2<u32> {
+    let o = bitcast<i32>(origin);
+    let first = u32(max(-o, 0));
+    let end = u32(clamp(i32(size) - o, 0, i32(taps)));
+    return vec2<u32>(first, max(first, end));
 }
 
 // Loops whose bodies touch storage buffers are not unrolled by every shader compiler (Mesa's
@@ -287,23 +340,23 @@ fn load_b_rows(bq: ptr<function, Bq>, q: u32, cols: ptr<function, array<Column, 
     if TN > 4u { (*bq)[q][1] = load_b4(((*cols)[4].base + row) / 4u); }
 }
 
-// Column j of B stored transposed: steps k0 .. k0+3 and k0+4 .. k0+7.
-fn b_col_lo(cols: ptr<function, array<Column, MAX_TN>>, j: u32, k0: u32) -> vec4<f32> {
-    return load_b4(((*cols)[j].base + min(k0, P.k - 4u)) / 4u);
-}
-fn b_col_hi(cols: ptr<function, array<Column, MAX_TN>>, j: u32, k0: u32) -> vec4<f32> {
-    return load_b4(((*cols)[j].base + min(k0 + 4u, P.k - 4u)) / 4u);
+// Column j of B stored transposed, 4 steps from element `off` of the column on.
+fn b_col(cols: ptr<function, array<Column, MAX_TN>>, j: u32, off: u32) -> vec4<f32> {
+    return load_b4(((*cols)[j].base + off) / 4u);
 }
 
-fn load_b_cols(bq: ptr<function, Bq>, cols: ptr<function, array<Column, MAX_TN>>, k0: u32) {
-    let l0 = b_col_lo(cols, 0u, k0);
-    let l1 = b_col_lo(cols, 1u, k0);
-    let l2 = b_col_lo(cols, 2u, k0);
-    let l3 = b_col_lo(cols, 3u, k0);
-    let h0 = b_col_hi(cols, 0u, k0);
-    let h1 = b_col_hi(cols, 1u, k0);
-    let h2 = b_col_hi(cols, 2u, k0);
-    let h3 = b_col_hi(cols, 3u, k0);
+// The chunk's 8 steps of columns stored transposed (8 consecutive elements from element `off`
+// of each column: a GEMM's B with TRANS_B, a TAP_MAJOR tile's channels), two vec4 loads per
+// column, transposed into place. `tail` is off + 4, or less where that would pass the end.
+fn load_b_cols(bq: ptr<function, Bq>, cols: ptr<function, array<Column, MAX_TN>>, off: u32, tail: u32) {
+    let l0 = b_col(cols, 0u, off);
+    let l1 = b_col(cols, 1u, off);
+    let l2 = b_col(cols, 2u, off);
+    let l3 = b_col(cols, 3u, off);
+    let h0 = b_col(cols, 0u, tail);
+    let h1 = b_col(cols, 1u, tail);
+    let h2 = b_col(cols, 2u, tail);
+    let h3 = b_col(cols, 3u, tail);
     (*bq)[0][0] = vec4<f32>(l0.x, l1.x, l2.x, l3.x);
     (*bq)[1][0] = vec4<f32>(l0.y, l1.y, l2.y, l3.y);
     (*bq)[2][0] = vec4<f32>(l0.z, l1.z, l2.z, l3.z);
@@ -313,14 +366,14 @@ fn load_b_cols(bq: ptr<function, Bq>, cols: ptr<function, array<Column, MAX_TN>>
     (*bq)[6][0] = vec4<f32>(h0.z, h1.z, h2.z, h3.z);
     (*bq)[7][0] = vec4<f32>(h0.w, h1.w, h2.w, h3.w);
     if TN > 4u {
-        let l4 = b_col_lo(cols, 4u, k0);
-        let l5 = b_col_lo(cols, 5u, k0);
-        let l6 = b_col_lo(cols, 6u, k0);
-        let l7 = b_col_lo(cols, 7u, k0);
-        let h4 = b_col_hi(cols, 4u, k0);
-        let h5 = b_col_hi(cols, 5u, k0);
-        let h6 = b_col_hi(cols, 6u, k0);
-        let h7 = b_col_hi(cols, 7u, k0);
+        let l4 = b_col(cols, 4u, off);
+        let l5 = b_col(cols, 5u, off);
+        let l6 = b_col(cols, 6u, off);
+        let l7 = b_col(cols, 7u, off);
+        let h4 = b_col(cols, 4u, tail);
+        let h5 = b_col(cols, 5u, tail);
+        let h6 = b_col(cols, 6u, tail);
+        let h7 = b_col(cols, 7u, tail);
         (*bq)[0][1] = vec4<f32>(l4.x, l5.x, l6.x, l7.x);
         (*bq)[1][1] = vec4<f32>(l4.y, l5.y, l6.y, l7.y);
         (*bq)[2][1] = vec4<f32>(l4.z, l5.z, l6.z, l7.z);
@@ -476,8 +529,22 @@ fn load_kernel_row(bq: ptr<function, Bq>, q: u32, cols: ptr<function, array<Colu
     return n;
 }
 
+// TAP_MAJOR: B of the chunk's 8 steps, 8 source channels at one tap that reads the source
+// for all of the lane's columns (images at one destination position; no padding to test), from
+// the channels-last source: 8 consecutive elements per column.
+fn load_tap_chunk(bq: ptr<function, Bq>, cols: ptr<function, array<Column, MAX_TN>>, k0: u32) {
+    let channels = tap_channels();
+    let tap = k0 / channels;
+    let off = ((tap / P.kw) * P.src_w + tap % P.kw) * P.src_c + k0 % channels;
+    load_b_cols(bq, cols, off, off + 4u);
+}
+
 // B of the whole chunk; returns the cursor past it.
 fn load_chunk_b(bq: ptr<function, Bq>, cols: ptr<function, array<Column, MAX_TN>>, cur: Cursor, k0: u32) -> Cursor {
+    if TAP_MAJOR {
+        load_tap_chunk(bq, cols, k0);
+        return cur;
+    }
     if row_chunks() {
         var c = load_kernel_row(bq, 0u, cols, cur);
         c = load_kernel_row(bq, 3u, cols, c);
@@ -486,7 +553,7 @@ fn load_chunk_b(bq: ptr<function, Bq>, cols: ptr<function, array<Column, MAX_TN>
     }
     if VEC_B && MODE == 0u {
         if TRANS_B {
-            load_b_cols(bq, cols, k0);
+            load_b_cols(bq, cols, min(k0, P.k - 4u), min(k0 + 4u, P.k - 4u));
         } else {
             load_b_rows(bq, 0u, cols, k0);
             load_b_rows(bq, 1u, cols, k0);
@@ -679,10 +746,15 @@ fn store_one(i: u32, v: f32) {
 fn store_vec(row: u32, j: u32, v: vec4<f32>, col0: u32, cols: ptr<function, array<Column, MAX_TN>>) {
     let stride = row * out_row_stride();
     let live = row < P.m;
-    if live && col0 + j < P.n { store_one((*cols)[j].out + stride, v.x); }
-    if live && col0 + j + 1u < P.n { store_one((*cols)[j + 1u].out + stride, v.y); }
-    if live && col0 + j + 2u < P.n { store_one((*cols)[j + 2u].out + stride, v.z); }
-    if live && col0 + j + 3u < P.n { store_one((*cols)[j + 3u].out + stride, v.w); }
+    if live && column_live(col0 + j) { store_one((*cols)[j].out + stride, v.x); }
+    if live && column_live(col0 + j + 1u) { store_one((*cols)[j + 1u].out + stride, v.y); }
+    if live && column_live(col0 + j + 2u) { store_one((*cols)[j + 2u].out + stride, v.z); }
+    if live && column_live(col0 + j + 3u) { store_one((*cols)[j + 3u].out + stride, v.w); }
+}
+
+// Whether output column col exists (TAP_MAJOR: not one of a position's padding images).
+fn column_live(col: u32) -> bool {
+    return col < P.n && (!TAP_MAJOR || col % tap_position_cols() < P.images);
 }
 
 fn store_row(acc: ptr<function, Acc>, r: u32, row0: u32, col0: u32, cols: ptr<function, array<Column, MAX_TN>>) {
@@ -711,10 +783,12 @@ fn run_tiles(tile: u32, lid: u32, lane: u32) {
         cols[j] = column(z, min(col0 + j, P.n - 1u));
     }
     var acc: Acc;
-    let segs = segments(z);
+    let taps = tile_taps(col0 - lid * TN);
+    let segs = segments(z, taps);
     for (var s = segs.x; s < segs.y; s++) {
         var cur = cursor_start(s);
-        for (var k0 = 0u; k0 < P.k; k0 += select(CHUNK, ROW_CHUNK, row_chunks())) {
+        let steps = segment_steps(s, taps);
+        for (var k0 = steps.x; k0 < steps.y; k0 += select(CHUNK, ROW_CHUNK, row_chunks())) {
             var frag = chunk_fragment(z, s, row0, k0, lane);
             var bq: Bq;
             cur = load_chunk_b(&bq, &cols, cur, k0);

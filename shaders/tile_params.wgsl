@@ -1,6 +1,5 @@
 // Shared by both tile engines (prepended to gemm.wgsl + conv.wgsl and to tiles_gpu.wgsl): the
-// uniform parameters, the operand bindings, the fixed-order sum of weight-gradient splits and
-// the rotated weights of the backward-data correlation.
+// uniform parameters, the operand bindings and the fixed-order sum of weight-gradient splits.
 
 struct TileParams {
     // Output rows, columns and reduction length (per segment for MODE 2).
@@ -62,22 +61,4 @@ fn sum_splits(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
         sum += a[z * len + i];
     }
     c[i] = sum;
-}
-
-// c = the backward-data correlation's weights: for each of the P.batches groups of P.m output
-// channels o and P.n input channels ci with P.k = kh·kw taps, c[g][ci][o][t] = a[g][o][ci][P.k − 1 − t]
-// (transposed, and rotated by 180°: tap (u, v) ↦ (kh − 1 − u, kw − 1 − v)).
-@compute @workgroup_size(64)
-fn flip_weights(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let group_len = P.m * P.n * P.k;
-    let i = (wid.x + wid.y * nwg.x) * 64u + lid;
-    if i >= group_len * P.batches {
-        return;
-    }
-    let t = i % P.k;
-    let o = (i / P.k) % P.m;
-    let gc = i / (P.k * P.m);
-    let ci = gc % P.n;
-    let g = gc / P.n;
-    c[i] = a[g * group_len + (o * P.n + ci) * P.k + P.k - 1u - t];
 }

@@ -441,6 +441,25 @@ fn general_conv_matches_reference() {
     }
 }
 
+/// Backward data that visits only the taps reading `dy` (tap-major, CPU engine): `dy` planes of
+/// a multiple of 4 positions, `dx` rows that are not vec4-aligned, channels per group a multiple
+/// of 8, enough images per position. Images not a multiple of the tile's 64 (the last tile's
+/// padding images read, never stored), two groups with a negative backward padding, and
+/// LeNet-5 conv2's geometry.
+#[test]
+fn tap_major_backward_data_matches_reference() {
+    let shapes = [
+        conv(56, 4, [6, 6], 8, [3, 3], [1, 1], [1, 1], 1),
+        conv(64, 6, [5, 4], 16, [2, 3], [1, 1], [3, 2], 2),
+        conv(48, 3, [12, 12], 8, [5, 5], [1, 1], [0, 0], 1),
+    ];
+    for variant in variants() {
+        for (i, s) in shapes.iter().enumerate() {
+            check_conv(&cpu_engine(), variant, s, 600 + i as u64);
+        }
+    }
+}
+
 /// The reduction's last chunk runs past the taps (27 in chunks of 8): those steps read the
 /// next image's first channel with a zero weight. A NaN there must not reach this image
 /// (0 · NaN is NaN), on the vec4 paths (rows of 16) and the scalar one (rows of 12).

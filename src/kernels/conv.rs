@@ -8,6 +8,7 @@
 //! are described by [`Conv2dShape`]. Every output is a fixed-order sum, so results are
 //! bit-reproducible on one adapter.
 
+use super::gemm::TAP_MAJOR_IMAGES;
 use super::gemm::{check_tensor, launch_tiles, tile_key, CpuTile, TileParams, Variant, CHUNK};
 use super::gemm::{
     PORTABLE_A4B4_SHADER, PORTABLE_A4_SHADER, PORTABLE_SHADER, SUBGROUP_A4B4_SHADER,
@@ -52,6 +53,13 @@ pub static PORTABLE_FORWARD_UNALIGNED: PipelineKey =
 pub static SUBGROUP_BACKWARD_DATA_STRIDED: PipelineKey = tile_key!(&SUBGROUP_SHADER, 1, 0, 0, 1, 0);
 /// Strided backward data, portable variant.
 pub static PORTABLE_BACKWARD_DATA_STRIDED: PipelineKey = tile_key!(&PORTABLE_SHADER, 1, 0, 0, 1, 0);
+/// Unstrided backward data that visits only the taps reading `dy`, not its zero padding
+/// (`TAP_MAJOR`: [`tap_major_fits`]), subgroup variant.
+pub static SUBGROUP_BACKWARD_DATA_TAPS: PipelineKey =
+    tile_key!(&SUBGROUP_A4B4_SHADER, 1, 0, 0, 0, 0, 0, 1);
+/// Tap-major backward data, portable variant.
+pub static PORTABLE_BACKWARD_DATA_TAPS: PipelineKey =
+    tile_key!(&PORTABLE_A4B4_SHADER, 1, 0, 0, 0, 0, 0, 1);
 /// Backward weight, per-split partial sums (`MODE` 2), subgroup variant.
 pub static SUBGROUP_BACKWARD_WEIGHT: PipelineKey = tile_key!(&SUBGROUP_SHADER, 2, 0, 0);
 /// Backward weight, per-split partial sums, portable variant.
@@ -89,9 +97,23 @@ pub static FLIP_WEIGHTS: PipelineKey = PipelineKey {
     entry: "flip_weights",
     constants: &[],
 };
+/// The rotated weights laid out for [`SUBGROUP_BACKWARD_DATA_TAPS`]: `[groups][cg][kh][kw][c_out /
+/// groups]`.
+pub static FLIP_WEIGHTS_TAP_MAJOR: PipelineKey = PipelineKey {
+    shader: &PORTABLE_SHADER,
+    entry: "flip_weights",
+    constants: &[("TAP_MAJOR", 1)],
+};
+/// `dy` copied channels-last (`[n][h_out][w_out][c_out]`) for [`SUBGROUP_BACKWARD_DATA_TAPS`],
+/// through vec4 views (4 channels × 4 positions per thread).
+pub static CHANNELS_LAST: PipelineKey = PipelineKey {
+    shader: &PORTABLE_A4_SHADER,
+    entry: "channels_last",
+    constants: &[],
+};
 
 /// Every convolution pipeline.
-pub static PIPELINES: [&PipelineKey; 22] = [
+pub static PIPELINES: [&PipelineKey; 26] = [
     &SUBGROUP_FORWARD,
     &PORTABLE_FORWARD,
     &SUBGROUP_FORWARD_VEC,
@@ -104,6 +126,8 @@ pub static PIPELINES: [&PipelineKey; 22] = [
     &PORTABLE_FORWARD_UNALIGNED,
     &SUBGROUP_BACKWARD_DATA_STRIDED,
     &PORTABLE_BACKWARD_DATA_STRIDED,
+    &SUBGROUP_BACKWARD_DATA_TAPS,
+    &PORTABLE_BACKWARD_DATA_TAPS,
     &SUBGROUP_BACKWARD_WEIGHT,
     &PORTABLE_BACKWARD_WEIGHT,
     &SUBGROUP_BACKWARD_WEIGHT_VEC,
@@ -114,6 +138,8 @@ pub static PIPELINES: [&PipelineKey; 22] = [
     &PORTABLE_BACKWARD_WEIGHT_ROWS3,
     &SUM_SPLITS,
     &FLIP_WEIGHTS,
+    &FLIP_WEIGHTS_TAP_MAJOR,
+    &CHANNELS_LAST,
 ];
 
 /// Whether a correlation can read its source through a vec4 view: each lane's `TILE_N` = 8
@@ -265,15 +291,27 @@ fn correlation_key(variant: Variant, params: &TileParams) -> &'static PipelineKe
     }
 }
 
-/// Elements of the scratch tensor [`conv2d_backward_data`] needs: the weight length on the CPU
-/// engine, which correlates `dy` with a transposed, rotated copy of the weights written there,
-/// and 0 on the GPU engine, which stages them rotated in workgroup memory (any tensor, even an
-/// empty one, will do).
+/// Elements of the scratch tensor [`conv2d_backward_data`] needs: on the CPU engine, which
+/// correlates `dy` with a transposed, rotated copy of the weights written there, the weight
+/// length, and where the shape's geometry allows the tap-major correlation
+/// ([`tap_major_geometry`]) room for a channels-last copy of `dy` after it; 0 on the GPU engine,
+/// which stages the weights rotated in workgroup memory (any tensor, even an empty one, will
+/// do).
 pub fn backward_data_scratch_len(gpu: &Gpu, s: &Conv2dShape) -> usize {
     match gpu.engine() {
+        Engine::Cpu if tap_major_geometry(&backward_data_params(s)) => {
+            channels_last_offset(gpu, s) + s.output().len()
+        }
         Engine::Cpu => s.weight_len(),
         Engine::Gpu => 0,
     }
+}
+
+/// Where the channels-last copy of `dy` starts in the backward-data scratch: after the weights,
+/// at the device's storage-binding offset alignment.
+fn channels_last_offset(gpu: &Gpu, s: &Conv2dShape) -> usize {
+    let align = (gpu.limits().min_storage_buffer_offset_alignment as usize / 4).max(1);
+    s.weight_len().next_multiple_of(align)
 }
 
 /// Elements of one scratch tensor that [`conv2d_backward_weight`] and
@@ -285,7 +323,8 @@ pub fn backward_scratch_len(gpu: &Gpu, s: &Conv2dShape) -> usize {
 /// Records `dx = dL/dx` of [`conv2d_forward`] from `dy = dL/dy` `[n, c_out, h_out, w_out]`:
 /// `dx[n,c,y,x] = Σ_o Σ_u Σ_v dy[n, o, (y−u+pad_h)/sh, (x−v+pad_w)/sw] · w[o, c mod cg, u, v]`
 /// over the output channels `o` of `c`'s group and the output positions that exist (the
-/// divisions exact), summed over `(o, u, v)` with `u` and `v` descending. `dx` is
+/// divisions exact), summed over `(o, u, v)` with `u` and `v` descending (on the CPU engine's
+/// tap-major path, over `(u, v, o)`, the taps that fall outside `dy` skipped). `dx` is
 /// `[n, c_in, h, w]`; with `accumulate` the sum is added to it (`dx += …`). `scratch` holds at
 /// least [`backward_data_scratch_len`] elements; its contents are overwritten. Errors as
 /// [`conv2d_forward`], and [`Error::Shape`] for a scratch tensor that is too small.
@@ -310,18 +349,11 @@ pub fn conv2d_backward_data(
     if dx.is_empty() {
         return Ok(());
     }
-    let (h_out, w_out) = output_size(OP, s)?;
-    // A full correlation of dy, dilated by the stride, with the rotated, transposed kernel.
+    output_size(OP, s)?;
     let strided = s.stride != [1, 1];
     let params = TileParams {
         accumulate: u32::from(accumulate),
-        pad_h: wrapping(s.kernel[0] - 1, s.pad[0]),
-        pad_w: wrapping(s.kernel[1] - 1, s.pad[1]),
-        stride_h: 1,
-        stride_w: 1,
-        dil_h: s.stride[0] as u32,
-        dil_w: s.stride[1] as u32,
-        ..correlation(s, s.c_in, [s.c_out, h_out, w_out], [s.h, s.w])
+        ..backward_data_params(s)
     };
     if gpu.engine() == Engine::Gpu {
         let tensors = [weight, dy, dx];
@@ -333,19 +365,89 @@ pub fn conv2d_backward_data(
         return tiles_gpu::launch(gpu, encoder, OP, pass, params, tensors);
     }
     // The CPU engine reads the weights as the forward pass does, from a copy laid out
-    // [groups][cg][c_out / groups][kh][kw] and rotated: vec4 rows instead of a strided gather.
-    if s.weight_len() > 0 {
-        flip_weights(gpu, encoder, OP, s, weight, scratch)?;
-    }
-    let key = if strided {
-        variant.pick(
+    // [groups][cg][c_out / groups][kh][kw] and rotated: vec4 rows instead of a strided gather
+    // ([groups][cg][kh][kw][c_out / groups] for the tap-major correlation).
+    let tap_major = !strided && tap_major_fits(&params);
+    let weights = scratch.slice(gpu, 0, &[s.weight_len()])?;
+    flip_weights(gpu, encoder, OP, s, weight, &weights, tap_major)?;
+    if strided {
+        let key = variant.pick(
             &SUBGROUP_BACKWARD_DATA_STRIDED,
             &PORTABLE_BACKWARD_DATA_STRIDED,
-        )
-    } else {
-        correlation_key(variant, &params)
-    };
-    launch_tiles(gpu, encoder, OP, key, params, [scratch, dy, dx])
+        );
+        return launch_tiles(gpu, encoder, OP, key, params, [&weights, dy, dx]);
+    }
+    if !tap_major {
+        let key = correlation_key(variant, &params);
+        return launch_tiles(gpu, encoder, OP, key, params, [&weights, dy, dx]);
+    }
+    let dy_last = scratch.slice(gpu, channels_last_offset(gpu, s), &[dy.len()])?;
+    channels_last(gpu, encoder, OP, &params, dy, &dy_last)?;
+    let key = variant.pick(&SUBGROUP_BACKWARD_DATA_TAPS, &PORTABLE_BACKWARD_DATA_TAPS);
+    // Each position's images padded to whole tiles.
+    let images = params.images.next_multiple_of(TAP_MAJOR_IMAGES);
+    let n = params.dst_h * params.dst_w * images;
+    let params = TileParams { n, ..params };
+    launch_tiles(gpu, encoder, OP, key, params, [&weights, &dy_last, dx])
+}
+
+/// The backward-data correlation of `s` (the shape checked): a full correlation of `dy`, dilated
+/// by the stride, with the rotated, transposed kernel, overwriting `dx`.
+fn backward_data_params(s: &Conv2dShape) -> TileParams {
+    TileParams {
+        pad_h: wrapping(s.kernel[0] - 1, s.pad[0]),
+        pad_w: wrapping(s.kernel[1] - 1, s.pad[1]),
+        stride_h: 1,
+        stride_w: 1,
+        dil_h: s.stride[0] as u32,
+        dil_w: s.stride[1] as u32,
+        ..correlation(s, s.c_in, [s.c_out, s.h_out(), s.w_out()], [s.h, s.w])
+    }
+}
+
+/// Whether a backward-data correlation's geometry allows it to run tap-major: unstrided, taps
+/// that span whole chunks of channels (`c_out / groups` a multiple of [`CHUNK`]), `dy` planes of
+/// a multiple of 4 positions (its channels-last copy moves 4 × 4 blocks), and only where it
+/// would otherwise read `dy` one element at a time (no vec4 view of its rows).
+fn tap_major_geometry(params: &TileParams) -> bool {
+    let channels = params.k / (params.kh * params.kw).max(1);
+    params.dil_h == 1
+        && params.dil_w == 1
+        && (params.src_h * params.src_w).is_multiple_of(4)
+        && !source_rows_aligned(params)
+        && channels > 0
+        && channels.is_multiple_of(CHUNK)
+}
+
+/// Whether an unstrided backward-data correlation runs tap-major ([`tap_major_geometry`]),
+/// visiting only the taps of each position that read `dy` — the padding is skipped, not read as
+/// zero — from a channels-last copy of `dy` (two vec4 loads per column and chunk): where
+/// padding each position's images to whole tiles of [`TAP_MAJOR_IMAGES`] adds at most a third
+/// (LeNet-5 conv2 at batch 128: 8×8 `dy` padded by 4 on each side, 55 % of the taps in the
+/// padding).
+fn tap_major_fits(params: &TileParams) -> bool {
+    let padded = params.images.next_multiple_of(TAP_MAJOR_IMAGES);
+    tap_major_geometry(params) && params.images > 0 && 3 * padded <= 4 * params.images
+}
+
+/// Records `dy_last[i][y][x][c] = dy[i][c][y][x]` (`dy` the source of the correlation `params`).
+fn channels_last(
+    gpu: &Gpu,
+    encoder: &mut Encoder,
+    op: &'static str,
+    params: &TileParams,
+    dy: &Tensor,
+    dy_last: &Tensor,
+) -> Result<()> {
+    // One thread per 16 elements.
+    let grid = gpu.grid(op, (dy.len() as u32).div_ceil(16 * SUM_WORKGROUP))?;
+    let uniform = gpu.constant_uniform(params);
+    let bindings = [
+        (0, Binding::whole(&uniform)),
+        (4, dy.binding()),
+        (6, dy_last.binding()),
+    ];
+    gpu.dispatch(encoder, &CHANNELS_LAST, &bindings, grid)
 }
 
 /// Fails with [`Error::Shape`] when `scratch` holds fewer than `needed` elements.
@@ -361,7 +463,8 @@ fn check_scratch(op: &'static str, scratch: &Tensor, needed: usize) -> Result<()
 }
 
 /// Records `flipped[g][c][o][u][v] = weight[g·(c_out/groups) + o][c][kh−1−u][kw−1−v]`: each
-/// group's weights transposed and rotated by 180°, the backward-data correlation's A operand.
+/// group's weights transposed and rotated by 180°, the backward-data correlation's A operand
+/// (`flipped[g][c][u][v][o]` when `tap_major`).
 fn flip_weights(
     gpu: &Gpu,
     encoder: &mut Encoder,
@@ -369,6 +472,7 @@ fn flip_weights(
     s: &Conv2dShape,
     weight: &Tensor,
     flipped: &Tensor,
+    tap_major: bool,
 ) -> Result<()> {
     let params = TileParams {
         m: s.c_out_per_group() as u32,
@@ -384,7 +488,12 @@ fn flip_weights(
         (1, weight.binding()),
         (3, flipped.binding()),
     ];
-    gpu.dispatch(encoder, &FLIP_WEIGHTS, &bindings, grid)
+    let key = if tap_major {
+        &FLIP_WEIGHTS_TAP_MAJOR
+    } else {
+        &FLIP_WEIGHTS
+    };
+    gpu.dispatch(encoder, key, &bindings, grid)
 }
 
 /// How the backward-weight pass splits the images: `(splits, images per split)`.

@@ -372,22 +372,39 @@ impl CpuTile {
 /// ([`KernelConfig::max_reduction`](crate::gpu::KernelConfig::max_reduction) is `None`).
 pub const MAX_REDUCTION: usize = crate::gpu::config::MAX_REDUCTION;
 
+/// The value of override constant `name` in `key`, if it sets one.
+fn constant(key: &PipelineKey, name: &str) -> Option<u32> {
+    key.constants
+        .iter()
+        .find(|&&(n, _)| n == name)
+        .map(|&(_, value)| value)
+}
+
 /// Columns per lane (`TN`) of a tile-engine pipeline: [`TILE_N`], or [`ROW_LANE_COLS`] for a
 /// weight gradient over kernel rows of three taps.
 pub fn lane_cols(key: &PipelineKey) -> u32 {
-    key.constants
-        .iter()
-        .find(|&&(name, _)| name == "TN")
-        .map_or(TILE_N, |&(_, tn)| tn)
+    constant(key, "TN").unwrap_or(TILE_N)
 }
+
+/// Whether a tile-engine pipeline is a tap-major correlation (`TAP_MAJOR`): its columns are the
+/// images of one destination position, [`TAP_MAJOR_IMAGES`] to a tile, so that the whole
+/// workgroup shares the kernel taps that read the source and skips those in the padding.
+pub fn is_tap_major(key: &PipelineKey) -> bool {
+    constant(key, "TAP_MAJOR") == Some(1)
+}
+
+/// Columns of a tap-major tile (always [`CHUNK`] lanes of [`TILE_N`]): images of one position,
+/// the launcher padding each position's images to a multiple of it.
+pub const TAP_MAJOR_IMAGES: u32 = CHUNK * TILE_N;
 
 /// Columns per lane of a weight gradient with `ROWS3`: four kernel rows of three taps.
 pub const ROW_LANE_COLS: u32 = 12;
 
 /// A pipeline of the tile engine: the shader, the operand view (`MODE`), transposes, (strided
 /// backward data) the dilated source, `ROWS3` (kernel rows of three taps: see gemm.wgsl), which
-/// gives a weight gradient [`ROW_LANE_COLS`] columns per lane, and `A_UNALIGNED` (rows of A
-/// read through the vec4 view wherever they start).
+/// gives a weight gradient [`ROW_LANE_COLS`] columns per lane, `A_UNALIGNED` (rows of A read
+/// through the vec4 view wherever they start) and `TAP_MAJOR` (a correlation that skips the taps
+/// in the padding: [`is_tap_major`]).
 macro_rules! tile_key {
     ($shader:expr, $mode:expr, $trans_a:expr, $trans_b:expr) => {
         $crate::kernels::gemm::tile_key!($shader, $mode, $trans_a, $trans_b, 0, 0)
@@ -396,6 +413,18 @@ macro_rules! tile_key {
         $crate::kernels::gemm::tile_key!($shader, $mode, $trans_a, $trans_b, $dilate, $rows3, 0)
     };
     ($shader:expr, $mode:expr, $trans_a:expr, $trans_b:expr, $dilate:expr, $rows3:expr, $a_unaligned:expr) => {
+        $crate::kernels::gemm::tile_key!(
+            $shader,
+            $mode,
+            $trans_a,
+            $trans_b,
+            $dilate,
+            $rows3,
+            $a_unaligned,
+            0
+        )
+    };
+    ($shader:expr, $mode:expr, $trans_a:expr, $trans_b:expr, $dilate:expr, $rows3:expr, $a_unaligned:expr, $tap_major:expr) => {
         PipelineKey {
             shader: $shader,
             entry: "tiles",
@@ -406,6 +435,7 @@ macro_rules! tile_key {
                 ("DILATE", $dilate),
                 ("ROWS3", $rows3),
                 ("A_UNALIGNED", $a_unaligned),
+                ("TAP_MAJOR", $tap_major),
                 ("TM", $crate::kernels::gemm::TILE_M),
                 (
                     "TN",
@@ -617,7 +647,11 @@ pub(crate) fn launch_tiles(
         }
     }
     let tn = lane_cols(key);
-    let tile = CpuTile::for_product(gpu, params.m, params.n, params.k, tn);
+    let mut tile = CpuTile::for_product(gpu, params.m, params.n, params.k, tn);
+    if is_tap_major(key) {
+        // One position's images per tile: the launcher padded them to TAP_MAJOR_IMAGES.
+        tile.lanes = CHUNK;
+    }
     let key = tile.key(key);
     params.tiles_n = params.n.div_ceil(tile.cols(tn));
     let tiles = u64::from(params.m.div_ceil(tile.rows)) * u64::from(params.tiles_n);
