@@ -745,9 +745,10 @@ fn bad_shapes(g: &Gpu) {
         }
     }
     // Shapes Conv2dShape::check rejects, with tensors of the right lengths: groups that do not
-    // divide the channels, a zero stride, a kernel wider than the padded input.
+    // divide the channels, no groups, a zero stride, a kernel wider than the padded input.
     let invalid = [
         Conv2dShape::square(1, 6, 4, 4, 4, 3, 1).with_groups(4),
+        Conv2dShape::square(1, 8, 4, 4, 8, 3, 1).with_groups(0),
         Conv2dShape::square(1, 2, 4, 4, 2, 3, 1).with_stride(0),
         Conv2dShape {
             kernel: [1, 5],
@@ -756,6 +757,8 @@ fn bad_shapes(g: &Gpu) {
         },
     ];
     for s in invalid {
+        // Sizing the scratch of a shape that will be refused does not panic.
+        conv::backward_scratch_len(g, &s);
         let x = g.zeros("x", &[s.input().len()]).unwrap();
         let w = g
             .zeros("w", &[s.c_out * s.kernel[0] * s.kernel[1] * 6])

@@ -299,7 +299,7 @@ fn correlation_key(variant: Variant, params: &TileParams) -> &'static PipelineKe
 /// do).
 pub fn backward_data_scratch_len(gpu: &Gpu, s: &Conv2dShape) -> usize {
     match gpu.engine() {
-        Engine::Cpu if tap_major_geometry(&backward_data_params(s)) => {
+        Engine::Cpu if s.check().is_ok() && tap_major_geometry(&backward_data_params(s)) => {
             channels_last_offset(gpu, s) + s.output().len()
         }
         Engine::Cpu => s.weight_len(),
@@ -391,8 +391,9 @@ pub fn conv2d_backward_data(
     launch_tiles(gpu, encoder, OP, key, params, [&weights, &dy_last, dx])
 }
 
-/// The backward-data correlation of `s` (the shape checked): a full correlation of `dy`, dilated
-/// by the stride, with the rotated, transposed kernel, overwriting `dx`.
+/// The backward-data correlation of `s` (a shape that passes [`Conv2dShape::check`]): a full
+/// correlation of `dy`, dilated by the stride, with the rotated, transposed kernel, overwriting
+/// `dx`.
 fn backward_data_params(s: &Conv2dShape) -> TileParams {
     TileParams {
         pad_h: wrapping(s.kernel[0] - 1, s.pad[0]),
