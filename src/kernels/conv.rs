@@ -49,12 +49,15 @@ pub static SUBGROUP_FORWARD_UNALIGNED: PipelineKey =
 pub static PORTABLE_FORWARD_UNALIGNED: PipelineKey =
     tile_key!(&PORTABLE_A4B4_SHADER, 1, 0, 0, 0, 0, 1);
 /// Strided backward data: the forward correlation over `dy` read as dilated by the stride
-/// (`DILATE`), subgroup variant. Unstrided backward data runs the forward pipelines.
+/// (`DILATE`), subgroup variant. Unstrided backward data runs the forward pipelines, or the
+/// tap-major ones below.
 pub static SUBGROUP_BACKWARD_DATA_STRIDED: PipelineKey = tile_key!(&SUBGROUP_SHADER, 1, 0, 0, 1, 0);
 /// Strided backward data, portable variant.
 pub static PORTABLE_BACKWARD_DATA_STRIDED: PipelineKey = tile_key!(&PORTABLE_SHADER, 1, 0, 0, 1, 0);
 /// Unstrided backward data that visits only the taps reading `dy`, not its zero padding
-/// (`TAP_MAJOR`: [`tap_major_fits`]), subgroup variant.
+/// (`TAP_MAJOR`), from a channels-last copy of `dy`: chosen where `dy` rows have no vec4 view,
+/// `c_out / groups` is a multiple of 8, `h_out·w_out` a multiple of 4, and padding each
+/// position's images to a multiple of 64 adds at most a third (LeNet-5 conv2), subgroup variant.
 pub static SUBGROUP_BACKWARD_DATA_TAPS: PipelineKey =
     tile_key!(&SUBGROUP_A4B4_SHADER, 1, 0, 0, 0, 0, 0, 1);
 /// Tap-major backward data, portable variant.
@@ -294,7 +297,8 @@ fn correlation_key(variant: Variant, params: &TileParams) -> &'static PipelineKe
 /// Elements of the scratch tensor [`conv2d_backward_data`] needs: on the CPU engine, which
 /// correlates `dy` with a transposed, rotated copy of the weights written there, the weight
 /// length, and where the shape's geometry allows the tap-major correlation
-/// ([`tap_major_geometry`]) room for a channels-last copy of `dy` after it; 0 on the GPU engine,
+/// ([`SUBGROUP_BACKWARD_DATA_TAPS`], at any batch) room for a channels-last copy of `dy` after
+/// it; 0 on the GPU engine,
 /// which stages the weights rotated in workgroup memory (any tensor, even an empty one, will
 /// do).
 pub fn backward_data_scratch_len(gpu: &Gpu, s: &Conv2dShape) -> usize {
