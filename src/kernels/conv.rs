@@ -298,9 +298,8 @@ fn correlation_key(variant: Variant, params: &TileParams) -> &'static PipelineKe
 /// correlates `dy` with a transposed, rotated copy of the weights written there, the weight
 /// length, and where the shape's geometry allows the tap-major correlation
 /// ([`SUBGROUP_BACKWARD_DATA_TAPS`], at any batch) room for a channels-last copy of `dy` after
-/// it; 0 on the GPU engine,
-/// which stages the weights rotated in workgroup memory (any tensor, even an empty one, will
-/// do).
+/// it; 0 on the GPU engine, which stages the weights rotated in workgroup memory (any tensor,
+/// even an empty one, will do).
 pub fn backward_data_scratch_len(gpu: &Gpu, s: &Conv2dShape) -> usize {
     match gpu.engine() {
         Engine::Cpu if s.check().is_ok() && tap_major_geometry(&backward_data_params(s)) => {
