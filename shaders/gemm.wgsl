@@ -349,40 +349,24 @@ fn b_col(cols: ptr<function, array<Column, MAX_TN>>, j: u32, off: u32) -> vec4<f
 // of each column: a GEMM's B with TRANS_B, a TAP_MAJOR tile's channels), two vec4 loads per
 // column, transposed into place. `tail` is off + 4, or less where that would pass the end.
 fn load_b_cols(bq: ptr<function, Bq>, cols: ptr<function, array<Column, MAX_TN>>, off: u32, tail: u32) {
-    let l0 = b_col(cols, 0u, off);
-    let l1 = b_col(cols, 1u, off);
-    let l2 = b_col(cols, 2u, off);
-    let l3 = b_col(cols, 3u, off);
-    let h0 = b_col(cols, 0u, tail);
-    let h1 = b_col(cols, 1u, tail);
-    let h2 = b_col(cols, 2u, tail);
-    let h3 = b_col(cols, 3u, tail);
-    (*bq)[0][0] = vec4<f32>(l0.x, l1.x, l2.x, l3.x);
-    (*bq)[1][0] = vec4<f32>(l0.y, l1.y, l2.y, l3.y);
-    (*bq)[2][0] = vec4<f32>(l0.z, l1.z, l2.z, l3.z);
-    (*bq)[3][0] = vec4<f32>(l0.w, l1.w, l2.w, l3.w);
-    (*bq)[4][0] = vec4<f32>(h0.x, h1.x, h2.x, h3.x);
-    (*bq)[5][0] = vec4<f32>(h0.y, h1.y, h2.y, h3.y);
-    (*bq)[6][0] = vec4<f32>(h0.z, h1.z, h2.z, h3.z);
-    (*bq)[7][0] = vec4<f32>(h0.w, h1.w, h2.w, h3.w);
+    put_col_steps(bq, 0u, 0u, cols, off);
+    put_col_steps(bq, 4u, 0u, cols, tail);
     if TN > 4u {
-        let l4 = b_col(cols, 4u, off);
-        let l5 = b_col(cols, 5u, off);
-        let l6 = b_col(cols, 6u, off);
-        let l7 = b_col(cols, 7u, off);
-        let h4 = b_col(cols, 4u, tail);
-        let h5 = b_col(cols, 5u, tail);
-        let h6 = b_col(cols, 6u, tail);
-        let h7 = b_col(cols, 7u, tail);
-        (*bq)[0][1] = vec4<f32>(l4.x, l5.x, l6.x, l7.x);
-        (*bq)[1][1] = vec4<f32>(l4.y, l5.y, l6.y, l7.y);
-        (*bq)[2][1] = vec4<f32>(l4.z, l5.z, l6.z, l7.z);
-        (*bq)[3][1] = vec4<f32>(l4.w, l5.w, l6.w, l7.w);
-        (*bq)[4][1] = vec4<f32>(h4.x, h5.x, h6.x, h7.x);
-        (*bq)[5][1] = vec4<f32>(h4.y, h5.y, h6.y, h7.y);
-        (*bq)[6][1] = vec4<f32>(h4.z, h5.z, h6.z, h7.z);
-        (*bq)[7][1] = vec4<f32>(h4.w, h5.w, h6.w, h7.w);
+        put_col_steps(bq, 0u, 1u, cols, off);
+        put_col_steps(bq, 4u, 1u, cols, tail);
     }
+}
+
+// Steps q0 .. q0+3 of columns 4·blk .. 4·blk+3 stored transposed, from element `off` of each.
+fn put_col_steps(bq: ptr<function, Bq>, q0: u32, blk: u32, cols: ptr<function, array<Column, MAX_TN>>, off: u32) {
+    let c0 = b_col(cols, 4u * blk, off);
+    let c1 = b_col(cols, 4u * blk + 1u, off);
+    let c2 = b_col(cols, 4u * blk + 2u, off);
+    let c3 = b_col(cols, 4u * blk + 3u, off);
+    (*bq)[q0][blk] = vec4<f32>(c0.x, c1.x, c2.x, c3.x);
+    (*bq)[q0 + 1u][blk] = vec4<f32>(c0.y, c1.y, c2.y, c3.y);
+    (*bq)[q0 + 2u][blk] = vec4<f32>(c0.z, c1.z, c2.z, c3.z);
+    (*bq)[q0 + 3u][blk] = vec4<f32>(c0.w, c1.w, c2.w, c3.w);
 }
 
 // Whether a tap reads the source (not the zero padding, nor, when DILATE, a zero between the
