@@ -2,7 +2,7 @@
 //! checked first, and a failure is a typed error, never a call of wgpu's uncaptured-error
 //! handler (which panics by default on a device the library did not create).
 
-use bayesian_bits::gpu::{Gpu, PipelineKey, Shader};
+use bayesian_bits::gpu::{Gpu, PipelineCacheLoad, PipelineKey, Shader};
 use bayesian_bits::kernels::{self, gemm};
 use bayesian_bits::Error;
 
@@ -105,4 +105,77 @@ fn a_pipeline_the_device_rejects_is_an_error_not_a_panic() {
         ..good
     };
     assert!(matches!(gpu.pipeline(&missing), Err(Error::Gpu { .. })));
+}
+
+#[test]
+fn a_pipeline_cache_round_trips_and_damaged_files_are_discarded_with_the_reason() {
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter =
+        pollster::block_on(instance.request_adapter(&Default::default())).expect("a wgpu adapter");
+    if !adapter.features().contains(wgpu::Features::PIPELINE_CACHE) {
+        eprintln!("skipped: wgpu has no pipeline cache on this adapter's backend (Vulkan only)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested").join("pipelines.bin");
+    let key = &kernels::conv::SUM_SPLITS;
+
+    // First run: nothing on disk, an empty cache fills as pipelines are created.
+    let first = app_gpu(wgpu::Features::PIPELINE_CACHE, 8);
+    assert_eq!(
+        first.load_pipeline_cache(&path).unwrap(),
+        PipelineCacheLoad::Empty
+    );
+    first.pipeline(key).unwrap();
+    let written = first
+        .save_pipeline_cache(&path)
+        .unwrap()
+        .expect("cache data");
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(bytes.len(), written);
+    assert_eq!(Some(bytes.clone()), first.pipeline_cache_data());
+
+    // Second run: the file seeds the cache, and pipelines are created through it.
+    let second = app_gpu(wgpu::Features::PIPELINE_CACHE, 8);
+    match second.load_pipeline_cache(&path).unwrap() {
+        PipelineCacheLoad::Loaded { bytes: driver } => assert!(driver > 0 && driver < written),
+        other => panic!("expected Loaded, got {other:?}"),
+    }
+    second.pipeline(key).unwrap();
+
+    // A flipped byte or a cut file is discarded, named, and the device still works.
+    let discarded = |damaged: &[u8], expect: &str| {
+        std::fs::write(&path, damaged).unwrap();
+        let gpu = app_gpu(wgpu::Features::PIPELINE_CACHE, 8);
+        match gpu.load_pipeline_cache(&path).unwrap() {
+            PipelineCacheLoad::Discarded { reason } => assert!(reason.contains(expect), "{reason}"),
+            other => panic!("expected Discarded ({expect}), got {other:?}"),
+        }
+        gpu.pipeline(key).unwrap();
+    };
+    let mut flipped = bytes.clone();
+    *flipped.last_mut().unwrap() ^= 0x40;
+    discarded(&flipped, "checksum");
+    discarded(&bytes[..bytes.len() - 3], "truncated");
+    discarded(b"not a cache", "magic");
+    discarded(b"BBPL", "truncated");
+
+    // A path that cannot be read is an error naming it.
+    match second.load_pipeline_cache(dir.path()) {
+        Err(Error::InvalidArgument { msg, .. }) => {
+            assert!(msg.contains(&dir.path().display().to_string()), "{msg}")
+        }
+        other => panic!("expected an error naming the path, got {other:?}"),
+    }
+
+    // Without the feature nothing is attached and nothing is written.
+    let plain = app_gpu(wgpu::Features::empty(), 8);
+    let other_path = dir.path().join("none.bin");
+    assert_eq!(
+        plain.load_pipeline_cache(&other_path).unwrap(),
+        PipelineCacheLoad::Unsupported
+    );
+    assert_eq!(plain.save_pipeline_cache(&other_path).unwrap(), None);
+    assert!(!other_path.exists());
 }

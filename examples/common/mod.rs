@@ -5,7 +5,7 @@
 pub mod exit;
 
 use bayesian_bits::data::{self, Augment, Dataset, Split};
-use bayesian_bits::gpu::Gpu;
+use bayesian_bits::gpu::{Gpu, PipelineCacheLoad};
 use bayesian_bits::kernels::optim::Optimizer;
 use bayesian_bits::nn::{Arch, Model};
 use bayesian_bits::quant::graph_relative_bops;
@@ -205,6 +205,13 @@ struct TrainArgs {
     /// Adapter name substring (as WGPU_ADAPTER_NAME).
     #[arg(long)]
     adapter: Option<String>,
+    /// The driver's pipeline cache, kept across runs where wgpu supports one (Vulkan), so that a
+    /// later run skips compiling the kernels [default: OUT/pipeline-cache.bin].
+    #[arg(long)]
+    pipeline_cache: Option<PathBuf>,
+    /// Neither load nor save a pipeline cache.
+    #[arg(long, conflicts_with = "pipeline_cache")]
+    no_pipeline_cache: bool,
 }
 
 impl TrainArgs {
@@ -345,6 +352,23 @@ fn train(exp: &Experiment, args: &TrainArgs) -> Result<(), Box<dyn Error>> {
         None => test_set,
     };
     std::fs::create_dir_all(&args.out)?;
+    let cache_path = (!args.no_pipeline_cache).then(|| {
+        args.pipeline_cache
+            .clone()
+            .unwrap_or_else(|| args.out.join("pipeline-cache.bin"))
+    });
+    if let Some(path) = &cache_path {
+        match gpu.load_pipeline_cache(path)? {
+            PipelineCacheLoad::Loaded { bytes } => {
+                log::info!("pipeline cache {}: {bytes} bytes", path.display())
+            }
+            PipelineCacheLoad::Discarded { reason } => log::warn!(
+                "pipeline cache {} not used ({reason}); it will be rewritten",
+                path.display()
+            ),
+            PipelineCacheLoad::Empty | PipelineCacheLoad::Unsupported => {}
+        }
+    }
     let ckpt_path = args.out.join("checkpoint.safetensors");
     let metrics_path = args.out.join("metrics.jsonl");
     let (mut trainer, mut metrics) = if args.resume && ckpt_path.exists() {
@@ -376,6 +400,15 @@ fn train(exp: &Experiment, args: &TrainArgs) -> Result<(), Box<dyn Error>> {
         )?;
         (trainer, MetricsLog::create(&metrics_path)?)
     };
+    // Building the trainer created every pipeline of the run: keep them for the next one.
+    if let Some(path) = &cache_path {
+        if let Some(bytes) = gpu.save_pipeline_cache(path)? {
+            log::info!(
+                "saved {bytes} bytes of pipeline cache to {}",
+                path.display()
+            );
+        }
+    }
     let mut last = MetricsLog::read(&metrics_path)?.pop();
     let style = ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}")?
         .progress_chars("=> ");

@@ -8,6 +8,7 @@
 pub mod config;
 mod encoder;
 mod pipeline;
+mod pipeline_cache;
 mod profile;
 mod tensor;
 
@@ -15,6 +16,7 @@ pub use config::{Engine, KernelConfig, TileShape};
 pub use encoder::Encoder;
 use pipeline::{storage_buffers_per_entry, BoundRanges};
 pub use pipeline::{PipelineKey, Shader};
+pub use pipeline_cache::PipelineCacheLoad;
 use profile::Profiler;
 pub use profile::{DispatchTime, KernelTime};
 pub use tensor::Tensor;
@@ -134,7 +136,8 @@ pub const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::SUBGROUP
     .union(wgpu::Features::SHADER_F16)
     .union(wgpu::Features::TIMESTAMP_QUERY)
     .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS)
-    .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES);
+    .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES)
+    .union(wgpu::Features::PIPELINE_CACHE);
 
 /// A GPU device and queue with the library's caches. Cheap to clone (all fields are shared).
 #[derive(Clone)]
@@ -144,6 +147,8 @@ pub struct Gpu {
     info: Option<wgpu::AdapterInfo>,
     pipelines: Arc<Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>>,
     modules: Arc<Mutex<HashMap<&'static str, wgpu::ShaderModule>>>,
+    /// The driver cache pipelines are created with ([`Gpu::attach_pipeline_cache`]).
+    pipeline_cache: Arc<Mutex<Option<wgpu::PipelineCache>>>,
     bind_groups: Arc<Mutex<HashMap<(PipelineKey, BoundRanges), wgpu::BindGroup>>>,
     /// False in a [`Gpu::preparing`] handle: dispatches create their pipeline and bind group
     /// but record nothing.
@@ -269,6 +274,7 @@ impl Gpu {
             info: None,
             pipelines: Arc::default(),
             modules: Arc::default(),
+            pipeline_cache: Arc::default(),
             bind_groups: Arc::default(),
             records: true,
             staging: Arc::default(),
@@ -596,6 +602,11 @@ impl Gpu {
             .iter()
             .map(|&(n, v)| (n, f64::from(v)))
             .collect();
+        let cache = self
+            .pipeline_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let pipeline = self.scoped(OP, || {
             let module = self.module(key.shader);
             self.device
@@ -608,7 +619,7 @@ impl Gpu {
                         constants: &constants,
                         zero_initialize_workgroup_memory: false,
                     },
-                    cache: None,
+                    cache: cache.as_ref(),
                 })
         })?;
         // Another thread may have created the same pipeline meanwhile: everyone uses the first
