@@ -230,7 +230,8 @@ fn gemm_long_reductions() {
 fn gemm_beyond_65535_workgroups_uses_a_2d_grid() {
     // 65 537 row tiles: more than one grid dimension holds.
     let g = cpu_engine();
-    let shape = GemmShape::new(gemm::TILE_M as usize * 65_536 + 5, 1, 1, false, false);
+    let tile_rows = gemm::CpuTile::choose(u32::MAX, 1, gemm::TILE_N).rows as usize;
+    let shape = GemmShape::new(tile_rows * 65_536 + 5, 1, 1, false, false);
     check_gemm(&g, Variant::best(&g), shape, 3);
     // The GPU engine's tile for one column has TALL's rows.
     let g = gpu().with_engine(Engine::Gpu);
@@ -321,7 +322,7 @@ fn cpu_engine_narrow_tiles_match_reference() {
         (3, 500, 11, true, true, best), // 16 rows, 64 lanes (12 columns to spare either way)
         (20, 64, 9, false, true, best), // 32 rows, 8 lanes
         (29, 470, 13, true, false, best), // 32 rows, 64 lanes (42 to spare either way)
-        (200, 60, 11200, false, false, best), // 64 rows, 8 lanes (a large product)
+        (200, 60, 1100, false, false, best), // 32 rows, 8 lanes, seven row tiles
         (12, 40, 16, false, false, best), // 16 rows, 8 lanes, vec4 views
     ];
     let mut seen = std::collections::HashSet::new();
@@ -330,28 +331,27 @@ fn cpu_engine_narrow_tiles_match_reference() {
             &g,
             m as u32,
             n as u32,
-            k as u32,
             gemm::TILE_N,
         ));
         let shape = GemmShape::new(m, n, k, trans_a, trans_b);
         check_gemm(&g, variant, shape, 900 + i as u64);
     }
-    assert_eq!(seen.len(), gemm::CpuTile::ALL.len() - 1, "{seen:?}");
-    // Products below CpuTile::LARGE_PRODUCT multiply-adds stop at 32 rows (a 64-row pipeline
-    // takes llvmpipe longer to compile than such a product runs).
-    let rows = |m, n, k| gemm::CpuTile::choose(m, n, k, gemm::TILE_N).rows;
-    assert_eq!(rows(45, 9, 21), 32);
-    assert_eq!(rows(128, 512, 1024), 32);
-    assert_eq!(rows(64, 128 * 64, 800), 64);
+    // Every narrow shape; 64 rows only with narrow tiles off.
+    assert_eq!(seen.len(), gemm::CpuTile::ALL.len() - 2, "{seen:?}");
+    assert!(seen.iter().all(|t| t.rows <= 32), "{seen:?}");
+    // More than 16 rows take 32 per tile, however large the product.
+    let rows = |m, n| gemm::CpuTile::choose(m, n, gemm::TILE_N).rows;
+    assert_eq!([rows(16, 9), rows(17, 9), rows(45, 9)], [16, 32, 32]);
+    assert_eq!(rows(512, 128 * 64), 32);
     // Columns go to 8-lane workgroups where they leave fewer columns of the last tile idle.
-    let lanes = |n| gemm::CpuTile::choose(16, n, 8, gemm::TILE_N).lanes;
+    let lanes = |n| gemm::CpuTile::choose(16, n, gemm::TILE_N).lanes;
     assert_eq!(
         [lanes(64), lanes(130), lanes(500), lanes(1152)],
         [8, 8, 64, 8]
     );
     assert_eq!([lanes(1024), lanes(4608)], [64, 64]);
     // Weight gradients over 3-tap kernel rows: 12 columns per lane, 8 lanes even on a tie.
-    let lanes = |n| gemm::CpuTile::choose(16, n, 8, gemm::ROW_LANE_COLS).lanes;
+    let lanes = |n| gemm::CpuTile::choose(16, n, gemm::ROW_LANE_COLS).lanes;
     assert_eq!([lanes(1152), lanes(2304), lanes(768)], [8, 8, 8]);
     let shape = Conv2dShape::square;
     // Forward 16×64, backward data 16×64, backward weight 16×8.

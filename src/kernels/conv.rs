@@ -513,10 +513,9 @@ pub fn backward_weight_splits(gpu: &Gpu, s: &Conv2dShape) -> (usize, usize) {
         let positions = s.h_out() * s.w_out();
         return tiles_gpu::backward_weight_splits(gpu, m, cols, groups, positions, s.n);
     }
-    let positions = (s.h_out() * s.w_out()) as u32;
     // Both variants' pipelines carry the same tile constants.
     let tn = super::gemm::lane_cols(backward_weight_key(Variant::Portable, s));
-    let tile = CpuTile::for_product(gpu, m as u32, cols as u32, positions, tn);
+    let tile = CpuTile::for_product(gpu, m as u32, cols as u32, tn);
     let tiles = groups * tile.count(m, cols, tn);
     let limits = gpu.limits();
     let binding = limits

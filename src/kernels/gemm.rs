@@ -255,12 +255,14 @@ pub struct CpuTile {
 }
 
 impl CpuTile {
-    /// 64 × 512: products with many rows and columns.
+    /// 64 × 512: the static keys' shape, dispatched only where the kernel configuration turns
+    /// narrow tiles off (`bench --full-tiles`, A/B runs against the first engine).
     pub const FULL: Self = Self {
         rows: TILE_M,
         lanes: WORKGROUP,
     };
-    /// Every shape [`CpuTile::choose`] can return.
+    /// Every shape the CPU engine dispatches: [`CpuTile::choose`]'s, and with narrow tiles off
+    /// [`CpuTile::FULL`] (8 lanes of it for tap-major backward data).
     pub const ALL: [Self; 6] = [
         Self::FULL,
         Self::new(32, WORKGROUP),
@@ -274,28 +276,20 @@ impl CpuTile {
         Self { rows, lanes }
     }
 
-    /// Multiply-adds per batch entry from which a product gets 64-row tiles; smaller ones stop
-    /// at 32 rows. llvmpipe compiles a pipeline's machine code at its first dispatch: about
-    /// 10 s for a 64-row tile and 4 s for a 32-row one (`profile --first-step` with the shader
-    /// cache off), which a product below this size never earns back in a short run.
-    pub const LARGE_PRODUCT: u64 = 1 << 27;
-
-    /// The smallest shape that covers `m` rows (16, 32 or, for products of at least
-    /// [`CpuTile::LARGE_PRODUCT`] multiply-adds `m·n·k`, 64 per tile), and a workgroup of
+    /// The smallest shape that covers `m` rows (16 or 32 per tile), and a workgroup of
     /// [`CHUNK`] lanes where that leaves fewer columns of the last tile idle than 64 lanes do,
     /// for a pipeline of `lane_cols` columns per lane ([`lane_cols`]; 64 or 512 columns per
     /// tile with [`TILE_N`]): a weight gradient's `c_in·kh·kw` columns (1,152 for 128 channels
     /// of 3×3) would leave a quarter of the last 512-column tiles idle, and ran 1.2–1.45× faster
     /// on 64-column tiles (BENCHMARKS.md). Ties keep 64 lanes (8-lane workgroups were slower
     /// for short reductions over 1,024 columns), except for [`ROW_LANE_COLS`] (below).
-    pub fn choose(m: u32, n: u32, k: u32, lane_cols: u32) -> Self {
-        let large = u64::from(m) * u64::from(n) * u64::from(k) >= Self::LARGE_PRODUCT;
-        let rows = match m {
-            0..=16 => 16,
-            17..=32 => 32,
-            _ if large => TILE_M,
-            _ => 32,
-        };
+    ///
+    /// Products of more rows take 32-row tiles too, not [`CpuTile::FULL`]'s 64: on llvmpipe a
+    /// lane's 32 × 8 accumulators ran VGG-7's 3×3 passes ~1.2× faster than 64 × 8, GEMM 2048
+    /// no slower, and llvmpipe compiles a 32-row pipeline at its first dispatch in a third of
+    /// the time (BENCHMARKS.md, 2026-12-07, fourth session).
+    pub fn choose(m: u32, n: u32, lane_cols: u32) -> Self {
+        let rows = if m <= 16 { 16 } else { 32 };
         let waste = |cols: u32| n.div_ceil(cols) * cols - n;
         // Weight gradients over 3-tap kernel rows always take 8 lanes (96 columns): as fast as
         // 768-column tiles where both fit (VGG-7's 2,304 and 4,608 columns), and one pipeline
@@ -310,12 +304,11 @@ impl CpuTile {
         Self::new(rows, lanes)
     }
 
-    /// The tile for an `m × n` product over `k` steps (per image for a weight gradient) on
-    /// `gpu`: [`CpuTile::choose`], or [`CpuTile::FULL`] where the kernel configuration turns
+    /// The tile for an `m × n` product on `gpu`: [`CpuTile::choose`], or [`CpuTile::FULL`] where the kernel configuration turns
     /// narrow tiles off.
-    pub fn for_product(gpu: &Gpu, m: u32, n: u32, k: u32, lane_cols: u32) -> Self {
+    pub fn for_product(gpu: &Gpu, m: u32, n: u32, lane_cols: u32) -> Self {
         if gpu.kernel_config().narrow_cpu_tiles {
-            Self::choose(m, n, k, lane_cols)
+            Self::choose(m, n, lane_cols)
         } else {
             Self::FULL
         }
@@ -647,7 +640,7 @@ pub(crate) fn launch_tiles(
         }
     }
     let tn = lane_cols(key);
-    let mut tile = CpuTile::for_product(gpu, params.m, params.n, params.k, tn);
+    let mut tile = CpuTile::for_product(gpu, params.m, params.n, tn);
     if is_tap_major(key) {
         // One position's images per tile: the launcher padded them to TAP_MAJOR_IMAGES.
         tile.lanes = CHUNK;
