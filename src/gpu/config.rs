@@ -190,9 +190,10 @@ pub struct KernelConfig {
     /// Workgroups a dispatch should reach before a weight-gradient pass stops splitting its
     /// images (split-K, reduced in a fixed order), for both engines.
     pub split_k_workgroups: usize,
-    /// Whether the CPU engine gives narrow products tiles of their own
-    /// ([`CpuTile::choose`](crate::kernels::gemm::CpuTile::choose)); `false` runs every product
-    /// on the 64 × 512 tile (one pipeline per kernel: same-binary A/B runs, quick tests).
+    /// Whether the CPU engine chooses each product's tile
+    /// ([`CpuTile::choose`](crate::kernels::gemm::CpuTile::choose): 32 or 16 rows, 512 or 64
+    /// columns); `false` runs every product on the first engine's 64 × 512 tile (one pipeline
+    /// per kernel: same-binary A/B runs, quick tests).
     pub narrow_cpu_tiles: bool,
 }
 

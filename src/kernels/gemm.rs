@@ -304,8 +304,8 @@ impl CpuTile {
         Self::new(rows, lanes)
     }
 
-    /// The tile for an `m × n` product on `gpu`: [`CpuTile::choose`], or [`CpuTile::FULL`] where the kernel configuration turns
-    /// narrow tiles off.
+    /// The tile for an `m × n` product on `gpu`: [`CpuTile::choose`], or [`CpuTile::FULL`] where
+    /// the kernel configuration turns narrow tiles off.
     pub fn for_product(gpu: &Gpu, m: u32, n: u32, lane_cols: u32) -> Self {
         if gpu.kernel_config().narrow_cpu_tiles {
             Self::choose(m, n, lane_cols)
