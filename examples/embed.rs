@@ -46,6 +46,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }))?;
     println!("application device on {}", adapter.get_info().name);
     let gpu = Gpu::from_device(device.clone(), queue);
+    // Pipelines built from here on go through a driver cache (Vulkan): an application stores
+    // `pipeline_cache_data()` where it keeps its state and passes it back here next run.
+    let stored: Option<Vec<u8>> = None;
+    gpu.attach_pipeline_cache(stored.as_deref())?;
 
     // Initialise LeNet-5 as the paper does: default initialisation, then the quantizer ranges
     // from two calibration images (on the GPU).
@@ -58,6 +62,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let (calibration, _) = synthetic_batch(2, 0);
     let batch = 32;
     let mut model = Model::init(&gpu, arch, batch, &init, &calibration)?;
+    if let Some(data) = gpu.pipeline_cache_data() {
+        println!("pipeline cache to store: {} bytes", data.len());
+    }
 
     // Training steps are recorded and submitted; nothing waits.
     let lr = LearningRates {
