@@ -77,6 +77,16 @@ pub enum Error {
         /// wgpu's message.
         msg: String,
     },
+    /// A file the library reads or writes for the device (a pipeline cache) could not be.
+    #[error("{op}: {}: {source}", path.display())]
+    File {
+        /// The operation.
+        op: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// What the operating system reported.
+        source: std::io::Error,
+    },
     /// Mapping a buffer for readback failed.
     #[error("buffer readback failed: {0}")]
     Map(#[from] wgpu::BufferAsyncError),

@@ -9,7 +9,7 @@
 use super::Gpu;
 use crate::{Error, Result};
 use md5::{Digest, Md5};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// First bytes of a framed cache.
 const MAGIC: &[u8; 8] = b"BBPLCACH";
@@ -100,10 +100,11 @@ fn unframe<'a>(framed: &'a [u8], key: &str) -> std::result::Result<&'a [u8], Str
 }
 
 /// The error of a cache file that could not be read or written.
-fn io_error(op: &'static str, path: &Path, e: std::io::Error) -> Error {
-    Error::InvalidArgument {
+fn file_error(op: &'static str, path: &Path, source: std::io::Error) -> Error {
+    Error::File {
         op,
-        msg: format!("pipeline cache file {}: {e}", path.display()),
+        path: path.to_path_buf(),
+        source,
     }
 }
 
@@ -180,7 +181,7 @@ impl Gpu {
 
     /// [`Gpu::attach_pipeline_cache`] with the data of the file at `path` (written by
     /// [`Gpu::save_pipeline_cache`]); a missing file attaches an empty cache. Fails with
-    /// [`Error::InvalidArgument`] naming the file where it exists but cannot be read.
+    /// [`Error::File`] where the file exists but cannot be read.
     pub fn load_pipeline_cache(&self, path: &Path) -> Result<PipelineCacheLoad> {
         if self.pipeline_cache_key().is_none() {
             return Ok(PipelineCacheLoad::Unsupported);
@@ -188,24 +189,24 @@ impl Gpu {
         match std::fs::read(path) {
             Ok(data) => self.attach_pipeline_cache(Some(&data)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.attach_pipeline_cache(None),
-            Err(e) => Err(io_error("Gpu::load_pipeline_cache", path, e)),
+            Err(e) => Err(file_error("Gpu::load_pipeline_cache", path, e)),
         }
     }
 
     /// Writes [`Gpu::pipeline_cache_data`] to `path` atomically (a temporary file renamed over
     /// it, so an interrupted save leaves the old file) and returns the bytes written; `None`
-    /// (and no file) where there is no data. Fails with [`Error::InvalidArgument`] naming the
-    /// file where it cannot be written.
+    /// (and no file) where there is no data. Fails with [`Error::File`] where the file (or its
+    /// directory) cannot be written.
     pub fn save_pipeline_cache(&self, path: &Path) -> Result<Option<usize>> {
         let Some(data) = self.pipeline_cache_data() else {
             return Ok(None);
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
-                .map_err(|e| io_error("Gpu::save_pipeline_cache", &PathBuf::from(dir), e))?;
+                .map_err(|e| file_error("Gpu::save_pipeline_cache", dir, e))?;
         }
         crate::fs::write_atomic(path, &data)
-            .map_err(|e| io_error("Gpu::save_pipeline_cache", path, e))?;
+            .map_err(|e| file_error("Gpu::save_pipeline_cache", path, e))?;
         Ok(Some(data.len()))
     }
 }
