@@ -400,15 +400,20 @@ fn train(exp: &Experiment, args: &TrainArgs) -> Result<(), Box<dyn Error>> {
         )?;
         (trainer, MetricsLog::create(&metrics_path)?)
     };
-    // Building the trainer created every pipeline of the run: keep them for the next one.
-    if let Some(path) = &cache_path {
-        if let Some(bytes) = gpu.save_pipeline_cache(path)? {
-            log::info!(
-                "saved {bytes} bytes of pipeline cache to {}",
-                path.display()
-            );
+    // Building the trainer created the pipelines of training and evaluation: keep them for the
+    // next run now, and again at the end (fine-tuning builds a model of its own).
+    let save_pipeline_cache = || -> Result<(), Box<dyn Error>> {
+        if let Some(path) = &cache_path {
+            if let Some(bytes) = gpu.save_pipeline_cache(path)? {
+                log::info!(
+                    "saved {bytes} bytes of pipeline cache to {}",
+                    path.display()
+                );
+            }
         }
-    }
+        Ok(())
+    };
+    save_pipeline_cache()?;
     let mut last = MetricsLog::read(&metrics_path)?.pop();
     let style = ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}")?
         .progress_chars("=> ");
@@ -465,7 +470,7 @@ fn train(exp: &Experiment, args: &TrainArgs) -> Result<(), Box<dyn Error>> {
         .ok_or("no epoch was trained (is --epochs 0?)")?;
     last.report().write_json(args.out.join("report.json"))?;
     println!("wrote {}", args.out.join("report.json").display());
-    Ok(())
+    save_pipeline_cache()
 }
 
 fn plot(metrics: &Path, out: Option<&Path>) -> Result<(), Box<dyn Error>> {
