@@ -44,13 +44,14 @@ override TRANS_B: bool = false;
 // MODE 1 only: the source is dilated by (P.dil_h, P.dil_w) (strided backward data).
 override DILATE: bool = false;
 // Kernel rows of three taps (kw == 3) with both vec4 views: one window of four vec4 source
-// loads serves the three taps of a row. MODE 1 (k % 12 == 0): the reduction runs in chunks of
-// ROW_CHUNK steps, four whole kernel rows (load_kernel_row). MODE 2 (TN = 12): each lane's
-// columns are four whole kernel rows (load_wgrad_row).
+// loads serves the three taps of a row. MODE 1: the reduction runs in chunks of ROW_CHUNK
+// steps, four whole kernel rows (load_kernel_row; with A_UNALIGNED the last chunk's rows past
+// the end read zero, else k is a multiple of 12). MODE 2 (TN = 12): each lane's columns are
+// four whole kernel rows (load_wgrad_row).
 override ROWS3: bool = false;
-// MODE 1 with VEC_A, never with ROWS3: rows of A start anywhere (k % 4 != 0, e.g. a first
-// layer's 27 taps), so the row layout loads the three vec4 around a row's 8 steps and shifts
-// them into place (a_window) instead of one scalar load per row and step.
+// MODE 1 with VEC_A: rows of A start anywhere (k % 4 != 0, e.g. a first layer's 27 taps), so
+// the row layout loads the three vec4 around a row's 8 steps (four around 12 with ROWS3) and
+// shifts them into place (a_window) instead of one scalar load per row and step.
 override A_UNALIGNED: bool = false;
 // MODE 1 with VEC_A and VEC_B, never with ROWS3, A_UNALIGNED or DILATE (backward data of a
 // padded convolution whose reduction channels are a multiple of CHUNK): A is laid out tap-major
@@ -257,17 +258,21 @@ fn a_vec(z: u32, s: u32, row: u32, p: u32) -> vec4<f32> {
     return select(vec4<f32>(0.0), load_a4(i / 4u), p < P.k);
 }
 
-// A(row, k0 .. k0+7) where rows of A start anywhere (A_UNALIGNED): the three vec4 around the 8
-// steps, shifted into place; zero past the end of the reduction (loads there may cross into
-// the next row or past the tensor: their elements are replaced, never used).
-fn a_window(z: u32, s: u32, row: u32, k0: u32) -> array<vec4<f32>, 2> {
+// A(row, k0 .. k0+7), and k0+8 .. k0+11 in ROW_CHUNK chunks (else zero), where rows of A start
+// anywhere (A_UNALIGNED): the three (four) vec4 around the steps, shifted into place; zero past
+// the end of the reduction (loads there may cross into the next row or past the tensor: their
+// elements are replaced, never used).
+fn a_window(z: u32, s: u32, row: u32, k0: u32) -> array<vec4<f32>, 3> {
     let start = a_index(z, s, min(row, P.m - 1u), k0);
     let i = start / 4u;
     let shift = start & 3u;
-    let e = array<vec4<f32>, 4>(load_a4(i), load_a4(i + 1u), load_a4(i + 2u), vec4<f32>(0.0));
-    return array<vec4<f32>, 2>(
+    let last = select(vec4<f32>(0.0), load_a4(i + 3u), row_chunks());
+    let e = array<vec4<f32>, 4>(load_a4(i), load_a4(i + 1u), load_a4(i + 2u), last);
+    let tail = vec4<f32>(a_pick(e, k0, 8u, shift), a_pick(e, k0, 9u, shift), a_pick(e, k0, 10u, shift), a_pick(e, k0, 11u, shift));
+    return array<vec4<f32>, 3>(
         vec4<f32>(a_pick(e, k0, 0u, shift), a_pick(e, k0, 1u, shift), a_pick(e, k0, 2u, shift), a_pick(e, k0, 3u, shift)),
         vec4<f32>(a_pick(e, k0, 4u, shift), a_pick(e, k0, 5u, shift), a_pick(e, k0, 6u, shift), a_pick(e, k0, 7u, shift)),
+        select(vec4<f32>(0.0), tail, row_chunks()),
     );
 }
 
@@ -278,11 +283,10 @@ fn a_pick(e: array<vec4<f32>, 4>, k0: u32, q: u32, shift: u32) -> f32 {
 
 // A(row, k0 .. k0+7) in the row layout, and k0+8 .. k0+11 in ROW_CHUNK chunks (else zero).
 fn a_row_steps(z: u32, s: u32, row: u32, k0: u32) -> array<vec4<f32>, 3> {
-    let tail = select(vec4<f32>(0.0), a_vec(z, s, row, k0 + 8u), row_chunks());
     if A_UNALIGNED {
-        let w = a_window(z, s, row, k0);
-        return array<vec4<f32>, 3>(w[0], w[1], tail);
+        return a_window(z, s, row, k0);
     }
+    let tail = select(vec4<f32>(0.0), a_vec(z, s, row, k0 + 8u), row_chunks());
     return array<vec4<f32>, 3>(a_vec(z, s, row, k0), a_vec(z, s, row, k0 + 4u), tail);
 }
 
@@ -486,14 +490,15 @@ fn tap_block(e: array<vec4<f32>, 4>, j: u32, v: u32, shift: u32, row_in: bool, x
 // Steps q .. q+2 (ROWS3): the three taps v of kernel row (cur.ci, cur.ty). The lane's 8
 // columns are consecutive positions of one destination row (as in load_conv_b), so the row's 24
 // taps read 10 consecutive source elements: one window of four vec4 loads, where the taps one
-// by one take nine.
+// by one take nine. A row past the end of the reduction (the last chunk of an A_UNALIGNED
+// pipeline) reads zero: its weights are zero, but 0 · NaN is not.
 fn load_kernel_row(bq: ptr<function, Bq>, q: u32, cols: ptr<function, array<Column, MAX_TN>>, cur: Cursor) -> Cursor {
     let col = (*cols)[0];
     let start = col.base + cur.off;
     let shift = start & 3u;
     let i = vec4_index(start);
     let e = array<vec4<f32>, 4>(load_b4(i), load_b4(i + 1u), load_b4(i + 2u), load_b4(i + 3u));
-    let row_in = col.dy + cur.ty < P.src_h;
+    let row_in = col.dy + cur.ty < P.src_h && cur.p < P.k;
     (*bq)[q][0] = tap_block(e, 0u, 0u, shift, row_in, col.dx);
     (*bq)[q][1] = tap_block(e, 4u, 0u, shift, row_in, col.dx);
     (*bq)[q + 1u][0] = tap_block(e, 0u, 1u, shift, row_in, col.dx);
@@ -723,13 +728,30 @@ fn mac_chunk(acc: ptr<function, Acc>, frag: ptr<function, Frag>, bq: ptr<functio
     if TM > 60u { mac_block(acc, 15u, chunk_block(frag, z, s, row0, k0, 15u), bq); }
 }
 
+// C is read only when accumulating: on llvmpipe a load under a false condition skips its
+// memory access (an unconditional load, selected away, still reads C from memory).
 fn store_one(i: u32, v: f32) {
-    c[i] = v + select(0.0, c[i], P.accumulate != 0u);
+    var sum = v;
+    if P.accumulate != 0u { sum += c[i]; }
+    c[i] = sum;
+}
+
+// Whether a lane's output columns lie in blocks of four consecutive, 16-byte aligned elements
+// of C that are wholly inside or wholly past its end, stored through the vec4 view (store_c4,
+// which comes with B's view): a GEMM with B's vec4 row view (n a multiple of 4), or a correlation with the source's
+// (8 consecutive positions of one destination row per lane). On llvmpipe every store or load
+// of a lane is a loop over the subgroup, so one vec4 store replaces four of those loops.
+fn vec_c() -> bool {
+    return VEC_B && ((MODE == 0u && !TRANS_B) || (MODE == 1u && !TAP_MAJOR && !DILATE));
 }
 
 fn store_vec(row: u32, j: u32, v: vec4<f32>, col0: u32, cols: ptr<function, array<Column, MAX_TN>>) {
     let stride = row * out_row_stride();
     let live = row < P.m;
+    if vec_c() {
+        if live && column_live(col0 + j) { store_c4(((*cols)[j].out + stride) / 4u, v); }
+        return;
+    }
     if live && column_live(col0 + j) { store_one((*cols)[j].out + stride, v.x); }
     if live && column_live(col0 + j + 1u) { store_one((*cols)[j + 1u].out + stride, v.y); }
     if live && column_live(col0 + j + 2u) { store_one((*cols)[j + 2u].out + stride, v.z); }

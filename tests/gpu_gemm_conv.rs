@@ -175,7 +175,7 @@ fn gemm_vec4_views_all_transposes_and_edges() {
             for t in 0..4 {
                 let shape = GemmShape {
                     batch: 2,
-                    accumulate: t == 1,
+                    accumulate: t == 1 || t == 2,
                     ..GemmShape::new(m, n, k, t & 2 != 0, t & 1 != 0)
                 };
                 check_gemm(&g, variant, shape, 40 + 10 * i as u64 + t as u64);
@@ -261,6 +261,9 @@ fn conv_shapes() -> Vec<Conv2dShape> {
         shape(2, 4, 12, 12, 8, 5, 0),
         shape(1, 3, 16, 16, 5, 5, 0),
         shape(2, 4, 16, 16, 12, 3, 1),
+        // Weight rows of 27 taps (not 16-byte aligned) in kernel rows of three: VGG-7's first
+        // layer in small, its last chunk of four kernel rows one row long.
+        shape(2, 3, 16, 16, 4, 3, 1),
     ]
 }
 

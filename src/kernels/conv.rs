@@ -48,6 +48,14 @@ pub static SUBGROUP_FORWARD_UNALIGNED: PipelineKey =
 /// Forward with unaligned weight rows, portable variant.
 pub static PORTABLE_FORWARD_UNALIGNED: PipelineKey =
     tile_key!(&PORTABLE_A4B4_SHADER, 1, 0, 0, 0, 0, 1);
+/// Forward with unaligned weight rows of 3-tap kernel rows (VGG-7's first layer, 27 taps):
+/// `ROWS3` chunks of four kernel rows, each row's 12 steps from four vec4 shifted into place;
+/// the last chunk's rows past the end read zero, subgroup variant.
+pub static SUBGROUP_FORWARD_ROWS3_UNALIGNED: PipelineKey =
+    tile_key!(&SUBGROUP_A4B4_SHADER, 1, 0, 0, 0, 1, 1);
+/// Forward with unaligned 3-tap kernel rows, portable variant.
+pub static PORTABLE_FORWARD_ROWS3_UNALIGNED: PipelineKey =
+    tile_key!(&PORTABLE_A4B4_SHADER, 1, 0, 0, 0, 1, 1);
 /// Strided backward data: the forward correlation over `dy` read as dilated by the stride
 /// (`DILATE`), subgroup variant. Unstrided backward data runs the forward pipelines, or the
 /// tap-major ones below.
@@ -116,7 +124,7 @@ pub static CHANNELS_LAST: PipelineKey = PipelineKey {
 };
 
 /// Every convolution pipeline.
-pub static PIPELINES: [&PipelineKey; 26] = [
+pub static PIPELINES: [&PipelineKey; 28] = [
     &SUBGROUP_FORWARD,
     &PORTABLE_FORWARD,
     &SUBGROUP_FORWARD_VEC,
@@ -127,6 +135,8 @@ pub static PIPELINES: [&PipelineKey; 26] = [
     &PORTABLE_FORWARD_ROWS3,
     &SUBGROUP_FORWARD_UNALIGNED,
     &PORTABLE_FORWARD_UNALIGNED,
+    &SUBGROUP_FORWARD_ROWS3_UNALIGNED,
+    &PORTABLE_FORWARD_ROWS3_UNALIGNED,
     &SUBGROUP_BACKWARD_DATA_STRIDED,
     &PORTABLE_BACKWARD_DATA_STRIDED,
     &SUBGROUP_BACKWARD_DATA_TAPS,
@@ -276,12 +286,20 @@ pub fn conv2d_forward(
 /// `params.k` taps: vec4 views of the weights where rows start 16-byte aligned, and of the
 /// source too where [`source_rows_aligned`], then in chunks of whole kernel rows where those
 /// have three taps (`k` is then a multiple of 12). Unaligned rows take both views too where the
-/// source allows and the weights' vec4 view reaches their last element (length a multiple of 4).
+/// source allows and the weights' vec4 view reaches their last element (length a multiple of 4),
+/// in chunks of whole kernel rows too where those have three taps.
 fn correlation_key(variant: Variant, params: &TileParams) -> &'static PipelineKey {
     let rows_aligned = params.k > 0 && params.k.is_multiple_of(4);
     let weights_len = u64::from(params.a_stride) * u64::from(params.batches);
     if !rows_aligned && source_rows_aligned(params) && weights_len.is_multiple_of(4) {
-        variant.pick(&SUBGROUP_FORWARD_UNALIGNED, &PORTABLE_FORWARD_UNALIGNED)
+        if params.kw == 3 {
+            variant.pick(
+                &SUBGROUP_FORWARD_ROWS3_UNALIGNED,
+                &PORTABLE_FORWARD_ROWS3_UNALIGNED,
+            )
+        } else {
+            variant.pick(&SUBGROUP_FORWARD_UNALIGNED, &PORTABLE_FORWARD_UNALIGNED)
+        }
     } else if rows_aligned && source_rows_aligned(params) && params.kw == 3 {
         debug_assert!(params.k.is_multiple_of(12));
         variant.pick(&SUBGROUP_FORWARD_ROWS3, &PORTABLE_FORWARD_ROWS3)

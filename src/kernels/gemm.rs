@@ -143,19 +143,25 @@ fn load_a4(i: u32) -> vec4<f32> { return vec4<f32>(0.0); }
     };
 }
 
-/// vec4 view of B (binding 5), or its stand-in.
+/// vec4 views of B (binding 5) and C (binding 6, `c4` of conv.wgsl), or their stand-ins.
 macro_rules! vec_b {
     (on) => {
         r#"
 @group(0) @binding(5) var<storage, read> b4: array<vec4<f32>>;
 const VEC_B: bool = true;
 fn load_b4(i: u32) -> vec4<f32> { return b4[i]; }
+fn store_c4(i: u32, v: vec4<f32>) {
+    var sum = v;
+    if P.accumulate != 0u { sum += c4[i]; }
+    c4[i] = sum;
+}
 "#
     };
     (off) => {
         r#"
 const VEC_B: bool = false;
 fn load_b4(i: u32) -> vec4<f32> { return vec4<f32>(0.0); }
+fn store_c4(i: u32, v: vec4<f32>) {}
 "#
     };
 }
@@ -658,7 +664,8 @@ pub(crate) fn launch_tiles(
         bindings.push((4, a));
     }
     if vec_b {
-        bindings.push((5, b));
+        // With B's view comes C's (binding 6), for the shapes whose stores it serves.
+        bindings.extend([(5, b), (6, c)]);
     }
     gpu.dispatch(encoder, key, &bindings, grid)?;
     Ok(())
