@@ -75,7 +75,8 @@ fn flip_weights(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
 // P.src_h × P.src_w (channels and positions multiples of 4), the source of a TAP_MAJOR
 // correlation. Each thread moves 4 channels × 4 positions as 4 vec4 loads and 4 vec4 stores
 // (one element at a time, llvmpipe takes a per-lane loop for every load and store). Dispatched
-// from a shader with the vec4 view of A.
+// from a shader with the vec4 view of A. c4 is also the tile engine's vec4 view of C (store_c4,
+// in shaders with the vec4 view of B).
 @group(0) @binding(6) var<storage, read_write> c4: array<vec4<f32>>;
 
 @compute @workgroup_size(64)

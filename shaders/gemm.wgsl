@@ -24,8 +24,8 @@
 //   2: convolution weight gradient, split over images, conv.wgsl.
 // tile_params.wgsl, prepended, holds TileParams, the bindings P, a, b, c and sum_splits (shared
 // with the GPU engine). The launcher's shader appends the vec4 views (or stand-ins: VEC_A,
-// load_a4, VEC_B, load_b4) and the variant (subgroup or portable): the entry point `tiles`,
-// chunk_fragment, chunk_row and chunk_block.
+// load_a4, VEC_B, load_b4, store_c4) and the variant (subgroup or portable): the entry point
+// `tiles`, chunk_fragment, chunk_row and chunk_block.
 
 // Largest tile the accumulator arrays hold; TM and TN (multiples of 4) choose the tile.
 const MAX_TM: u32 = 64u;
@@ -737,10 +737,11 @@ fn store_one(i: u32, v: f32) {
 }
 
 // Whether a lane's output columns lie in blocks of four consecutive, 16-byte aligned elements
-// of C that are wholly inside or wholly past its end, stored through the vec4 view (store_c4,
-// which comes with B's view): a GEMM with B's vec4 row view (n a multiple of 4), or a correlation with the source's
-// (8 consecutive positions of one destination row per lane). On llvmpipe every store or load
-// of a lane is a loop over the subgroup, so one vec4 store replaces four of those loops.
+// of C, each wholly inside or wholly past its end, stored through the vec4 view of C (store_c4,
+// which comes with B's view): a GEMM with B's vec4 row view (n a multiple of 4), or a
+// correlation with the source's (8 consecutive positions of one destination row per lane). On
+// llvmpipe every store or load of a lane is a loop over the subgroup: one vec4 store replaces
+// four of those loops.
 fn vec_c() -> bool {
     return VEC_B && ((MODE == 0u && !TRANS_B) || (MODE == 1u && !TAP_MAJOR && !DILATE));
 }
