@@ -728,14 +728,6 @@ fn mac_chunk(acc: ptr<function, Acc>, frag: ptr<function, Frag>, bq: ptr<functio
     if TM > 60u { mac_block(acc, 15u, chunk_block(frag, z, s, row0, k0, 15u), bq); }
 }
 
-// C is read only when accumulating: on llvmpipe a load under a false condition skips its
-// memory access (an unconditional load, selected away, still reads C from memory).
-fn store_one(i: u32, v: f32) {
-    var sum = v;
-    if P.accumulate != 0u { sum += c[i]; }
-    c[i] = sum;
-}
-
 // Whether a lane's output columns lie in blocks of four consecutive, 16-byte aligned elements
 // of C, each wholly inside or wholly past its end, stored through the vec4 view of C (store_c4,
 // which comes with B's view): a GEMM with B's vec4 row view (n a multiple of 4), or a

@@ -1,5 +1,6 @@
 // Shared by both tile engines (prepended to gemm.wgsl + conv.wgsl and to tiles_gpu.wgsl): the
-// uniform parameters, the operand bindings and the fixed-order sum of weight-gradient splits.
+// uniform parameters, the operand bindings, the store of one output and the fixed-order sum of
+// weight-gradient splits.
 
 struct TileParams {
     // Output rows, columns and reduction length (per segment for MODE 2).
@@ -47,6 +48,14 @@ struct TileParams {
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
+
+// C[i] (+)= v. C is read only when accumulating, under a uniform branch: a load selected away
+// still runs (on llvmpipe it reads memory, on a GPU it issues a global load per output).
+fn store_one(i: u32, v: f32) {
+    var sum = v;
+    if P.accumulate != 0u { sum += c[i]; }
+    c[i] = sum;
+}
 
 // c[i] = Σ_z a[z·m·n + i] over the P.batches splits, in order z = 0, 1, …
 @compute @workgroup_size(64)

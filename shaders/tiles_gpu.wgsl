@@ -241,10 +241,6 @@ fn out_row_stride() -> u32 {
     return select(P.n, P.dst_h * P.dst_w, MODE == 1u);
 }
 
-fn store_one(i: u32, v: f32) {
-    c[i] = v + select(0.0, c[i], P.accumulate != 0u);
-}
-
 // Stores row `row` of the block's columns col .. col+3 (out: their output indices).
 fn store_quad(row: u32, col: u32, out: vec4<u32>, v: vec4<f32>) {
     if row >= P.m {
