@@ -363,7 +363,8 @@ fn spirv<'a>(
     }
 
     // wgpu-hal's options on a Vulkan 1.3 driver with robustBufferAccess2; this crate creates its
-    // pipelines without zero-initialised workgroup memory and with wgpu's runtime checks.
+    // pipelines without zero-initialised workgroup memory and with wgpu's runtime checks, less
+    // the loop bound for shaders whose loops terminate (`Shader::loops_terminate`).
     use naga::back::spv;
     let options = spv::Options {
         lang_version: (1, 6),
@@ -377,7 +378,7 @@ fn spirv<'a>(
             binding_array: naga::proc::BoundsCheckPolicy::Unchecked,
         },
         zero_initialize_workgroup_memory: spv::ZeroInitializeWorkgroupMemoryMode::None,
-        force_loop_bounding: true,
+        force_loop_bounding: !key.shader.loops_terminate,
         ..spv::Options::default()
     };
     let pipeline_options = spv::PipelineOptions {

@@ -12,6 +12,11 @@ pub struct Shader {
     pub source: &'static str,
     /// Device features the module needs (e.g. `SUBGROUP` for subgroup variants).
     pub requires: wgpu::Features,
+    /// Every loop of the module ends for every parameter its launchers accept, so the module is
+    /// created without naga's loop bounding (wgpu's `force_loop_bounding`: a 64-bit counter
+    /// tested in every iteration, and in every unrolled copy of one). Only where measured to
+    /// pay: on llvmpipe the bound keeps the quantizer's loops rolled, which is faster there.
+    pub loops_terminate: bool,
 }
 
 /// Identifies one compute pipeline: a shader, an entry point and its `override` constants.

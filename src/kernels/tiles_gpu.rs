@@ -22,6 +22,11 @@ pub static SHADER: Shader = Shader {
         include_str!("../../shaders/tiles_gpu.wgsl")
     ),
     requires: wgpu::Features::empty(),
+    // Every loop counts up by a constant to a bound below 2³¹ (the reduction length is bounded
+    // by the elements of a storage binding), so none wraps. Without naga's loop bound, RADV
+    // unrolls the K-step's inner loop into straight code instead of testing the bound 16 times
+    // (BENCHMARKS.md, "loop bound").
+    loops_terminate: true,
 };
 
 /// The tile shapes the engine has pipelines for, in the order of [`PIPELINES`].
