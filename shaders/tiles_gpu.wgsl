@@ -9,7 +9,9 @@
 // (as vec4 of 4 rows / 4 columns), then each invocation adds its TM × TN block (4×4 or 8×8)
 // from there, reading one vec4 of A rows and one of B columns per step per 4×4 quarter. Two
 // barriers per K-step; no subgroup operations (any subgroup size works, or none). Every output
-// is summed over p = 0, 1, … in order by one invocation: results are deterministic.
+// is summed over p = 0, 1, … in order by one invocation: results are deterministic. Staging
+// reads one float at a time, except a GEMM B stored [k,n] with n a multiple of 4 (VEC_B, chosen
+// by the launcher): each quad is one vec4 of B's view.
 //
 // MODE selects the operand views, with the same TileParams as gemm.wgsl:
 //   0: row-major GEMM, A stored [m,k] or [k,m] (TRANS_A), B stored [k,n] or [n,k] (TRANS_B);
@@ -23,7 +25,7 @@
 //      each split writes its own partial sums, which sum_splits adds in a fixed order.
 // The convolution views, strides, groups and padding (a wrapping u32) are those of conv.wgsl.
 // tile_params.wgsl, prepended, holds TileParams, the bindings P, a, b, c and sum_splits (shared
-// with the CPU engine).
+// with the CPU engine); the launcher appends VEC_B with B's view (load_b4) or a stand-in.
 
 
 override MODE: u32 = 0u;
@@ -179,6 +181,12 @@ fn gather_quad(c0: Column, c1: Column, c2: Column, c3: Column, col: u32, first: 
 // B(p, col .. col+3) of the GEMM view: index = base(p) + col · stride.
 fn gemm_b_quad(z: u32, col: u32, p: u32) -> vec4<f32> {
     let pc = min(p, P.k - 1u);
+    if VEC_B && !TRANS_B {
+        // The quad is contiguous and 16-byte aligned (n is a multiple of 4, col of 4): wholly
+        // inside or past the columns.
+        let index = z * P.b_stride + pc * P.n + min(col, P.n - 4u);
+        return select(vec4<f32>(), load_b4(index / 4u), p < P.k && col < P.n);
+    }
     let base = z * P.b_stride + select(pc * P.n, pc, TRANS_B);
     let stride = select(1u, P.k, TRANS_B);
     let last = P.n - 1u;

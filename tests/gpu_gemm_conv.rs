@@ -169,9 +169,11 @@ fn gemm_batched_and_accumulating() {
 #[test]
 fn gemm_vec4_views_all_transposes_and_edges() {
     // Every dimension a multiple of 4 (the vec4 loads), with edge tiles, steps past the end of
-    // the last chunk (k % 8 == 4) and batches.
+    // the last chunk (k % 8 == 4) and batches; the last shape fills the GPU engine's 128×128
+    // tile (its B view with K-steps of 8).
     for (g, variant) in setups() {
-        for (i, &(m, n, k)) in [(68, 516, 12), (4, 4, 4), (132, 8, 36)].iter().enumerate() {
+        let sizes = [(68, 516, 12), (4, 4, 4), (132, 8, 36), (132, 136, 20)];
+        for (i, &(m, n, k)) in sizes.iter().enumerate() {
             for t in 0..4 {
                 let shape = GemmShape {
                     batch: 2,

@@ -13,21 +13,47 @@ use super::gemm::TileParams;
 use crate::gpu::{Binding, Encoder, Engine, Gpu, PipelineKey, Shader, Tensor, TileShape};
 use crate::{Error, Result};
 
-/// The GPU engine's shader (entry points `tiles` and `sum_splits`, the latter and the
-/// parameters shared with the CPU engine through `shaders/tile_params.wgsl`).
-pub static SHADER: Shader = Shader {
-    name: "tiles_gpu",
-    source: concat!(
-        include_str!("../../shaders/tile_params.wgsl"),
-        include_str!("../../shaders/tiles_gpu.wgsl")
-    ),
-    requires: wgpu::Features::empty(),
-    // Every loop counts up by a constant to a bound below 2³¹ (the reduction length is bounded
-    // by the elements of a storage binding), so none wraps. Without naga's loop bound, RADV
-    // unrolls the K-step's inner loop into straight code instead of testing the bound 16 times
-    // (BENCHMARKS.md, "loop bound").
-    loops_terminate: true,
-};
+/// The vec4 view of B (binding 5) and its load, or a stand-in that is never called.
+macro_rules! b_view {
+    (on) => {
+        "const VEC_B: bool = true;
+@group(0) @binding(5) var<storage, read> b4: array<vec4<f32>>;
+fn load_b4(i: u32) -> vec4<f32> { return b4[i]; }
+"
+    };
+    (off) => {
+        "const VEC_B: bool = false;
+fn load_b4(i: u32) -> vec4<f32> { return vec4<f32>(); }
+"
+    };
+}
+
+/// One shader of the engine (entry points `tiles` and `sum_splits`, the latter and the
+/// parameters shared with the CPU engine through `shaders/tile_params.wgsl`), with B's vec4
+/// view on or off.
+macro_rules! gpu_shader {
+    ($name:literal, $b:ident) => {
+        Shader {
+            name: $name,
+            source: concat!(
+                include_str!("../../shaders/tile_params.wgsl"),
+                include_str!("../../shaders/tiles_gpu.wgsl"),
+                b_view!($b)
+            ),
+            requires: wgpu::Features::empty(),
+            // Every loop counts up by a constant to a bound below 2³¹ (the reduction length is
+            // bounded by the elements of a storage binding), so none wraps. Without naga's loop
+            // bound, RADV unrolls the K-step's inner loop into straight code instead of testing
+            // the bound 16 times (BENCHMARKS.md, "loop bound").
+            loops_terminate: true,
+        }
+    };
+}
+
+/// The engine's shader reading its operands one float at a time.
+pub static SHADER: Shader = gpu_shader!("tiles_gpu", off);
+/// The engine's shader reading a GEMM's B stored `[k, n]` through its vec4 view.
+pub static SHADER_B4: Shader = gpu_shader!("tiles_gpu_b4", on);
 
 /// The tile shapes the engine has pipelines for, in the order of [`PIPELINES`].
 pub const TILES: [TileShape; 5] = [
@@ -75,9 +101,9 @@ impl Pass {
 /// A pipeline of the engine: the pass (`MODE`, transposes, flip, dilated source) and the tile
 /// shape.
 macro_rules! gpu_key {
-    ($tile:expr, $mode:expr, $trans_a:expr, $trans_b:expr, $flip:expr, $dilate:expr) => {
+    ($shader:expr, $tile:expr, $mode:expr, $trans_a:expr, $trans_b:expr, $flip:expr, $dilate:expr) => {
         PipelineKey {
-            shader: &SHADER,
+            shader: &$shader,
             entry: "tiles",
             constants: &[
                 ("MODE", $mode),
@@ -102,14 +128,25 @@ macro_rules! gpu_key {
 macro_rules! gpu_keys {
     ($tile:expr) => {
         [
-            gpu_key!($tile, 0, 0, 0, 0, 0),
-            gpu_key!($tile, 0, 0, 1, 0, 0),
-            gpu_key!($tile, 0, 1, 0, 0, 0),
-            gpu_key!($tile, 0, 1, 1, 0, 0),
-            gpu_key!($tile, 1, 0, 0, 0, 0),
-            gpu_key!($tile, 1, 0, 0, 1, 0),
-            gpu_key!($tile, 2, 0, 0, 0, 0),
-            gpu_key!($tile, 1, 0, 0, 1, 1),
+            gpu_key!(SHADER, $tile, 0, 0, 0, 0, 0),
+            gpu_key!(SHADER, $tile, 0, 0, 1, 0, 0),
+            gpu_key!(SHADER, $tile, 0, 1, 0, 0, 0),
+            gpu_key!(SHADER, $tile, 0, 1, 1, 0, 0),
+            gpu_key!(SHADER, $tile, 1, 0, 0, 0, 0),
+            gpu_key!(SHADER, $tile, 1, 0, 0, 1, 0),
+            gpu_key!(SHADER, $tile, 2, 0, 0, 0, 0),
+            gpu_key!(SHADER, $tile, 1, 0, 0, 1, 1),
+        ]
+    };
+}
+
+/// The GEMM passes of one tile shape that read B (stored `[k, n]`) through its vec4 view:
+/// `[trans_a]`.
+macro_rules! gpu_b4_keys {
+    ($tile:expr) => {
+        [
+            gpu_key!(SHADER_B4, $tile, 0, 0, 0, 0, 0),
+            gpu_key!(SHADER_B4, $tile, 0, 1, 0, 0, 0),
         ]
     };
 }
@@ -121,6 +158,15 @@ pub static PIPELINES: [[PipelineKey; 8]; 5] = [
     gpu_keys!(TileShape::XL),
     gpu_keys!(TileShape::WIDE),
     gpu_keys!(TileShape::TALL),
+];
+
+/// The GEMM pipelines reading B through its vec4 view, `[tile][trans_a]`.
+pub static B4_PIPELINES: [[PipelineKey; 2]; 5] = [
+    gpu_b4_keys!(TileShape::SMALL),
+    gpu_b4_keys!(TileShape::LARGE),
+    gpu_b4_keys!(TileShape::XL),
+    gpu_b4_keys!(TileShape::WIDE),
+    gpu_b4_keys!(TileShape::TALL),
 ];
 
 /// Fixed-order sum of the weight-gradient splits.
@@ -137,6 +183,7 @@ pub fn pipelines() -> Vec<&'static PipelineKey> {
     PIPELINES
         .iter()
         .flatten()
+        .chain(B4_PIPELINES.iter().flatten())
         .chain(std::iter::once(&SUM_SPLITS))
         .collect()
 }
@@ -174,6 +221,14 @@ pub fn choose_tile(gpu: &Gpu, m: u32, n: u32, batches: u32) -> usize {
         }
     }
     index(TileShape::SMALL)
+}
+
+/// Whether `pass` is a GEMM whose B, stored `[k, n]`, is read through its vec4 view: n a
+/// multiple of 4, so that with tensors starting 256-byte aligned every row of B starts 16-byte
+/// aligned. Where A runs along the reduction a vec4 view would need 4×4 blocks transposed in
+/// registers, which raised the register count (BENCHMARKS.md): A stays scalar.
+fn b_view(pass: Pass, params: &TileParams) -> bool {
+    matches!(pass, Pass::Gemm { trans_b: false, .. }) && params.n.is_multiple_of(4)
 }
 
 /// Records one dispatch of the engine for `pass` over `params.batches` batch entries with the
@@ -223,13 +278,15 @@ pub(crate) fn launch(
     params.tiles = tiles as u32;
     let uniform = gpu.constant_uniform(&params);
     let [a, b, c] = tensors.map(Tensor::binding);
-    let bindings = [(0, Binding::whole(&uniform)), (1, a), (2, b), (3, c)];
-    gpu.dispatch(
-        encoder,
-        &PIPELINES[tile_index][pass.index()],
-        &bindings,
-        grid,
-    )
+    let mut bindings = vec![(0, Binding::whole(&uniform)), (1, a), (2, b), (3, c)];
+    let key = match pass {
+        Pass::Gemm { trans_a, .. } if b_view(pass, &params) => {
+            bindings.push((5, b));
+            &B4_PIPELINES[tile_index][usize::from(trans_a)]
+        }
+        _ => &PIPELINES[tile_index][pass.index()],
+    };
+    gpu.dispatch(encoder, key, &bindings, grid)
 }
 
 /// How the GPU engine's weight-gradient pass splits `images` images for `groups` groups of `m`
