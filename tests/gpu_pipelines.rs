@@ -85,7 +85,7 @@ static BAD_WORKGROUP: Shader = Shader {
     name: "bad_workgroup",
     source: "override WG: u32 = 64u;\n@compute @workgroup_size(WG) fn main() {}\n",
     requires: wgpu::Features::empty(),
-    loops_terminate: false,
+    trusted: false,
 };
 
 #[test]

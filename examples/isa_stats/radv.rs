@@ -364,7 +364,8 @@ fn spirv<'a>(
 
     // wgpu-hal's options on a Vulkan 1.3 driver with robustBufferAccess2; this crate creates its
     // pipelines without zero-initialised workgroup memory and with wgpu's runtime checks, less
-    // the loop bound for shaders whose loops terminate (`Shader::loops_terminate`).
+    // the loop bound and index clamps for trusted shaders (`Shader::trusted`).
+    let checked = !key.shader.trusted;
     use naga::back::spv;
     let options = spv::Options {
         lang_version: (1, 6),
@@ -372,13 +373,17 @@ fn spirv<'a>(
         // No binding map: group and binding become descriptor set and binding.
         fake_missing_bindings: true,
         bounds_check_policies: naga::proc::BoundsCheckPolicies {
-            index: naga::proc::BoundsCheckPolicy::Restrict,
+            index: if checked {
+                naga::proc::BoundsCheckPolicy::Restrict
+            } else {
+                naga::proc::BoundsCheckPolicy::Unchecked
+            },
             buffer: naga::proc::BoundsCheckPolicy::Unchecked,
             image_load: naga::proc::BoundsCheckPolicy::Unchecked,
             binding_array: naga::proc::BoundsCheckPolicy::Unchecked,
         },
         zero_initialize_workgroup_memory: spv::ZeroInitializeWorkgroupMemoryMode::None,
-        force_loop_bounding: !key.shader.loops_terminate,
+        force_loop_bounding: checked,
         ..spv::Options::default()
     };
     let pipeline_options = spv::PipelineOptions {

@@ -642,13 +642,15 @@ impl Gpu {
                     label: Some(shader.name),
                     source: wgpu::ShaderSource::Wgsl(shader.source.into()),
                 };
-                if !shader.loops_terminate {
+                if !shader.trusted {
                     return self.device.create_shader_module(desc);
                 }
                 let mut checks = wgpu::ShaderRuntimeChecks::checked();
                 checks.force_loop_bounding = false;
-                // SAFETY: the only check turned off is the loop bound, and `loops_terminate`
-                // promises that every loop of this module ends; bounds and division checks stay.
+                checks.bounds_checks = false;
+                // SAFETY: `trusted` promises that every loop of this module ends and every index
+                // stays in bounds for the parameters its launchers accept (they check tensor
+                // lengths and shapes first); division checks stay.
                 unsafe { self.device.create_shader_module_trusted(desc, checks) }
             })
             .clone()

@@ -12,11 +12,13 @@ pub struct Shader {
     pub source: &'static str,
     /// Device features the module needs (e.g. `SUBGROUP` for subgroup variants).
     pub requires: wgpu::Features,
-    /// Every loop of the module ends for every parameter its launchers accept, so the module is
-    /// created without naga's loop bounding (wgpu's `force_loop_bounding`: a 64-bit counter
-    /// tested in every iteration, and in every unrolled copy of one). Only where measured to
-    /// pay: on llvmpipe the bound keeps the quantizer's loops rolled, which is faster there.
-    pub loops_terminate: bool,
+    /// For every parameter its launchers accept, every loop of the module ends and every index
+    /// it forms is in bounds, so the module is created without wgpu's runtime checks for them:
+    /// naga's loop bound (a 64-bit counter tested in every iteration, and in every unrolled copy
+    /// of one) and its index clamps (on every workgroup-memory read, where they also rule out
+    /// constant offsets). Division checks stay. Only where measured to pay: on llvmpipe the loop
+    /// bound keeps the quantizer's loops rolled, which is faster there.
+    pub trusted: bool,
 }
 
 /// Identifies one compute pipeline: a shader, an entry point and its `override` constants.

@@ -30,7 +30,7 @@ pub static SHADER: Shader = Shader {
         include_str!("../../shaders/bn.wgsl")
     ),
     requires: wgpu::Features::empty(),
-    loops_terminate: false,
+    trusted: false,
 };
 
 const ELEMENTWISE: &[(&str, u32)] = &[("PER_THREAD", PER_THREAD)];

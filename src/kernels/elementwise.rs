@@ -9,7 +9,7 @@ pub static SHADER: Shader = Shader {
     name: "elementwise",
     source: include_str!("../../shaders/elementwise.wgsl"),
     requires: wgpu::Features::empty(),
-    loops_terminate: false,
+    trusted: false,
 };
 
 /// Threads per workgroup (fixed in the shader).

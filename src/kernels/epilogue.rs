@@ -29,7 +29,7 @@ pub static SHADER: Shader = Shader {
         include_str!("../../shaders/epilogue.wgsl")
     ),
     requires: wgpu::Features::empty(),
-    loops_terminate: false,
+    trusted: false,
 };
 
 /// `out = act(scale·y + shift)`.

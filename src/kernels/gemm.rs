@@ -180,7 +180,7 @@ macro_rules! engine_shader {
                 $variant!()
             ),
             requires: $requires,
-            loops_terminate: false,
+            trusted: false,
         }
     };
 }

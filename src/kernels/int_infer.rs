@@ -10,7 +10,7 @@ pub static SHADER: Shader = Shader {
     name: "int_infer",
     source: include_str!("../../shaders/int_infer.wgsl"),
     requires: wgpu::Features::empty(),
-    loops_terminate: false,
+    trusted: false,
 };
 
 /// Invocations per workgroup (fixed in the shader).

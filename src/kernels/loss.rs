@@ -14,7 +14,7 @@ pub static SHADER: Shader = Shader {
     name: "loss",
     source: include_str!("../../shaders/loss.wgsl"),
     requires: wgpu::Features::empty(),
-    loops_terminate: false,
+    trusted: false,
 };
 
 /// Loss, gradient and metrics in one workgroup.

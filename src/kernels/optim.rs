@@ -20,7 +20,7 @@ pub static SHADER: Shader = Shader {
     name: "optim",
     source: include_str!("../../shaders/optim.wgsl"),
     requires: wgpu::Features::empty(),
-    loops_terminate: false,
+    trusted: false,
 };
 
 /// Threads per workgroup (fixed in the shader).

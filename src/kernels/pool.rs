@@ -14,7 +14,7 @@ pub static SHADER: Shader = Shader {
     name: "pool",
     source: include_str!("../../shaders/pool.wgsl"),
     requires: wgpu::Features::empty(),
-    loops_terminate: false,
+    trusted: false,
 };
 
 /// Threads per workgroup (fixed in the shader).

@@ -13,7 +13,7 @@ pub static SHADER: Shader = Shader {
         include_str!("../../shaders/quant.wgsl")
     ),
     requires: wgpu::Features::empty(),
-    loops_terminate: false,
+    trusted: false,
 };
 
 /// Threads per workgroup of every quantizer entry point (fixed in the shader).

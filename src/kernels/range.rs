@@ -10,7 +10,7 @@ pub static SHADER: Shader = Shader {
     name: "range",
     source: include_str!("../../shaders/range.wgsl"),
     requires: wgpu::Features::empty(),
-    loops_terminate: false,
+    trusted: false,
 };
 
 /// Threads per workgroup (fixed in the shader).
